@@ -1,0 +1,25 @@
+# The two commands of the README. Each bootstraps its own virtual environment.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run the product on the embedded SQLite default
+run: $(STAMP)
+	$(VENV)/bin/agent-tools $(ARGS)
+
+## run the whole test suite (lint, type check, tests)
+test: $(STAMP)
+	$(VENV)/bin/ruff check promises agent_tools tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/store.py

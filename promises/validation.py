@@ -1,0 +1,142 @@
+"""Checks on everything a caller hands the store. Each failure says what is allowed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from promises.errors import InvalidArgument
+from promises.records import SEARCH_STATES, TIMER_TAG, SearchState, Value
+
+MAX_ID_LENGTH = 512
+MAX_KEY_LENGTH = 512
+MAX_TAGS = 64
+MAX_TAG_KEY_LENGTH = 256
+MAX_TAG_VALUE_LENGTH = 1024
+MAX_SEARCH_LIMIT = 1000
+#: 9999-12-31T23:59:59.999Z in ms: the latest instant a timeout may name.
+MAX_TIMESTAMP = 253_402_300_799_999
+RESERVED_TAG_PREFIX = "promises:"
+
+
+@dataclass(frozen=True)
+class Limits:
+    #: The most bytes a param or value may hold (data plus headers, UTF-8).
+    max_payload_bytes: int = 1024 * 1024
+
+
+def _is_clean_text(s: str) -> bool:
+    return all(c >= " " and c != "\x7f" for c in s)
+
+
+def check_id(promise_id: object, what: str = "promise id") -> str:
+    if not isinstance(promise_id, str):
+        raise InvalidArgument(f"{what} must be a string, got {type(promise_id).__name__}")
+    if not 1 <= len(promise_id) <= MAX_ID_LENGTH:
+        raise InvalidArgument(
+            f"{what} must be 1 to {MAX_ID_LENGTH} characters, got {len(promise_id)}"
+        )
+    if not _is_clean_text(promise_id):
+        raise InvalidArgument(f"{what} {promise_id!r} contains control characters; use printable text")
+    return promise_id
+
+
+def check_ikey(ikey: object) -> str | None:
+    if ikey is None:
+        return None
+    if not isinstance(ikey, str) or not 1 <= len(ikey) <= MAX_KEY_LENGTH:
+        raise InvalidArgument(
+            f"an idempotency key must be None or a string of 1 to {MAX_KEY_LENGTH} characters, "
+            f"got {ikey!r:.80}"
+        )
+    return ikey
+
+
+def check_strict(strict: object) -> bool:
+    if not isinstance(strict, bool):
+        raise InvalidArgument(f"strict must be True or False, got {strict!r:.40}")
+    return strict
+
+
+def check_timestamp(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(
+            f"{what} must be an integer count of milliseconds since the epoch, got {value!r:.40}"
+        )
+    if not 0 <= value <= MAX_TIMESTAMP:
+        raise InvalidArgument(
+            f"{what}={value} is out of range; use milliseconds since the epoch "
+            f"between 0 and {MAX_TIMESTAMP} (year 9999)"
+        )
+    return value
+
+
+def check_value(value: object, what: str, limits: Limits) -> Value:
+    if value is None:
+        return Value()
+    if not isinstance(value, Value):
+        raise InvalidArgument(f"{what} must be a promises.Value or None, got {type(value).__name__}")
+    if value.data is not None and not isinstance(value.data, str):
+        raise InvalidArgument(f"{what}.data must be text (str) or None, got {type(value.data).__name__}")
+    headers = _check_str_mapping(value.headers, f"{what}.headers")
+    size = len((value.data or "").encode()) + sum(len(k.encode()) + len(v.encode()) for k, v in headers.items())
+    if size > limits.max_payload_bytes:
+        raise InvalidArgument(
+            f"{what} is {size} bytes; the limit is {limits.max_payload_bytes} bytes. "
+            "Store large data elsewhere and pass a reference"
+        )
+    return Value(value.data, headers)
+
+
+def _check_str_mapping(m: object, what: str) -> Mapping[str, str]:
+    if not isinstance(m, Mapping):
+        raise InvalidArgument(f"{what} must be a mapping of str to str, got {type(m).__name__}")
+    for k, v in m.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise InvalidArgument(f"{what} must map str to str; {k!r:.40}: {v!r:.40} is not")
+    return MappingProxyType(dict(m))
+
+
+def check_tags(tags: object, *, creating: bool) -> Mapping[str, str]:
+    if tags is None:
+        return MappingProxyType({})
+    checked = _check_str_mapping(tags, "tags")
+    if len(checked) > MAX_TAGS:
+        raise InvalidArgument(f"a promise has at most {MAX_TAGS} tags, got {len(checked)}")
+    for k, v in checked.items():
+        if not 1 <= len(k) <= MAX_TAG_KEY_LENGTH or len(v) > MAX_TAG_VALUE_LENGTH:
+            raise InvalidArgument(
+                f"tag {k!r:.60} is too long: keys are 1 to {MAX_TAG_KEY_LENGTH} characters, "
+                f"values at most {MAX_TAG_VALUE_LENGTH}"
+            )
+        if creating and k.startswith(RESERVED_TAG_PREFIX) and (k, v) != (TIMER_TAG, "true"):
+            raise InvalidArgument(
+                f"tag {k!r} uses the reserved prefix {RESERVED_TAG_PREFIX!r}; "
+                f"the only reserved tag a caller may set is {TIMER_TAG!r}: 'true'"
+            )
+    return checked
+
+
+def check_search(
+    pattern: object, state: object, limit: object
+) -> tuple[str, SearchState | None, int]:
+    check_id(pattern, "search id pattern")
+    if state is not None and state not in SEARCH_STATES:
+        raise InvalidArgument(f"state must be one of {', '.join(SEARCH_STATES)} or None, got {state!r:.40}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_SEARCH_LIMIT:
+        raise InvalidArgument(f"limit must be an integer from 1 to {MAX_SEARCH_LIMIT}, got {limit!r:.40}")
+    return pattern, state, limit  # type: ignore[return-value]
+
+
+def dumps_mapping(m: Mapping[str, str]) -> str | None:
+    return json.dumps(dict(m), separators=(",", ":"), sort_keys=True) if m else None
+
+
+def loads_mapping(s: str | None) -> Mapping[str, str]:
+    if not s:
+        return MappingProxyType({})
+    loaded: Any = json.loads(s)
+    return MappingProxyType(loaded)
