@@ -96,3 +96,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Ite
 def store(store_url: str, clock: FakeClock) -> Iterator[SqlStore]:
     with open_store(store_url, clock=clock, poll_interval=0.05) as s:
         yield s
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
