@@ -17,7 +17,7 @@ run: $(STAMP)
 
 ## run the whole test suite (lint, type check, tests)
 test: $(STAMP)
-	$(VENV)/bin/ruff check promises agent_tools tests bench
+	$(VENV)/bin/ruff check promises agent_tools tests bench examples
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 

@@ -1,9 +1,9 @@
 """Durable promises: records with identity and state that outlive any process.
 
-    from promises import open_store, Value
-    store = open_store("sqlite:///work.db")
-    store.create("job-42", timeout_at=store.clock() + 3_600_000, ikey="start-42")
-    store.resolve("job-42", value=Value('{"ok": true}'))
+from promises import open_store, Value
+store = open_store("sqlite:///work.db")
+store.create("job-42", timeout_at=store.clock() + 3_600_000, ikey="start-42")
+store.resolve("job-42", value=Value('{"ok": true}'))
 """
 
 from promises.errors import (

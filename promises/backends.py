@@ -43,7 +43,8 @@ class Backend:
 
     name: Literal["sqlite", "postgresql"]
     engine: Engine
-    #: The same engine, but a transaction begun on it takes the write lock at once
+    #: Runs single-statement reads (on SQLite, outside any transaction).
+    #: ``write_engine`` is the same pool, but a transaction begun on it takes the write lock at once
     #: (``BEGIN IMMEDIATE`` on SQLite), so a read-then-write never needs an upgrade
     #: that could fail with "database is locked".
     write_engine: Engine
@@ -112,8 +113,12 @@ def _open_sqlite(parsed: Any) -> Backend:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        # Straight to the driver: this runs on every transaction, and SQLAlchemy's own
+        # execute path would cost more than the BEGIN. A read of one statement needs no
+        # transaction at all (``sqlite_begin`` unset): SQLite reads a consistent snapshot.
+        mode = connection.get_execution_options().get("sqlite_begin")
+        if mode is not None:
+            connection.connection.driver_connection.execute(f"BEGIN {mode}")
 
     return Backend(
         name="sqlite",

@@ -96,7 +96,9 @@ def check_invariants(p: Promise) -> None:
     if p.state == "pending" and (p.value.data is not None or p.ikey_settle is not None):
         problems.append("pending promise carries a settled value or settle key")
     if problems:
-        raise InvariantViolation(f"promise {p.id!r} breaks the store's invariants: " + "; ".join(problems))
+        raise InvariantViolation(
+            f"promise {p.id!r} breaks the store's invariants: " + "; ".join(problems)
+        )
 
 
 @dataclass(frozen=True, slots=True)

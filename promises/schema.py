@@ -33,7 +33,9 @@ class PromiseRow(StoreModel, table=True):
         Index("ix_promises_settled_at", "settled_at"),
     )
 
-    seq: int | None = Field(default=None, sa_column=Column(_SEQ, primary_key=True, autoincrement=True))
+    seq: int | None = Field(
+        default=None, sa_column=Column(_SEQ, primary_key=True, autoincrement=True)
+    )
     id: str = Field(unique=True)
     state: str
     timer: bool = False
@@ -69,7 +71,7 @@ IMMUTABLE_MESSAGE = "invariant violated: a settled promise never changes"
 event.listen(
     promises_table,
     "after_create",
-    DDL(
+    DDL(  # type: ignore[no-untyped-call]
         "CREATE TRIGGER IF NOT EXISTS promises_settled_never_change "
         "BEFORE UPDATE ON promises WHEN OLD.state <> 'pending' "
         f"BEGIN SELECT RAISE(ABORT, '{IMMUTABLE_MESSAGE}'); END"
@@ -78,7 +80,7 @@ event.listen(
 event.listen(
     promises_table,
     "after_create",
-    DDL(
+    DDL(  # type: ignore[no-untyped-call]
         "CREATE OR REPLACE FUNCTION promises_settled_never_change() RETURNS trigger AS $$ "
         f"BEGIN RAISE EXCEPTION '{IMMUTABLE_MESSAGE}'; END $$ LANGUAGE plpgsql; "
         "CREATE TRIGGER promises_settled_never_change BEFORE UPDATE ON promises "

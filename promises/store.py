@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import time
@@ -63,6 +64,8 @@ from promises.validation import (
     loads_mapping,
 )
 from promises.waiting import Notifier
+
+DEFAULT_LIMITS = Limits()
 
 #: Milliseconds since the epoch. Inject another to simulate time.
 Clock = Callable[[], int]
@@ -144,14 +147,18 @@ REJECTED_STATES = ("rejected", "rejected_canceled", "rejected_timedout")
 _p = promises_table
 _SETTLE = (
     update(_p)
-    .where(_p.c.id == bindparam("b_id"), _p.c.state == "pending", _p.c.timeout_at > bindparam("b_now"))
+    .where(
+        _p.c.id == bindparam("b_id"), _p.c.state == "pending", _p.c.timeout_at > bindparam("b_now")
+    )
     .values(
         state=bindparam("b_state"),
         value_headers=bindparam("b_headers"),
         value_data=bindparam("b_data"),
         ikey_settle=bindparam("b_ikey"),
         # max(now, created_at): another process's clock may run a little behind ours.
-        settled_at=case((_p.c.created_at > bindparam("b_now"), _p.c.created_at), else_=bindparam("b_now")),
+        settled_at=case(
+            (_p.c.created_at > bindparam("b_now"), _p.c.created_at), else_=bindparam("b_now")
+        ),
     )
     .returning(*_p.c)
 )
@@ -162,21 +169,36 @@ _PERSIST_TIMEOUT = (
 )
 _GET = select(_p).where(_p.c.id == bindparam("b_id"))
 _GET_FOR_UPDATE = _GET.with_for_update()
-_ANY_EXPIRED = select(_p.c.seq).where(_p.c.state == "pending", _p.c.timeout_at <= bindparam("b_now")).limit(1)
+_ANY_EXPIRED = (
+    select(_p.c.seq).where(_p.c.state == "pending", _p.c.timeout_at <= bindparam("b_now")).limit(1)
+)
 
 
 def _promise_from_row(row: Any) -> Promise:
+    # Positional unpacking in the table's column order: attribute access on SQLAlchemy
+    # rows costs more than everything else here, and search builds a page of these.
+    (_seq, id, state, _timer, param_headers, param_data, value_headers, value_data,
+     timeout_at, tags, ikey_create, ikey_settle, created_at, settled_at) = row  # fmt: skip
     return Promise(
-        id=row.id,
-        state=row.state,
-        param=Value(row.param_data, loads_mapping(row.param_headers)),
-        value=Value(row.value_data, loads_mapping(row.value_headers)),
-        timeout_at=row.timeout_at,
-        tags=loads_mapping(row.tags),
-        ikey_create=row.ikey_create,
-        ikey_settle=row.ikey_settle,
-        created_at=row.created_at,
-        settled_at=row.settled_at,
+        id=id,
+        state=state,
+        param=Value(param_data, loads_mapping(param_headers)),
+        value=Value(value_data, loads_mapping(value_headers)),
+        timeout_at=timeout_at,
+        tags=loads_mapping(tags),
+        ikey_create=ikey_create,
+        ikey_settle=ikey_settle,
+        created_at=created_at,
+        settled_at=settled_at,
+    )
+
+
+_COLUMNS = [c.name for c in _p.c]
+if _COLUMNS != ["seq", "id", "state", "timer", "param_headers", "param_data", "value_headers",
+                "value_data", "timeout_at", "tags", "ikey_create", "ikey_settle", "created_at",
+                "settled_at"]:  # fmt: skip
+    raise InvariantViolation(
+        f"promises table columns changed ({_COLUMNS}); update _promise_from_row"
     )
 
 
@@ -220,7 +242,7 @@ class SqlStore:
         backend: Backend,
         *,
         clock: Clock = system_clock,
-        limits: Limits = Limits(),
+        limits: Limits = DEFAULT_LIMITS,
         poll_interval: float = 0.2,
         retention: timedelta = timedelta(days=7),
     ) -> None:
@@ -297,8 +319,15 @@ class SqlStore:
                             [{"seq": seq, "key": k, "value": v} for k, v in checked_tags.items()],
                         )
                     fresh = Promise(
-                        id=id, state="pending", param=param, value=Value(), timeout_at=timeout_at,
-                        tags=checked_tags, ikey_create=ikey, ikey_settle=None, created_at=now,
+                        id=id,
+                        state="pending",
+                        param=param,
+                        value=Value(),
+                        timeout_at=timeout_at,
+                        tags=checked_tags,
+                        ikey_create=ikey,
+                        ikey_settle=None,
+                        created_at=now,
                         settled_at=None,
                     )
                     return Transition(effective(fresh, now), fresh=True)
@@ -365,7 +394,9 @@ class SqlStore:
         return Transition(current, fresh=False)
 
     @staticmethod
-    def _check_settled_as_asked(p: Promise, action: SettleAction, value: Value, ikey: str | None) -> None:
+    def _check_settled_as_asked(
+        p: Promise, action: SettleAction, value: Value, ikey: str | None
+    ) -> None:
         if p.state != SETTLED_BY[action] or p.value.data != value.data or p.ikey_settle != ikey:
             raise InvariantViolation(
                 f"promise {p.id!r} was written as {p.state} but the store was asked to {action} it"
@@ -414,9 +445,15 @@ class SqlStore:
             self._sweep_if_needed(now)
 
         stmt = select(_p)
+        # With tags, order by the first tag row's seq (equal to the promise's): the
+        # database then walks the (key, value, seq) index backwards and stops at a
+        # page, instead of sorting every match.
+        order_seq = _p.c.seq
         for i, (key, value) in enumerate(sorted(checked_tags.items())):
             t = tags_table.alias(f"t{i}")
             stmt = stmt.join(t, and_(t.c.seq == _p.c.seq, t.c.key == key, t.c.value == value))
+            if i == 0:
+                order_seq = t.c.seq
         conditions: list[Any] = []
         if pattern != "*":
             conditions.append(self.backend.id_pattern(_p.c.id, pattern))
@@ -427,13 +464,13 @@ class SqlStore:
         elif state == "rejected":
             conditions.append(_p.c.state.in_(REJECTED_STATES))
         if after is not None:
-            conditions.append(_p.c.seq < after)
-        stmt = stmt.where(*conditions).order_by(_p.c.seq.desc()).limit(limit + 1)
+            conditions.append(order_seq < after)
+        stmt = stmt.where(*conditions).order_by(order_seq.desc()).limit(limit + 1)
 
         with self._read() as conn:
             rows = conn.execute(stmt).all()
         page = rows[:limit]
-        next_cursor = _encode_cursor(page[-1].seq, digest) if len(rows) > limit else None
+        next_cursor = _encode_cursor(page[-1][0], digest) if len(rows) > limit else None
         return SearchPage([effective(_promise_from_row(r), now) for r in page], next_cursor)
 
     # -- upkeep -------------------------------------------------------------------
@@ -453,7 +490,9 @@ class SqlStore:
             .where(_p.c.seq.in_(candidates), _p.c.state == "pending")
             .values(
                 state=case((_p.c.timer, "resolved"), else_="rejected_timedout"),
-                settled_at=case((_p.c.created_at > _p.c.timeout_at, _p.c.created_at), else_=_p.c.timeout_at),
+                settled_at=case(
+                    (_p.c.created_at > _p.c.timeout_at, _p.c.created_at), else_=_p.c.timeout_at
+                ),
             )
             .returning(_p.c.id)
         )
@@ -510,12 +549,10 @@ class SqlStore:
                 if not promise.pending or remaining <= 0:
                     return promise
                 until_timeout = max(promise.timeout_at - self.clock(), 0) / 1000
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
                         settled.wait(), min(remaining, self.poll_interval, until_timeout + 0.001)
                     )
-                except TimeoutError:
-                    pass
 
     def close(self) -> None:
         self.backend.engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,7 +41,9 @@ def check_id(promise_id: object, what: str = "promise id") -> str:
             f"{what} must be 1 to {MAX_ID_LENGTH} characters, got {len(promise_id)}"
         )
     if not _is_clean_text(promise_id):
-        raise InvalidArgument(f"{what} {promise_id!r} contains control characters; use printable text")
+        raise InvalidArgument(
+            f"{what} {promise_id!r} contains control characters; use printable text"
+        )
     return promise_id
 
 
@@ -78,11 +81,17 @@ def check_value(value: object, what: str, limits: Limits) -> Value:
     if value is None:
         return Value()
     if not isinstance(value, Value):
-        raise InvalidArgument(f"{what} must be a promises.Value or None, got {type(value).__name__}")
+        raise InvalidArgument(
+            f"{what} must be a promises.Value or None, got {type(value).__name__}"
+        )
     if value.data is not None and not isinstance(value.data, str):
-        raise InvalidArgument(f"{what}.data must be text (str) or None, got {type(value.data).__name__}")
+        raise InvalidArgument(
+            f"{what}.data must be text (str) or None, got {type(value.data).__name__}"
+        )
     headers = _check_str_mapping(value.headers, f"{what}.headers")
-    size = len((value.data or "").encode()) + sum(len(k.encode()) + len(v.encode()) for k, v in headers.items())
+    size = len((value.data or "").encode()) + sum(
+        len(k.encode()) + len(v.encode()) for k, v in headers.items()
+    )
     if size > limits.max_payload_bytes:
         raise InvalidArgument(
             f"{what} is {size} bytes; the limit is {limits.max_payload_bytes} bytes. "
@@ -125,9 +134,13 @@ def check_search(
 ) -> tuple[str, SearchState | None, int]:
     check_id(pattern, "search id pattern")
     if state is not None and state not in SEARCH_STATES:
-        raise InvalidArgument(f"state must be one of {', '.join(SEARCH_STATES)} or None, got {state!r:.40}")
+        raise InvalidArgument(
+            f"state must be one of {', '.join(SEARCH_STATES)} or None, got {state!r:.40}"
+        )
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_SEARCH_LIMIT:
-        raise InvalidArgument(f"limit must be an integer from 1 to {MAX_SEARCH_LIMIT}, got {limit!r:.40}")
+        raise InvalidArgument(
+            f"limit must be an integer from 1 to {MAX_SEARCH_LIMIT}, got {limit!r:.40}"
+        )
     return pattern, state, limit  # type: ignore[return-value]
 
 
@@ -135,8 +148,13 @@ def dumps_mapping(m: Mapping[str, str]) -> str | None:
     return json.dumps(dict(m), separators=(",", ":"), sort_keys=True) if m else None
 
 
+_NO_ENTRIES: Mapping[str, str] = MappingProxyType({})
+
+
+@functools.lru_cache(maxsize=4096)
 def loads_mapping(s: str | None) -> Mapping[str, str]:
+    # Cached: tag sets repeat across many promises, and the result is read-only.
     if not s:
-        return MappingProxyType({})
+        return _NO_ENTRIES
     loaded: Any = json.loads(s)
     return MappingProxyType(loaded)

@@ -9,6 +9,7 @@ seen by the waiter's bounded poll instead (see ``Store.wait``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -39,7 +40,6 @@ class Notifier:
         with self._lock:
             targets = [entry for key in keys for entry in self._waiters.get(key, ())]
         for loop, event in targets:
-            try:
+            # RuntimeError: that loop has closed, and its waiter with it.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # that loop has closed; its waiter is gone
-                pass

@@ -101,4 +101,3 @@ def store(store_url: str, clock: FakeClock) -> Iterator[SqlStore]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-

@@ -26,12 +26,21 @@ HOUR = 3_600_000
 pytestmark = pytest.mark.anyio  # async tests run on asyncio (see conftest.anyio_backend)
 
 
-def test_a_created_promise_is_pending_with_its_param_and_tags(store: SqlStore, clock: FakeClock) -> None:
-    t = store.create("p1", timeout_at=clock() + HOUR, param=Value('{"a": 1}', {"h": "v"}), tags={"kind": "x"})
+def test_a_created_promise_is_pending_with_its_param_and_tags(
+    store: SqlStore, clock: FakeClock
+) -> None:
+    t = store.create(
+        "p1", timeout_at=clock() + HOUR, param=Value('{"a": 1}', {"h": "v"}), tags={"kind": "x"}
+    )
     assert t.fresh
     p = store.get("p1")
     assert p == t.promise
-    assert (p.state, p.param.data, dict(p.param.headers), dict(p.tags)) == ("pending", '{"a": 1}', {"h": "v"}, {"kind": "x"})
+    assert (p.state, p.param.data, dict(p.param.headers), dict(p.tags)) == (
+        "pending",
+        '{"a": 1}',
+        {"h": "v"},
+        {"kind": "x"},
+    )
     assert p.created_at == clock() and p.settled_at is None
 
 
@@ -45,7 +54,9 @@ def test_a_settled_value_round_trips(store: SqlStore, clock: FakeClock) -> None:
     assert dict(p.value.headers) == {"type": "ValueError"} and p.settled_at == clock()
 
 
-def test_a_pending_promise_times_out_lazily_at_its_timeout(store: SqlStore, clock: FakeClock) -> None:
+def test_a_pending_promise_times_out_lazily_at_its_timeout(
+    store: SqlStore, clock: FakeClock
+) -> None:
     store.create("p1", timeout_at=clock() + 1000)
     clock.advance(999)
     assert store.get("p1").state == "pending"
@@ -54,7 +65,9 @@ def test_a_pending_promise_times_out_lazily_at_its_timeout(store: SqlStore, cloc
     assert p.state == "rejected_timedout" and p.settled_at == p.timeout_at
 
 
-def test_a_timer_resolves_at_its_timeout_instead_of_timing_out(store: SqlStore, clock: FakeClock) -> None:
+def test_a_timer_resolves_at_its_timeout_instead_of_timing_out(
+    store: SqlStore, clock: FakeClock
+) -> None:
     store.create("sleep", timeout_at=clock() + 1000, tags={TIMER_TAG: "true"})
     clock.advance(1000)
     p = store.get("sleep")
@@ -80,11 +93,15 @@ def test_sweep_settles_every_expired_promise_in_bulk(store: SqlStore, clock: Fak
     assert store.sweep() == 0
     assert store.get("timer").state == "resolved"
     with store.transaction() as conn:
-        counts = dict(conn.execute(text("SELECT state, count(*) FROM promises GROUP BY state")).all())
+        counts = dict(
+            conn.execute(text("SELECT state, count(*) FROM promises GROUP BY state")).all()
+        )
     assert counts == {"pending": 600, "rejected_timedout": 600, "resolved": 1}
 
 
-def test_search_pages_through_everything_newest_first_with_a_stable_order(store: SqlStore, clock: FakeClock) -> None:
+def test_search_pages_through_everything_newest_first_with_a_stable_order(
+    store: SqlStore, clock: FakeClock
+) -> None:
     for i in range(25):
         store.create(f"job-{i:02d}", timeout_at=clock() + HOUR)
     seen, cursor = [], None
@@ -119,7 +136,9 @@ def test_search_filters_by_state_tags_and_id_glob(store: SqlStore, clock: FakeCl
     assert ids(id="*1") == ["b.1", "a.1"]
 
 
-def test_a_cursor_from_another_search_or_tampered_is_refused(store: SqlStore, clock: FakeClock) -> None:
+def test_a_cursor_from_another_search_or_tampered_is_refused(
+    store: SqlStore, clock: FakeClock
+) -> None:
     for i in range(3):
         store.create(f"p{i}", timeout_at=clock() + HOUR)
     cursor = store.search(limit=1).cursor
@@ -142,7 +161,9 @@ def test_search_with_an_unknown_state_is_refused(store: SqlStore) -> None:
         store.search(state="done")  # type: ignore[arg-type]
 
 
-def test_collect_deletes_only_promises_settled_longer_ago_than_retention(store: SqlStore, clock: FakeClock) -> None:
+def test_collect_deletes_only_promises_settled_longer_ago_than_retention(
+    store: SqlStore, clock: FakeClock
+) -> None:
     store.create("old", timeout_at=clock() + HOUR, ikey="k-old", tags={"kind": "x"})
     store.resolve("old")
     store.create("waiting", timeout_at=clock() + 30 * 24 * HOUR)
@@ -158,15 +179,22 @@ def test_collect_deletes_only_promises_settled_longer_ago_than_retention(store: 
     assert store.create("old", timeout_at=clock() + HOUR, ikey="k-old").fresh
 
 
-def test_a_settled_promise_cannot_be_changed_even_by_raw_sql(store: SqlStore, clock: FakeClock) -> None:
+def test_a_settled_promise_cannot_be_changed_even_by_raw_sql(
+    store: SqlStore, clock: FakeClock
+) -> None:
     store.create("p1", timeout_at=clock() + HOUR)
     store.resolve("p1", value=Value("1"))
-    with pytest.raises(InvariantViolation, match="settled promise never changes"), store.transaction() as conn:
+    with (
+        pytest.raises(InvariantViolation, match="settled promise never changes"),
+        store.transaction() as conn,
+    ):
         conn.execute(text("UPDATE promises SET value_data = '2' WHERE id = 'p1'"))
     assert store.get("p1").value.data == "1"
 
 
-def test_a_row_that_breaks_an_invariant_is_reported_not_returned(store: SqlStore, clock: FakeClock) -> None:
+def test_a_row_that_breaks_an_invariant_is_reported_not_returned(
+    store: SqlStore, clock: FakeClock
+) -> None:
     store.create("p1", timeout_at=clock() + HOUR)
     with store.transaction() as conn:  # a pending row that claims to be settled
         conn.execute(text("UPDATE promises SET settled_at = 5 WHERE id = 'p1'"))
@@ -189,7 +217,9 @@ async def test_wait_wakes_at_once_when_this_process_settles(store_url: str) -> N
         assert time.monotonic() - started < 5
 
 
-async def test_wait_sees_a_settle_from_another_store_within_the_poll_interval(store_url: str) -> None:
+async def test_wait_sees_a_settle_from_another_store_within_the_poll_interval(
+    store_url: str,
+) -> None:
     with open_store(store_url, poll_interval=0.05) as waiter_store, open_store(store_url) as other:
         waiter_store.create("p1", timeout_at=waiter_store.clock() + HOUR)
         waiter = asyncio.create_task(waiter_store.wait("p1", timeout=20))
@@ -199,7 +229,9 @@ async def test_wait_sees_a_settle_from_another_store_within_the_poll_interval(st
         assert p.state == "resolved"
 
 
-async def test_wait_returns_the_pending_promise_at_its_deadline(store: SqlStore, clock: FakeClock) -> None:
+async def test_wait_returns_the_pending_promise_at_its_deadline(
+    store: SqlStore, clock: FakeClock
+) -> None:
     store.create("p1", timeout_at=clock() + HOUR)
     p = await asyncio.wait_for(store.wait("p1", timeout=0.1), 5)
     assert p.pending

@@ -35,7 +35,9 @@ def _still_intact(store: SqlStore) -> None:
         ("nul\x00", "control characters"),
     ],
 )
-def test_a_bad_id_is_refused_with_what_is_allowed(store: SqlStore, clock: FakeClock, bad_id: object, message: str) -> None:
+def test_a_bad_id_is_refused_with_what_is_allowed(
+    store: SqlStore, clock: FakeClock, bad_id: object, message: str
+) -> None:
     for call in (
         lambda: store.create(bad_id, timeout_at=clock() + HOUR),  # type: ignore[arg-type]
         lambda: store.resolve(bad_id),  # type: ignore[arg-type]
@@ -58,7 +60,9 @@ def test_a_bad_id_is_refused_with_what_is_allowed(store: SqlStore, clock: FakeCl
         (True, "integer count of milliseconds"),
     ],
 )
-def test_a_negative_or_absurd_timeout_is_refused(store: SqlStore, timeout_at: object, message: str) -> None:
+def test_a_negative_or_absurd_timeout_is_refused(
+    store: SqlStore, timeout_at: object, message: str
+) -> None:
     with pytest.raises(InvalidArgument, match=message):
         store.create("p", timeout_at=timeout_at)  # type: ignore[arg-type]
     _still_intact(store)
@@ -103,7 +107,9 @@ def test_a_malformed_value_is_refused(store: SqlStore, value: object, message: s
         ({"promises:timer": "yes"}, "reserved prefix"),
     ],
 )
-def test_a_bad_tag_is_refused(store: SqlStore, clock: FakeClock, tags: object, message: str) -> None:
+def test_a_bad_tag_is_refused(
+    store: SqlStore, clock: FakeClock, tags: object, message: str
+) -> None:
     with pytest.raises(InvalidArgument, match=message):
         store.create("p", timeout_at=clock() + HOUR, tags=tags)  # type: ignore[arg-type]
     _still_intact(store)

@@ -13,7 +13,13 @@ from dataclasses import dataclass, replace
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 
 from promises import (
     TIMER_TAG,
@@ -81,15 +87,25 @@ def run_model_test(store: SqlStore, clock: FakeClock, examples: int) -> None:
                 got = "fresh" if result.fresh else "dedup"
             assert got == outcome
 
-        @rule(pid=ids, ikey=keys, strict=strict, delta=st.sampled_from([1, 40, 10**9]),
-              timer=st.booleans(), kind=st.sampled_from(["x", "y"]))
-        def create(self, pid: str, ikey: str | None, strict: bool, delta: int, timer: bool, kind: str) -> None:
+        @rule(
+            pid=ids,
+            ikey=keys,
+            strict=strict,
+            delta=st.sampled_from([1, 40, 10**9]),
+            timer=st.booleans(),
+            kind=st.sampled_from(["x", "y"]),
+        )
+        def create(
+            self, pid: str, ikey: str | None, strict: bool, delta: int, timer: bool, kind: str
+        ) -> None:
             now = clock()
             current = self.model.get(pid)
             tags = {"kind": kind, **({TIMER_TAG: "true"} if timer else {})}
             if current is None:
                 outcome: object = "fresh"
-                self.model[pid] = Model("pending", ikey, None, now + delta, timer, kind, now, None, None, self.created)
+                self.model[pid] = Model(
+                    "pending", ikey, None, now + delta, timer, kind, now, None, None, self.created
+                )
                 self.created += 1
             else:
                 m = current.at(now)
@@ -98,12 +114,21 @@ def run_model_test(store: SqlStore, clock: FakeClock, examples: int) -> None:
                 outcome = "dedup" if ok else (PromiseAlreadyExists, m.state)
             self._expect(
                 outcome,
-                lambda: store.create(self.prefix + pid, timeout_at=now + delta, ikey=ikey, strict=strict, tags=tags),
+                lambda: store.create(
+                    self.prefix + pid, timeout_at=now + delta, ikey=ikey, strict=strict, tags=tags
+                ),
             )
 
-        @rule(pid=ids, action=st.sampled_from(sorted(SETTLES)), ikey=keys, strict=strict,
-              data=st.sampled_from([None, "1", '"x"']))
-        def settle(self, pid: str, action: str, ikey: str | None, strict: bool, data: str | None) -> None:
+        @rule(
+            pid=ids,
+            action=st.sampled_from(sorted(SETTLES)),
+            ikey=keys,
+            strict=strict,
+            data=st.sampled_from([None, "1", '"x"']),
+        )
+        def settle(
+            self, pid: str, action: str, ikey: str | None, strict: bool, data: str | None
+        ) -> None:
             now = clock()
             current = self.model.get(pid)
             if current is None:
@@ -112,17 +137,26 @@ def run_model_test(store: SqlStore, clock: FakeClock, examples: int) -> None:
                 m = current.at(now)
                 if m.state == "pending":
                     outcome = "fresh"
-                    m = replace(m, state=SETTLES[action], ikey_settle=ikey, settled_at=now, value=data)
+                    m = replace(
+                        m, state=SETTLES[action], ikey_settle=ikey, settled_at=now, value=data
+                    )
                 elif m.state == "rejected_timedout":
                     outcome = "dedup" if not strict else (PromiseAlreadySettled, m.state)
                 elif m.state == SETTLES[action]:
-                    outcome = "dedup" if _same_key(m.ikey_settle, ikey) else (PromiseAlreadySettled, m.state)
+                    outcome = (
+                        "dedup"
+                        if _same_key(m.ikey_settle, ikey)
+                        else (PromiseAlreadySettled, m.state)
+                    )
                 else:
                     ok = _same_key(m.ikey_settle, ikey) and not strict
                     outcome = "dedup" if ok else (PromiseAlreadySettled, m.state)
                 self.model[pid] = m
             settle = getattr(store, action)
-            self._expect(outcome, lambda: settle(self.prefix + pid, value=Value(data), ikey=ikey, strict=strict))
+            self._expect(
+                outcome,
+                lambda: settle(self.prefix + pid, value=Value(data), ikey=ikey, strict=strict),
+            )
 
         @rule(ms=st.sampled_from([0, 1, 39, 40, 41, 1000]))
         def advance(self, ms: int) -> None:
@@ -132,21 +166,31 @@ def run_model_test(store: SqlStore, clock: FakeClock, examples: int) -> None:
         def sweep(self) -> None:
             store.sweep()
 
-        @rule(state=st.sampled_from([None, "pending", "resolved", "rejected"]),
-              kind=st.sampled_from([None, "x", "y"]), limit=st.sampled_from([1, 2, 1000]))
+        @rule(
+            state=st.sampled_from([None, "pending", "resolved", "rejected"]),
+            kind=st.sampled_from([None, "x", "y"]),
+            limit=st.sampled_from([1, 2, 1000]),
+        )
         def search(self, state: str | None, kind: str | None, limit: int) -> None:
             now = clock()
             expected = []
             for pid, m in sorted(self.model.items(), key=lambda kv: -kv[1].order):
                 s = m.at(now).state
-                wanted = state is None or s == state or (state == "rejected" and s.startswith("rejected"))
+                wanted = (
+                    state is None
+                    or s == state
+                    or (state == "rejected" and s.startswith("rejected"))
+                )
                 if wanted and (kind is None or m.kind == kind):
                     expected.append(self.prefix + pid)
             got, cursor = [], None
             while True:
                 page = store.search(
-                    self.prefix + "*", state=state, tags=None if kind is None else {"kind": kind},  # type: ignore[arg-type]
-                    limit=limit, cursor=cursor,
+                    self.prefix + "*",
+                    state=state,
+                    tags=None if kind is None else {"kind": kind},  # type: ignore[arg-type]
+                    limit=limit,
+                    cursor=cursor,
                 )
                 got += [p.id for p in page.promises]
                 if page.cursor is None:
@@ -165,16 +209,31 @@ def run_model_test(store: SqlStore, clock: FakeClock, examples: int) -> None:
                         store.get(self.prefix + pid)
                     continue
                 m, p = self.model[pid].at(now), store.get(self.prefix + pid)
-                assert (p.state, p.ikey_create, p.ikey_settle, p.timeout_at, p.created_at, p.settled_at) == (
-                    m.state, m.ikey_create, m.ikey_settle, m.timeout_at, m.created_at, m.settled_at
+                assert (
+                    p.state,
+                    p.ikey_create,
+                    p.ikey_settle,
+                    p.timeout_at,
+                    p.created_at,
+                    p.settled_at,
+                ) == (
+                    m.state,
+                    m.ikey_create,
+                    m.ikey_settle,
+                    m.timeout_at,
+                    m.created_at,
+                    m.settled_at,
                 )
                 assert p.value.data == m.value
 
     run_state_machine_as_test(
         StoreMachine,
         settings=settings(
-            max_examples=examples, stateful_step_count=40, deadline=None,
-            suppress_health_check=[HealthCheck.too_slow], database=None,
+            max_examples=examples,
+            stateful_step_count=40,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+            database=None,
         ),
     )
 

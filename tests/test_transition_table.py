@@ -79,8 +79,15 @@ def _rows() -> list[Row]:
         if m is None:
             raise ValueError(f"cannot parse action {cells[2]!r}")
         rows.append(
-            Row(int(cells[0]), _state(cells[1]), ACTIONS[m[1]], KEYS[m[2]], m[3] == "T",
-                _state(cells[3]), cells[4])
+            Row(
+                int(cells[0]),
+                _state(cells[1]),
+                ACTIONS[m[1]],
+                KEYS[m[2]],
+                m[3] == "T",
+                _state(cells[3]),
+                cells[4],
+            )
         )
     return rows
 
@@ -93,7 +100,9 @@ def test_the_table_has_all_324_rows() -> None:
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def table_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SqlStore, FakeClock]]:
+def table_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[SqlStore, FakeClock]]:
     clock = FakeClock()
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('table')}/table.db"

@@ -1,0 +1,38 @@
+"""Snippets in the README come from files this test runs, so they cannot drift."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def _snippet(path: Path, name: str) -> str:
+    text = path.read_text()
+    m = re.search(rf"# --8<-- \[start:{name}\]\n(.*?)# --8<-- \[end:{name}\]\n", text, re.S)
+    assert m is not None, f"{path} has no snippet {name!r}"
+    return m[1]
+
+
+def test_the_readme_quickstart_is_the_example_file_and_it_runs(tmp_path: Path) -> None:
+    example = ROOT / "examples" / "promises_quickstart.py"
+    assert _snippet(example, "quickstart") in (ROOT / "README.md").read_text()
+    result = subprocess.run(
+        [sys.executable, str(example), str(tmp_path / "q.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == 'resolved {"rows": 42}'
+
+
+def test_the_readme_commands_are_the_makefile_targets_and_ci_runs_the_test_one() -> None:
+    readme = (ROOT / "README.md").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    assert "make run" in readme and "make test" in readme
+    assert re.search(r"^run:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
