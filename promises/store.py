@@ -234,8 +234,21 @@ def _decode_cursor(cursor: object, digest: str) -> int | None:
     return seq
 
 
+#: Called inside the transaction that settles promises (fresh settles, persisted
+#: timeouts, sweeps) with the connection, the settled ids and the time. The runtime
+#: uses it to wake the tasks waiting on them, atomically with the settle.
+SettleHook = Callable[[Connection, list[str], int], None]
+
+_NOTIFY = "promises.notify"
+
+
 class SqlStore:
-    """``PromiseStore`` on SQLite or PostgreSQL. Create it with ``open_store``."""
+    """``PromiseStore`` on SQLite or PostgreSQL. Create it with ``open_store``.
+
+    Besides the ``PromiseStore`` methods, ``transaction()`` with ``create_in`` and
+    ``settle_in`` let code in this package (the runtime) put promise transitions and
+    its own rows in one atomic transaction.
+    """
 
     def __init__(
         self,
@@ -252,6 +265,7 @@ class SqlStore:
         self.poll_interval = poll_interval
         self.retention = retention
         self.notifier = Notifier()
+        self.settle_hooks: list[SettleHook] = []
         self._insert = (
             backend.insert(_p).on_conflict_do_nothing(index_elements=["id"]).returning(_p.c.seq)
         )
@@ -260,12 +274,15 @@ class SqlStore:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """A write transaction. Driver errors leave as ``PromiseError``s."""
+        """A write transaction. Waiters on the promises it settled wake after it
+        commits. Driver errors leave as ``PromiseError``s."""
         try:
             with self.backend.write_engine.begin() as conn:
                 yield conn
+                settled: list[str] = conn.info.pop(_NOTIFY, [])
         except DBAPIError as exc:
             raise _translate(exc) from exc
+        self.notifier.notify(settled)
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -274,6 +291,14 @@ class SqlStore:
                 yield conn
         except DBAPIError as exc:
             raise _translate(exc) from exc
+
+    def _settled(self, conn: Connection, ids: list[str], now: int) -> None:
+        """Bookkeeping for promises this transaction settled."""
+        if not ids:
+            return
+        conn.info.setdefault(_NOTIFY, []).extend(ids)
+        for hook in self.settle_hooks:
+            hook(conn, ids, now)
 
     # -- create -------------------------------------------------------------------
 
@@ -287,6 +312,24 @@ class SqlStore:
         ikey: str | None = None,
         strict: bool = False,
     ) -> Transition:
+        with self.transaction() as conn:
+            return self.create_in(
+                conn, id, timeout_at=timeout_at, param=param, tags=tags, ikey=ikey, strict=strict
+            )
+
+    def create_in(
+        self,
+        conn: Connection,
+        id: str,
+        *,
+        timeout_at: int,
+        param: Value | None = None,
+        tags: Mapping[str, str] | None = None,
+        ikey: str | None = None,
+        strict: bool = False,
+    ) -> Transition:
+        """``create`` inside the caller's ``transaction()``. A refusal raises, which
+        rolls back the caller's whole transaction."""
         check_id(id)
         check_timestamp(timeout_at, "timeout_at")
         param = check_value(param, "param", self.limits)
@@ -309,34 +352,27 @@ class SqlStore:
             "created_at": now,
             "settled_at": None,
         }
+        # On PostgreSQL (READ COMMITTED) a row deleted by retention between our insert
+        # and our read makes us insert again; under SQLite's write lock it cannot happen.
         for _ in range(3):
-            with self.transaction() as conn:
-                seq = conn.execute(self._insert, row).scalar()
-                if seq is not None:
-                    if checked_tags:
-                        conn.execute(
-                            tags_table.insert(),
-                            [{"seq": seq, "key": k, "value": v} for k, v in checked_tags.items()],
-                        )
-                    fresh = Promise(
-                        id=id,
-                        state="pending",
-                        param=param,
-                        value=Value(),
-                        timeout_at=timeout_at,
-                        tags=checked_tags,
-                        ikey_create=ikey,
-                        ikey_settle=None,
-                        created_at=now,
-                        settled_at=None,
+            seq = conn.execute(self._insert, row).scalar()
+            if seq is not None:
+                if checked_tags:
+                    conn.execute(
+                        tags_table.insert(),
+                        [{"seq": seq, "key": k, "value": v} for k, v in checked_tags.items()],
                     )
-                    return Transition(effective(fresh, now), fresh=True)
-                existing = conn.execute(_GET_FOR_UPDATE, {"b_id": id}).first()
-                if existing is None:
-                    continue  # collected between our insert and read; insert again
+                fresh = Promise(
+                    id=id, state="pending", param=param, value=Value(), timeout_at=timeout_at,
+                    tags=checked_tags, ikey_create=ikey, ikey_settle=None, created_at=now,
+                    settled_at=None,
+                )  # fmt: skip
+                return Transition(effective(fresh, now), fresh=True)
+            existing = conn.execute(_GET_FOR_UPDATE, {"b_id": id}).first()
+            if existing is not None:
                 current = self._apply_timeout(conn, _promise_from_row(existing), now)
-            check_duplicate_create(current, ikey, strict)
-            return Transition(current, fresh=False)
+                check_duplicate_create(current, ikey, strict)
+                return Transition(current, fresh=False)
         raise StoreUnavailable(f"promise {id!r} kept changing while being created; try again")
 
     # -- settle -------------------------------------------------------------------
@@ -344,21 +380,32 @@ class SqlStore:
     def resolve(
         self, id: str, *, value: Value | None = None, ikey: str | None = None, strict: bool = False
     ) -> Transition:
-        return self._settle(id, "resolve", value, ikey, strict)
+        with self.transaction() as conn:
+            return self.settle_in(conn, id, "resolve", value=value, ikey=ikey, strict=strict)
 
     def reject(
         self, id: str, *, value: Value | None = None, ikey: str | None = None, strict: bool = False
     ) -> Transition:
-        return self._settle(id, "reject", value, ikey, strict)
+        with self.transaction() as conn:
+            return self.settle_in(conn, id, "reject", value=value, ikey=ikey, strict=strict)
 
     def cancel(
         self, id: str, *, value: Value | None = None, ikey: str | None = None, strict: bool = False
     ) -> Transition:
-        return self._settle(id, "cancel", value, ikey, strict)
+        with self.transaction() as conn:
+            return self.settle_in(conn, id, "cancel", value=value, ikey=ikey, strict=strict)
 
-    def _settle(
-        self, id: str, action: SettleAction, value: Value | None, ikey: str | None, strict: bool
+    def settle_in(
+        self,
+        conn: Connection,
+        id: str,
+        action: SettleAction,
+        *,
+        value: Value | None = None,
+        ikey: str | None = None,
+        strict: bool = False,
     ) -> Transition:
+        """Resolve, reject or cancel inside the caller's ``transaction()``."""
         check_id(id)
         value = check_value(value, "value", self.limits)
         ikey = check_ikey(ikey)
@@ -372,35 +419,28 @@ class SqlStore:
             "b_data": value.data,
             "b_ikey": ikey,
         }
-        with self.transaction() as conn:
+        row = conn.execute(_SETTLE, params).first()
+        if row is None:
+            existing = conn.execute(_GET_FOR_UPDATE, {"b_id": id}).first()
+            if existing is None:
+                raise PromiseNotFound(id)
+            current = self._apply_timeout(conn, _promise_from_row(existing), now)
+            if not current.pending:
+                check_duplicate_settle(current, action, ikey, strict)
+                return Transition(current, fresh=False)
+            # Created by another transaction between our two statements; we hold its
+            # row lock now, so this settle is the fresh one.
             row = conn.execute(_SETTLE, params).first()
             if row is None:
-                existing = conn.execute(_GET_FOR_UPDATE, {"b_id": id}).first()
-                if existing is None:
-                    raise PromiseNotFound(id)
-                current = self._apply_timeout(conn, _promise_from_row(existing), now)
-                if current.pending:
-                    # Created by another transaction between our two statements; we hold
-                    # its row lock now, so this settle is the fresh one.
-                    row = conn.execute(_SETTLE, params).first()
-                    if row is None:
-                        raise InvariantViolation(f"pending promise {id!r} could not be settled")
-        if row is not None:
-            settled = _promise_from_row(row)
-            self._check_settled_as_asked(settled, action, value, ikey)
-            self.notifier.notify([id])
-            return Transition(settled, fresh=True)
-        check_duplicate_settle(current, action, ikey, strict)
-        return Transition(current, fresh=False)
-
-    @staticmethod
-    def _check_settled_as_asked(
-        p: Promise, action: SettleAction, value: Value, ikey: str | None
-    ) -> None:
-        if p.state != SETTLED_BY[action] or p.value.data != value.data or p.ikey_settle != ikey:
+                raise InvariantViolation(f"pending promise {id!r} could not be settled")
+        settled = _promise_from_row(row)
+        if settled.state != SETTLED_BY[action] or settled.value.data != value.data:
             raise InvariantViolation(
-                f"promise {p.id!r} was written as {p.state} but the store was asked to {action} it"
+                f"promise {id!r} was written as {settled.state}, "
+                f"but the store was asked to {action} it"
             )
+        self._settled(conn, [id], now)
+        return Transition(settled, fresh=True)
 
     def _apply_timeout(self, conn: Connection, current: Promise, now: int) -> Promise:
         """Persist the timeout of an expired pending promise we hold locked."""
@@ -410,7 +450,7 @@ class SqlStore:
                 _PERSIST_TIMEOUT,
                 {"b_id": current.id, "b_state": expired.state, "b_settled_at": expired.settled_at},
             )
-            self.notifier.notify([current.id])
+            self._settled(conn, [current.id], now)
         return expired
 
     # -- reads --------------------------------------------------------------------
@@ -500,7 +540,7 @@ class SqlStore:
         while True:
             with self.transaction() as conn:
                 ids = list(conn.execute(stmt).scalars())
-            self.notifier.notify(ids)
+                self._settled(conn, ids, now)
             total += len(ids)
             if len(ids) < batch:
                 return total
