@@ -24,6 +24,9 @@ SEARCH_STATES: tuple[SearchState, ...] = get_args(SearchState)
 
 #: The tag that makes a promise a timer: it *resolves* at its timeout instead of timing out.
 TIMER_TAG = "promises:timer"
+#: Set by the runtime: a job promise's function name, and a step's name.
+JOB_TAG = "promises:job"
+STEP_TAG = "promises:step"
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 

@@ -88,3 +88,50 @@ event.listen(
         "EXECUTE FUNCTION promises_settled_never_change()"
     ).execute_if(dialect="postgresql"),
 )
+
+
+class TaskRow(StoreModel, table=True):
+    """The runnable side of a pending job promise: who may run it, from when, and the
+    lease that fences stale owners (``counter`` grows by one at every claim)."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_state_ready_at", "state", "ready_at"),
+        Index("ix_tasks_state_lease", "state", "lease_expires_at"),
+        Index("ix_tasks_waiting_on", "waiting_on"),
+    )
+
+    id: str = Field(primary_key=True)  # the job promise's id
+    state: str  # ready | claimed | done
+    ready_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    waiting_on: str | None = None
+    owner: str | None = None
+    owner_host: str | None = None
+    owner_pid: int | None = None
+    lease_expires_at: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    counter: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    attempts: int = 0
+    step_id: str | None = None
+    step_attempt: int = 0
+    progress: str | None = None
+    updated_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class ScheduleRow(StoreModel, table=True):
+    """A recurring job: the cron expression, what to start, and the next tick."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (Index("ix_schedules_next_fire", "state", "next_fire_at"),)
+
+    id: str = Field(primary_key=True)
+    cron: str
+    timezone: str = "UTC"
+    fn: str
+    args: str
+    state: str  # active | cancelled
+    next_fire_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+tasks_table: Any = TaskRow.__table__  # type: ignore[attr-defined]
+schedules_table: Any = ScheduleRow.__table__  # type: ignore[attr-defined]

@@ -285,7 +285,7 @@ class SqlStore:
         self.notifier.notify(settled)
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
+    def read(self) -> Iterator[Connection]:
         try:
             with self.backend.engine.connect() as conn:
                 yield conn
@@ -457,7 +457,7 @@ class SqlStore:
 
     def get(self, id: str) -> Promise:
         check_id(id)
-        with self._read() as conn:
+        with self.read() as conn:
             row = conn.execute(_GET, {"b_id": id}).first()
         if row is None:
             raise PromiseNotFound(id)
@@ -507,7 +507,7 @@ class SqlStore:
             conditions.append(order_seq < after)
         stmt = stmt.where(*conditions).order_by(order_seq.desc()).limit(limit + 1)
 
-        with self._read() as conn:
+        with self.read() as conn:
             rows = conn.execute(stmt).all()
         page = rows[:limit]
         next_cursor = _encode_cursor(page[-1][0], digest) if len(rows) > limit else None
@@ -546,7 +546,7 @@ class SqlStore:
                 return total
 
     def _sweep_if_needed(self, now: int) -> None:
-        with self._read() as conn:
+        with self.read() as conn:
             any_expired = conn.execute(_ANY_EXPIRED, {"b_now": now}).first() is not None
         if any_expired:
             self.sweep(now)

@@ -10,7 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 from promises.errors import InvalidArgument
-from promises.records import SEARCH_STATES, TIMER_TAG, SearchState, Value
+from promises.records import JOB_TAG, SEARCH_STATES, STEP_TAG, TIMER_TAG, SearchState, Value
 
 MAX_ID_LENGTH = 512
 MAX_KEY_LENGTH = 512
@@ -121,7 +121,8 @@ def check_tags(tags: object, *, creating: bool) -> Mapping[str, str]:
                 f"tag {k!r:.60} is too long: keys are 1 to {MAX_TAG_KEY_LENGTH} characters, "
                 f"values at most {MAX_TAG_VALUE_LENGTH}"
             )
-        if creating and k.startswith(RESERVED_TAG_PREFIX) and (k, v) != (TIMER_TAG, "true"):
+        reserved_ok = (k, v) == (TIMER_TAG, "true") or k in (JOB_TAG, STEP_TAG)
+        if creating and k.startswith(RESERVED_TAG_PREFIX) and not reserved_ok:
             raise InvalidArgument(
                 f"tag {k!r} uses the reserved prefix {RESERVED_TAG_PREFIX!r}; "
                 f"the only reserved tag a caller may set is {TIMER_TAG!r}: 'true'"
