@@ -17,10 +17,10 @@ from typing import Any
 import pydantic
 import pydantic_core
 
-from promises.errors import PromiseError
+from promises.errors import InvalidArgument
 
 
-class NotSerializable(PromiseError, TypeError):
+class NotSerializable(InvalidArgument):
     """A value a job takes or returns is not JSON."""
 
 

@@ -1,0 +1,385 @@
+"""The durable-function runtime in one process: steps, ids, waits, retries, timeouts,
+cancellation, errors and replay checks, with a real worker on a real store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from promises import InvalidArgument, SqlStore, Value, open_store
+from promises.codec import StoredError
+from promises.durable import JobConflict, Runtime, UnknownJob, durable
+from promises.worker import Worker
+from tests import durable_jobs as jobs
+from tests.conftest import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for a condition another task brings about, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def worker_for(store: SqlStore, **options: object) -> AsyncIterator[Worker]:
+    worker = Worker(Runtime(store), poll_interval=0.05, **options)  # type: ignore[arg-type]
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+def log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[dict[str, object]]]:
+    path = tmp_path / "steps.log"
+    monkeypatch.setenv("DURABLE_TEST_LOG", str(path))
+    jobs.Flaky.calls = 0
+    return lambda: (
+        [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    )
+
+
+@pytest.fixture
+def real_store(store_url: str) -> AsyncIterator[SqlStore]:
+    with open_store(store_url, poll_interval=0.05) as s:
+        yield s
+
+
+async def finish(store: SqlStore, job_id: str, timeout: float = 10) -> object:
+    job = await store.wait(job_id, timeout=timeout)
+    assert not job.pending, f"{job_id} still pending"
+    return Runtime.result(job)
+
+
+async def test_each_step_runs_once_and_the_job_resolves_with_their_results(
+    real_store: SqlStore, log: Callable[[], list[dict[str, object]]]
+) -> None:
+    async with worker_for(real_store):
+        assert Runtime(real_store).start(jobs.squares, 4, id="sq").fresh
+        assert await finish(real_store, "sq") == [0, 1, 4, 9]
+    assert sorted(e["step"] for e in log()) == ["sq.0", "sq.1", "sq.2", "sq.3"]  # type: ignore[type-var]
+
+
+async def test_step_ids_are_deterministic_for_sequential_concurrent_and_nested_steps(
+    real_store: SqlStore, log: Callable[[], list[dict[str, object]]]
+) -> None:
+    async with worker_for(real_store):
+        Runtime(real_store).start(jobs.shape, id="shape")
+        assert await finish(real_store, "shape") == {"first": 1, "pair": [4, 9], "nested": 16 + 25}
+    children = {p.id: p.tags["promises:step"] for p in real_store.search("shape.*").promises}
+    assert children == {
+        "shape.0": "tests.durable_jobs:square",
+        "shape.1": "tests.durable_jobs:square",
+        "shape.2": "tests.durable_jobs:async_square",
+        "shape.3": "tests.inner",
+        "shape.3.0": "tests.durable_jobs:square",
+        "shape.3.1": "tests.durable_jobs:square",
+    }
+    assert {e["step"] for e in log()} == {"shape.0", "shape.1", "shape.2", "shape.3.0", "shape.3.1"}
+
+
+async def test_starting_the_same_job_id_twice_with_the_same_args_runs_it_once(
+    real_store: SqlStore, log: Callable[[], list[dict[str, object]]]
+) -> None:
+    runtime = Runtime(real_store)
+    assert runtime.start(jobs.squares, 2, id="once").fresh
+    assert runtime.start(jobs.squares, 2, id="once").deduplicated
+    with pytest.raises(JobConflict, match="already exists with other arguments"):
+        runtime.start(jobs.squares, 3, id="once")
+    async with worker_for(real_store):
+        assert await finish(real_store, "once") == [0, 1]
+    assert len(log()) == 2
+
+
+async def test_a_pydantic_step_result_comes_back_as_the_model_on_replay(
+    real_store: SqlStore,
+) -> None:
+    async with worker_for(real_store):
+        Runtime(real_store).start(jobs.report, "Porto", id="rep")
+        assert await finish(real_store, "rep") == {
+            "is_model": True,
+            "report": {"city": "Porto", "rows": 3},
+        }
+
+
+async def test_a_sleeping_job_gives_its_slot_back_and_wakes_after_its_time(
+    real_store: SqlStore,
+) -> None:
+    async with worker_for(real_store, concurrency=1):
+        runtime = Runtime(real_store)
+        runtime.start(jobs.sleeper, 0.5, id="sleepy")
+        runtime.start(jobs.squares, 1, id="quick")
+        # With one slot, the quick job finishes while the other sleeps.
+        assert await finish(real_store, "quick") == [0]
+        assert real_store.get("sleepy").pending
+        result = await finish(real_store, "sleepy")
+    assert 500 <= result["after"] - result["before"] < 3000  # type: ignore[index]
+
+
+async def test_sleep_until_needs_an_aware_time_and_wakes_then(real_store: SqlStore) -> None:
+    when = datetime.fromtimestamp(time.time() + 0.3, tz=UTC)
+    async with worker_for(real_store):
+        Runtime(real_store).start(jobs.sleep_until, when.isoformat(), id="until")
+        assert await finish(real_store, "until") >= int(when.timestamp() * 1000)  # type: ignore[operator]
+        Runtime(real_store).start(jobs.sleep_until, "2030-01-01T09:00:00", id="naive")
+        with pytest.raises(StoredError, match="aware datetime"):
+            await finish(real_store, "naive")
+
+
+async def test_an_outside_promise_resumes_the_job_with_its_value(real_store: SqlStore) -> None:
+    async with worker_for(real_store):
+        Runtime(real_store).start(jobs.approval, 250, id="refund")
+        await until(lambda: real_store.search("refund.*", state="pending").promises != [])
+        decision = real_store.get("refund.0")
+        assert json.loads(decision.param.data or "") == {"amount": 250}
+        real_store.resolve("refund.0", value=Value('{"approved": true}'))
+        assert await finish(real_store, "refund") == {
+            "id": "refund.0",
+            "decided": True,
+            "answer": {"approved": True},
+        }
+
+
+async def test_an_outside_promise_past_its_deadline_raises_into_the_job(
+    real_store: SqlStore,
+) -> None:
+    async with worker_for(real_store):
+        Runtime(real_store).start(jobs.approval, 10, 0.3, id="late")
+        result = await finish(real_store, "late")
+    assert result["decided"] is False and "not settled by its deadline" in result["error"]  # type: ignore[index]
+
+
+async def test_progress_is_recorded_for_the_job(real_store: SqlStore) -> None:
+    @durable(name="tests.progressing")
+    async def progressing(ctx: object) -> None:
+        ctx.progress("half way", 0.5)  # type: ignore[attr-defined]
+        await ctx.sleep(0.2)  # type: ignore[attr-defined]
+
+    async with worker_for(real_store):
+        Runtime(real_store).start(progressing, id="prog")
+        await finish(real_store, "prog")
+    task = Runtime(real_store).tasks.get("prog")
+    assert task is not None and json.loads(task.progress or "")["message"] == "half way"
+
+
+# -- retries, with an injected clock ------------------------------------------------------
+
+
+async def test_retries_follow_the_policy_then_succeed(
+    tmp_path: Path, log: Callable[[], list[dict[str, object]]]
+) -> None:
+    clock = FakeClock()
+    with open_store(f"sqlite:///{tmp_path}/r.db", clock=clock, poll_interval=0.05) as store:
+        runtime = Runtime(store)
+        async with worker_for(store) as worker:
+            runtime.start(jobs.flaky_job, 2, id="flaky")
+            await until(lambda: len(log()) == 1)
+            await until(
+                lambda: (t := runtime.tasks.get("flaky")) is not None and t.state == "ready"
+            )
+            assert runtime.tasks.get("flaky").ready_at == clock() + 10_000  # type: ignore[union-attr]
+            clock.advance(9_999)
+            worker.wake()
+            await asyncio.sleep(0.3)
+            assert len(log()) == 1  # not before its time
+            clock.advance(1)
+            worker.wake()
+            await until(lambda: len(log()) == 2)
+            await until(
+                lambda: (t := runtime.tasks.get("flaky")) is not None and t.state == "ready"
+            )
+            clock.advance(10_000)
+            worker.wake()
+            assert await finish(store, "flaky") == "ok"
+        assert [e["attempt"] for e in log()] == [1, 2, 3]
+
+
+async def test_retries_stop_at_max_attempts_and_fail_the_job_with_the_error(
+    tmp_path: Path, log: Callable[[], list[dict[str, object]]]
+) -> None:
+    clock = FakeClock()
+    with open_store(f"sqlite:///{tmp_path}/r.db", clock=clock, poll_interval=0.05) as store:
+        async with worker_for(store) as worker:
+            Runtime(store).start(jobs.flaky_job, 99, id="doomed")
+            tasks = Runtime(store).tasks
+            for attempt in range(1, 4):
+                await until(lambda a=attempt: len(log()) == a)  # type: ignore[misc]
+                await until(lambda: (t := tasks.get("doomed")) is not None and t.state == "ready")
+                clock.advance(10_000)
+                worker.wake()
+            with pytest.raises(StoredError) as failed:
+                await finish(store, "doomed")
+        assert (failed.value.type, failed.value.message) == ("ConnectionError", "failure 4")
+        assert store.get("doomed.0").state == "rejected"
+
+
+@pytest.mark.parametrize("error", ["Permanent", "KeyError"])
+async def test_non_retryable_errors_fail_at_once(
+    real_store: SqlStore, log: Callable[[], list[dict[str, object]]], error: str
+) -> None:
+    async with worker_for(real_store):
+        Runtime(real_store).start(jobs.flaky_job, 5, error, id="perm")
+        with pytest.raises(StoredError, match="failure 1"):
+            await finish(real_store, "perm")
+    assert len(log()) == 1
+
+
+async def test_a_failed_step_is_stored_so_a_job_that_catches_it_replays_the_same_way(
+    real_store: SqlStore, log: Callable[[], list[dict[str, object]]]
+) -> None:
+    async with worker_for(real_store):
+        Runtime(real_store).start(jobs.flaky_caught, id="caught")
+        assert await finish(real_store, "caught") == "caught: failure 1"
+    stored = real_store.get("caught.0")
+    assert (
+        stored.state == "rejected"
+        and json.loads(stored.value.data or "")["type"] == "ConnectionError"
+    )
+
+
+async def test_a_job_error_round_trips_through_the_store(store_url: str) -> None:
+    with open_store(store_url, poll_interval=0.05) as store:
+        async with worker_for(store):
+            Runtime(store).start(jobs.fails, "the sky fell", id="err")
+            await store.wait("err", timeout=10)
+    with open_store(store_url) as reopened, pytest.raises(StoredError) as failed:
+        Runtime.result(reopened.get("err"))
+    assert (failed.value.type, failed.value.message) == ("ValueError", "the sky fell")
+
+
+async def test_a_job_timeout_rejects_its_promise_and_stops_it(real_store: SqlStore) -> None:
+    async with worker_for(real_store):
+        Runtime(real_store).start(jobs.timeboxed, id="boxed")
+        job = await real_store.wait("boxed", timeout=10)
+        assert job.state == "rejected_timedout"
+        # The worker's sweep persists the timeout; the settle hook then finishes the task.
+        tasks = Runtime(real_store).tasks
+        await until(lambda: (t := tasks.get("boxed")) is not None and t.state == "done")
+
+
+async def test_cancelling_a_running_job_stops_it_at_its_next_step(
+    real_store: SqlStore, log: Callable[[], list[dict[str, object]]]
+) -> None:
+    async with worker_for(real_store):
+        runtime = Runtime(real_store)
+        runtime.start(jobs.long_steps, 50, 0.05, id="long")
+        await until(lambda: len(log()) >= 2)
+        assert runtime.cancel("long").fresh
+        await asyncio.sleep(0.5)
+        ran = len(log())
+        await asyncio.sleep(0.5)
+        assert len(log()) == ran < 50
+    assert real_store.get("long").state == "rejected_canceled"
+
+
+async def test_a_cancelled_sleeping_job_never_wakes(
+    real_store: SqlStore, log: Callable[[], list[dict[str, object]]]
+) -> None:
+    async with worker_for(real_store):
+        runtime = Runtime(real_store)
+        runtime.start(jobs.sleeper, 0.4, id="nap")
+        await until(lambda: (t := runtime.tasks.get("nap")) is not None and t.waiting_on == "nap.1")
+        runtime.cancel("nap")
+        await asyncio.sleep(0.8)
+    assert real_store.get("nap").state == "rejected_canceled"
+    with pytest.raises(Exception, match="does not exist"):
+        real_store.get("nap.2")  # the step after the sleep never ran
+
+
+async def test_a_non_json_result_fails_the_job_with_a_clear_error(real_store: SqlStore) -> None:
+    async with worker_for(real_store):
+        runtime = Runtime(real_store)
+        runtime.start(jobs.bad_result, id="bad")
+        runtime.start(jobs.bad_step_result, id="badstep")
+        for job_id in ("bad", "badstep"):
+            with pytest.raises(StoredError, match="is not JSON") as failed:
+                await finish(real_store, job_id)
+            assert failed.value.type == "NotSerializable"
+
+
+async def test_an_oversize_result_fails_the_job_with_the_limit(tmp_path: Path) -> None:
+    with open_store(
+        f"sqlite:///{tmp_path}/big.db", max_payload_bytes=1000, poll_interval=0.05
+    ) as store:
+        async with worker_for(store):
+            Runtime(store).start(jobs.big_result, 5000, id="big")
+            with pytest.raises(StoredError, match="the limit is 1000 bytes"):
+                await finish(store, "big")
+
+
+def test_bad_job_arguments_are_refused_before_anything_is_stored(real_store: SqlStore) -> None:
+    runtime = Runtime(real_store)
+    with pytest.raises(InvalidArgument, match="arguments do not fit"):
+        runtime.start(jobs.squares, 1, 2, 3, 4)
+    with pytest.raises(InvalidArgument, match="is not JSON"):
+        runtime.start(jobs.squares, object())
+    with pytest.raises(UnknownJob, match="available: .*tests.squares"):
+        runtime.start("tests.nope")
+    assert real_store.search().promises == []
+
+
+def test_durable_refuses_sync_functions_and_name_clashes() -> None:
+    with pytest.raises(InvalidArgument, match="needs an async function"):
+        durable(lambda ctx: None)
+    with pytest.raises(InvalidArgument, match="already taken"):
+
+        @durable(name="tests.squares")
+        async def other(ctx: object) -> None: ...
+
+
+async def test_a_job_of_an_unregistered_function_fails_clearly(real_store: SqlStore) -> None:
+    from promises.records import JOB_TAG
+
+    with real_store.transaction() as conn:
+        real_store.create_in(conn, "ghost", timeout_at=real_store.clock() + 60_000,
+                             param=Value('{"fn": "gone.job", "args": [], "kwargs": {}}'), tags={JOB_TAG: "gone.job"})  # fmt: skip
+        Runtime(real_store).tasks.add_in(conn, "ghost", real_store.clock())
+    async with worker_for(real_store):
+        with pytest.raises(StoredError, match="no durable function is named 'gone.job'"):
+            await finish(real_store, "ghost")
+
+
+async def test_a_cron_schedule_starts_one_job_per_tick_whatever_the_number_of_firers(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock(int(datetime(2027, 3, 1, 8, 59, tzinfo=UTC).timestamp() * 1000))
+    with open_store(f"sqlite:///{tmp_path}/cron.db", clock=clock) as store:
+        runtime = Runtime(store)
+        from promises.schedules import Schedules
+
+        first, second = Schedules(runtime), Schedules(Runtime(store))
+        schedule = first.add("daily", "0 9 * * *", jobs.squares, 1)
+        assert schedule.next_fire_at == int(
+            datetime(2027, 3, 1, 9, 0, tzinfo=UTC).timestamp() * 1000
+        )
+        assert first.fire_due() == 0
+        clock.advance(60_000)
+        assert first.fire_due() + second.fire_due() == 1
+        clock.advance(3 * 24 * 3_600_000)  # three missed ticks fire once
+        assert second.fire_due() + first.fire_due() == 1
+        fired = sorted(p.id for p in store.search("daily@*").promises)
+        assert fired == [
+            f"daily@{schedule.next_fire_at}",
+            f"daily@{schedule.next_fire_at + 3 * 86_400_000}",
+        ]
+        first.cancel("daily")
+        clock.advance(2 * 86_400_000)
+        assert first.fire_due() == 0
+        with pytest.raises(InvalidArgument, match="bad cron expression"):
+            first.add("bad", "every tuesday", jobs.squares, 1)
+        with pytest.raises(InvalidArgument, match="unknown time zone"):
+            first.add("tz", "0 9 * * *", jobs.squares, 1, timezone="Mars/Olympus")
