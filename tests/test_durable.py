@@ -327,7 +327,7 @@ def test_bad_job_arguments_are_refused_before_anything_is_stored(real_store: Sql
         runtime.start(jobs.squares, 1, 2, 3, 4)
     with pytest.raises(InvalidArgument, match="is not JSON"):
         runtime.start(jobs.squares, object())
-    with pytest.raises(UnknownJob, match="available: .*tests.squares"):
+    with pytest.raises(UnknownJob, match=r"available: .*tests\.squares"):
         runtime.start("tests.nope")
     assert real_store.search().promises == []
 
@@ -345,11 +345,14 @@ async def test_a_job_of_an_unregistered_function_fails_clearly(real_store: SqlSt
     from promises.records import JOB_TAG
 
     with real_store.transaction() as conn:
-        real_store.create_in(conn, "ghost", timeout_at=real_store.clock() + 60_000,
-                             param=Value('{"fn": "gone.job", "args": [], "kwargs": {}}'), tags={JOB_TAG: "gone.job"})  # fmt: skip
+        spec = Value('{"fn": "gone.job", "args": [], "kwargs": {}}')
+        deadline = real_store.clock() + 60_000
+        real_store.create_in(
+            conn, "ghost", timeout_at=deadline, param=spec, tags={JOB_TAG: "gone.job"}
+        )
         Runtime(real_store).tasks.add_in(conn, "ghost", real_store.clock())
     async with worker_for(real_store):
-        with pytest.raises(StoredError, match="no durable function is named 'gone.job'"):
+        with pytest.raises(StoredError, match=r"no durable function is named 'gone\.job'"):
             await finish(real_store, "ghost")
 
 
