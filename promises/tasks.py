@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from promises.errors import PromiseError
+from promises.errors import InvariantViolation, PromiseError
 from promises.schema import promises_table, tasks_table
 from promises.store import SqlStore
 
@@ -146,33 +146,35 @@ class Tasks:
             "updated_at": now,
         }
         returning = (_t.c.id, _t.c.counter, _t.c.attempts, _t.c.step_id, _t.c.step_attempt)
-        ready = (
+        candidates = [
             select(_t.c.id)
             .where(_t.c.state == "ready", _t.c.ready_at <= now)
-            .order_by(_t.c.ready_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-        expired = (
-            select(_t.c.id)
-            .where(_t.c.state == "claimed", _t.c.lease_expires_at <= now)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
+            .order_by(_t.c.ready_at),
+            select(_t.c.id).where(_t.c.state == "claimed", _t.c.lease_expires_at <= now),
+        ]
         claims: list[Claim] = []
         with self.store.transaction() as conn:
-            for stmt in (
-                update(_t).where(_t.c.id.in_(ready), _t.c.state == "ready", _t.c.ready_at <= now),
-                update(_t).where(
-                    _t.c.id.in_(expired), _t.c.state == "claimed", _t.c.lease_expires_at <= now
-                ),
-            ):
-                if len(claims) >= limit:
+            for query in candidates:
+                wanted = limit - len(claims)
+                if wanted <= 0:
                     break
-                rows = conn.execute(stmt.values(**claimed_values).returning(*returning)).all()
+                # Lock the ids first, then update exactly those. (On PostgreSQL an
+                # ``IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`` may be re-evaluated
+                # and claim more than ``n``.)
+                ids = list(
+                    conn.execute(query.limit(wanted).with_for_update(skip_locked=True)).scalars()
+                )
+                if not ids:
+                    continue
+                rows = conn.execute(
+                    update(_t)
+                    .where(_t.c.id.in_(ids))
+                    .values(**claimed_values)
+                    .returning(*returning)
+                ).all()
                 claims += [Claim(*row) for row in rows]
+        if len(claims) > limit:
+            raise InvariantViolation(f"claimed {len(claims)} tasks when asked for at most {limit}")
         return claims
 
     def suspend(self, claim: Claim, ready_at: int, waiting_on: str | None) -> None:
