@@ -6,6 +6,7 @@ store.create("job-42", timeout_at=store.clock() + 3_600_000, ikey="start-42")
 store.resolve("job-42", value=Value('{"ok": true}'))
 """
 
+from promises.codec import ErrorInfo, NotSerializable, StoredError
 from promises.errors import (
     InvalidArgument,
     InvariantViolation,
@@ -16,8 +17,10 @@ from promises.errors import (
     StoreUnavailable,
 )
 from promises.records import (
+    JOB_TAG,
     SEARCH_STATES,
     STATES,
+    STEP_TAG,
     TIMER_TAG,
     Promise,
     SearchPage,
@@ -26,28 +29,70 @@ from promises.records import (
     Transition,
     Value,
 )
+from promises.retry import Constant, Exponential, Linear, Never, NonRetryableError, RetryPolicy
+from promises.runtime import (
+    Context,
+    DurableFunction,
+    JobConflict,
+    NonDeterministicReplay,
+    PromiseHandle,
+    Runtime,
+    StepInfo,
+    UnknownJob,
+    current_step,
+    durable,
+)
+from promises.schedules import Schedule, Schedules
 from promises.store import Clock, PromiseStore, SqlStore, open_store, system_clock
+from promises.tasks import LeaseLost, TaskInfo
+from promises.worker import Worker
 
 __all__ = [
+    "JOB_TAG",
     "SEARCH_STATES",
     "STATES",
+    "STEP_TAG",
     "TIMER_TAG",
     "Clock",
+    "Constant",
+    "Context",
+    "DurableFunction",
+    "ErrorInfo",
+    "Exponential",
     "InvalidArgument",
     "InvariantViolation",
+    "JobConflict",
+    "LeaseLost",
+    "Linear",
+    "Never",
+    "NonDeterministicReplay",
+    "NonRetryableError",
+    "NotSerializable",
     "Promise",
     "PromiseAlreadyExists",
     "PromiseAlreadySettled",
     "PromiseError",
+    "PromiseHandle",
     "PromiseNotFound",
     "PromiseStore",
+    "RetryPolicy",
+    "Runtime",
+    "Schedule",
+    "Schedules",
     "SearchPage",
     "SearchState",
     "SqlStore",
     "State",
+    "StepInfo",
     "StoreUnavailable",
+    "StoredError",
+    "TaskInfo",
     "Transition",
+    "UnknownJob",
     "Value",
+    "Worker",
+    "current_step",
+    "durable",
     "open_store",
     "system_clock",
 ]

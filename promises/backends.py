@@ -48,6 +48,11 @@ class Backend:
     #: (``BEGIN IMMEDIATE`` on SQLite), so a read-then-write never needs an upgrade
     #: that could fail with "database is locked".
     write_engine: Engine
+    #: Like ``write_engine``, but its commits are not flushed to disk one by one:
+    #: ``synchronous=NORMAL`` on SQLite, ``synchronous_commit=off`` on PostgreSQL. Both
+    #: keep commit order, so the next flushed commit makes these durable too; a power
+    #: loss (not a process crash) may lose the ones since the last flush.
+    lazy_write_engine: Engine
     insert: Callable[[Any], Any]
     id_pattern: Callable[[Any, str], ColumnElement[bool]]
 
@@ -116,14 +121,24 @@ def _open_sqlite(parsed: Any) -> Backend:
         # Straight to the driver: this runs on every transaction, and SQLAlchemy's own
         # execute path would cost more than the BEGIN. A read of one statement needs no
         # transaction at all (``sqlite_begin`` unset): SQLite reads a consistent snapshot.
-        mode = connection.get_execution_options().get("sqlite_begin")
-        if mode is not None:
-            connection.connection.driver_connection.execute(f"BEGIN {mode}")
+        options = connection.get_execution_options()
+        mode = options.get("sqlite_begin")
+        if mode is None:
+            return
+        driver = connection.connection.driver_connection
+        wanted = options.get("sqlite_synchronous", synchronous)
+        info = connection.connection.info
+        if info.get("synchronous", synchronous) != wanted:
+            driver.execute(f"PRAGMA synchronous={wanted}")  # only outside a transaction
+            info["synchronous"] = wanted
+        driver.execute(f"BEGIN {mode}")
 
+    write = engine.execution_options(sqlite_begin="IMMEDIATE")
     return Backend(
         name="sqlite",
         engine=engine,
-        write_engine=engine.execution_options(sqlite_begin="IMMEDIATE"),
+        write_engine=write,
+        lazy_write_engine=write.execution_options(sqlite_synchronous="NORMAL"),
         insert=sqlite.insert,
         id_pattern=_sqlite_glob,
     )
@@ -133,10 +148,17 @@ def _open_postgres(parsed: Any) -> Backend:
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     engine = create_engine(parsed, pool_size=8, max_overflow=24, pool_pre_ping=True)
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        if connection.get_execution_options().get("lazy_commit"):
+            connection.connection.driver_connection.execute("SET LOCAL synchronous_commit = off")
+
     return Backend(
         name="postgresql",
         engine=engine,
         write_engine=engine,
+        lazy_write_engine=engine.execution_options(lazy_commit=True),
         insert=postgresql.insert,
         id_pattern=_postgres_like,
     )

@@ -273,11 +273,17 @@ class SqlStore:
     # -- transactions ---------------------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
+    def transaction(self, *, durable: bool = True) -> Iterator[Connection]:
         """A write transaction. Waiters on the promises it settled wake after it
-        commits. Driver errors leave as ``PromiseError``s."""
+        commits. Driver errors leave as ``PromiseError``s.
+
+        ``durable=False`` commits without flushing to disk (the runtime's internal
+        checkpoints): still atomic and ordered, and durable with the next flushed
+        commit, but a power loss may lose it. Never use it for a transition a caller
+        outside is told about."""
+        engine = self.backend.write_engine if durable else self.backend.lazy_write_engine
         try:
-            with self.backend.write_engine.begin() as conn:
+            with engine.begin() as conn:
                 yield conn
                 settled: list[str] = conn.info.pop(_NOTIFY, [])
         except DBAPIError as exc:
@@ -538,7 +544,8 @@ class SqlStore:
         )
         total = 0
         while True:
-            with self.transaction() as conn:
+            # Not flushed on its own: a timeout is re-derived from timeout_at if lost.
+            with self.transaction(durable=False) as conn:
                 ids = list(conn.execute(stmt).scalars())
                 self._settled(conn, ids, now)
             total += len(ids)
@@ -564,7 +571,7 @@ class SqlStore:
         stmt = delete(_p).where(_p.c.seq.in_(old), _p.c.state != "pending")
         total = 0
         while True:
-            with self.transaction() as conn:
+            with self.transaction(durable=False) as conn:
                 count = conn.execute(stmt).rowcount
             total += count
             if count < batch:

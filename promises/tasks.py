@@ -20,7 +20,6 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
@@ -31,6 +30,61 @@ from promises.store import SqlStore
 _t = tasks_table
 #: The notifier key a worker listens on: some task may have become claimable.
 TASKS_KEY = "promises:tasks"
+
+_FENCE = (
+    update(_t)
+    .where(
+        _t.c.id == bindparam("b_id"),
+        _t.c.counter == bindparam("b_counter"),
+        _t.c.state == "claimed",
+    )
+    .values(updated_at=bindparam("b_now"))
+)
+_FINISH = (
+    update(_t)
+    .where(_t.c.id.in_(bindparam("b_ids", expanding=True)), _t.c.state != "done")
+    .values(state="done", owner=None, lease_expires_at=None, updated_at=bindparam("b_now"))
+)
+_WAKE_WAITERS = (
+    update(_t)
+    .where(_t.c.waiting_on.in_(bindparam("b_ids", expanding=True)), _t.c.state == "ready")
+    .values(ready_at=bindparam("b_now"), updated_at=bindparam("b_now"))
+)
+# Claims lock the ids first, then update exactly those: on PostgreSQL an
+# ``IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`` may be re-evaluated and claim more.
+_READY_IDS = (
+    select(_t.c.id)
+    .where(_t.c.state == "ready", _t.c.ready_at <= bindparam("b_now"))
+    .order_by(_t.c.ready_at)
+    .limit(bindparam("b_limit"))
+    .with_for_update(skip_locked=True)
+)
+_EXPIRED_IDS = (
+    select(_t.c.id)
+    .where(_t.c.state == "claimed", _t.c.lease_expires_at <= bindparam("b_now"))
+    .limit(bindparam("b_limit"))
+    .with_for_update(skip_locked=True)
+)
+_CLAIM = (
+    update(_t)
+    .where(_t.c.id.in_(bindparam("b_ids", expanding=True)))
+    .values(
+        state="claimed",
+        owner=bindparam("b_owner"),
+        owner_host=bindparam("b_host"),
+        owner_pid=bindparam("b_pid"),
+        lease_expires_at=bindparam("b_lease_end"),
+        counter=_t.c.counter + 1,
+        attempts=_t.c.attempts + 1,
+        waiting_on=None,
+        updated_at=bindparam("b_now"),
+    )
+    .returning(_t.c.id, _t.c.counter, _t.c.attempts, _t.c.step_id, _t.c.step_attempt)
+)
+_NEXT_READY = select(
+    select(func.min(_t.c.ready_at)).where(_t.c.state == "ready").scalar_subquery(),
+    select(func.min(_t.c.lease_expires_at)).where(_t.c.state == "claimed").scalar_subquery(),
+)
 
 
 class LeaseLost(PromiseError):
@@ -107,79 +161,39 @@ class Tasks:
     def fence_in(self, conn: Connection, claim: Claim) -> None:
         """Refuse the rest of this transaction unless ``claim`` still holds the task."""
         result = conn.execute(
-            update(_t)
-            .where(_t.c.id == claim.id, _t.c.counter == claim.counter, _t.c.state == "claimed")
-            .values(updated_at=self.store.clock())
+            _FENCE, {"b_id": claim.id, "b_counter": claim.counter, "b_now": self.store.clock()}
         )
         if result.rowcount != 1:
             raise LeaseLost(claim.id)
 
     def on_settled(self, conn: Connection, ids: list[str], now: int) -> None:
-        conn.execute(
-            update(_t)
-            .where(_t.c.id.in_(bindparam("ids", expanding=True)), _t.c.state != "done")
-            .values(state="done", owner=None, lease_expires_at=None, updated_at=now),
-            {"ids": ids},
-        )
-        woken = conn.execute(
-            update(_t)
-            .where(_t.c.waiting_on.in_(bindparam("ids", expanding=True)), _t.c.state == "ready")
-            .values(ready_at=now, updated_at=now),
-            {"ids": ids},
-        )
-        if woken.rowcount:
+        conn.execute(_FINISH, {"b_ids": ids, "b_now": now})
+        if conn.execute(_WAKE_WAITERS, {"b_ids": ids, "b_now": now}).rowcount:
             conn.info.setdefault("promises.notify", []).append(TASKS_KEY)
 
     # -- owner operations -------------------------------------------------------------
 
     def claim(self, owner: Owner, limit: int, lease_ms: int) -> list[Claim]:
         now = self.store.clock()
-        claimed_values: dict[str, Any] = {
-            "state": "claimed",
-            "owner": owner.id,
-            "owner_host": owner.host,
-            "owner_pid": owner.pid,
-            "lease_expires_at": now + lease_ms,
-            "counter": _t.c.counter + 1,
-            "attempts": _t.c.attempts + 1,
-            "waiting_on": None,
-            "updated_at": now,
-        }
-        returning = (_t.c.id, _t.c.counter, _t.c.attempts, _t.c.step_id, _t.c.step_attempt)
-        candidates = [
-            select(_t.c.id)
-            .where(_t.c.state == "ready", _t.c.ready_at <= now)
-            .order_by(_t.c.ready_at),
-            select(_t.c.id).where(_t.c.state == "claimed", _t.c.lease_expires_at <= now),
-        ]
+        params = {"b_now": now, "b_owner": owner.id, "b_host": owner.host, "b_pid": owner.pid,
+                  "b_lease_end": now + lease_ms}  # fmt: skip
         claims: list[Claim] = []
-        with self.store.transaction() as conn:
-            for query in candidates:
+        with self.store.transaction(durable=False) as conn:
+            for candidates in (_READY_IDS, _EXPIRED_IDS):
                 wanted = limit - len(claims)
                 if wanted <= 0:
                     break
-                # Lock the ids first, then update exactly those. (On PostgreSQL an
-                # ``IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`` may be re-evaluated
-                # and claim more than ``n``.)
-                ids = list(
-                    conn.execute(query.limit(wanted).with_for_update(skip_locked=True)).scalars()
-                )
-                if not ids:
-                    continue
-                rows = conn.execute(
-                    update(_t)
-                    .where(_t.c.id.in_(ids))
-                    .values(**claimed_values)
-                    .returning(*returning)
-                ).all()
-                claims += [Claim(*row) for row in rows]
+                ids = list(conn.execute(candidates, {"b_now": now, "b_limit": wanted}).scalars())
+                if ids:
+                    rows = conn.execute(_CLAIM, {**params, "b_ids": ids}).all()
+                    claims += [Claim(*row) for row in rows]
         if len(claims) > limit:
             raise InvariantViolation(f"claimed {len(claims)} tasks when asked for at most {limit}")
         return claims
 
     def suspend(self, claim: Claim, ready_at: int, waiting_on: str | None) -> None:
         """Give the task back until ``ready_at``, or until ``waiting_on`` settles."""
-        with self.store.transaction() as conn:
+        with self.store.transaction(durable=False) as conn:
             self.fence_in(conn, claim)
             if waiting_on is not None:
                 state = conn.execute(
@@ -218,7 +232,7 @@ class Tasks:
             return []
         now = self.store.clock()
         lost = []
-        with self.store.transaction() as conn:
+        with self.store.transaction(durable=False) as conn:
             for claim in claims:
                 result = conn.execute(
                     update(_t)
@@ -232,7 +246,7 @@ class Tasks:
         return lost
 
     def set_progress(self, claim: Claim, progress: str) -> None:
-        with self.store.transaction() as conn:
+        with self.store.transaction(durable=False) as conn:
             conn.execute(
                 update(_t)
                 .where(_t.c.id == claim.id, _t.c.counter == claim.counter)
@@ -252,7 +266,7 @@ class Tasks:
         ]
         if not dead:
             return 0
-        with self.store.transaction() as conn:
+        with self.store.transaction(durable=False) as conn:
             for tid, counter in dead:
                 conn.execute(
                     update(_t)
@@ -265,13 +279,9 @@ class Tasks:
     # -- reads ------------------------------------------------------------------------
 
     def next_ready_at(self) -> int | None:
+        """When the next task becomes claimable (a ready time or a lease's end)."""
         with self.store.read() as conn:
-            ready = conn.execute(
-                select(func.min(_t.c.ready_at)).where(_t.c.state == "ready")
-            ).scalar()
-            lease = conn.execute(
-                select(func.min(_t.c.lease_expires_at)).where(_t.c.state == "claimed")
-            ).scalar()
+            ready, lease = conn.execute(_NEXT_READY).one()
         times = [t for t in (ready, lease) if t is not None]
         return min(times) if times else None
 

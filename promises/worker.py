@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 
-from promises.durable import Runtime
+from promises.runtime import Runtime
 from promises.schedules import Schedules
 from promises.store import open_store
 from promises.tasks import TASKS_KEY, Claim, Owner

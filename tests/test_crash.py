@@ -21,7 +21,7 @@ import pytest
 
 from promises import SqlStore, open_store
 from promises.codec import StoredError
-from promises.durable import Runtime
+from promises.runtime import Runtime
 from tests import durable_jobs as jobs
 
 ROOT = Path(__file__).parent.parent

@@ -36,3 +36,16 @@ def test_the_readme_commands_are_the_makefile_targets_and_ci_runs_the_test_one()
     assert "make run" in readme and "make test" in readme
     assert re.search(r"^run:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_readme_durable_example_is_the_example_file_and_it_runs(tmp_path: Path) -> None:
+    example = ROOT / "examples" / "durable_quickstart.py"
+    assert _snippet(example, "durable") in (ROOT / "README.md").read_text()
+    result = subprocess.run(
+        [sys.executable, str(example), str(tmp_path / "d.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "resolved True"

@@ -15,7 +15,7 @@ import pytest
 
 from promises import InvalidArgument, SqlStore, Value, open_store
 from promises.codec import StoredError
-from promises.durable import JobConflict, Runtime, UnknownJob, durable
+from promises.runtime import JobConflict, Runtime, UnknownJob, durable
 from promises.worker import Worker
 from tests import durable_jobs as jobs
 from tests.conftest import FakeClock
@@ -80,7 +80,9 @@ async def test_step_ids_are_deterministic_for_sequential_concurrent_and_nested_s
     async with worker_for(real_store):
         Runtime(real_store).start(jobs.shape, id="shape")
         assert await finish(real_store, "shape") == {"first": 1, "pair": [4, 9], "nested": 16 + 25}
-    children = {p.id: p.tags["promises:step"] for p in real_store.search("shape.*").promises}
+    children = {
+        p.id: p.param.headers["promises:step"] for p in real_store.search("shape.*").promises
+    }
     assert children == {
         "shape.0": "tests.durable_jobs:square",
         "shape.1": "tests.durable_jobs:square",

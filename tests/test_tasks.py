@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from promises import SqlStore
-from promises.durable import Runtime
+from promises.runtime import Runtime
 from promises.tasks import LeaseLost, Owner
 from tests import durable_jobs as jobs
 from tests.conftest import FakeClock

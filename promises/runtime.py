@@ -161,6 +161,7 @@ def lookup(name: str, registry: Mapping[str, DurableFunction] | None = None) -> 
     return found
 
 
+@functools.lru_cache(maxsize=1024)
 def _step_name(fn: object) -> str:
     if isinstance(fn, DurableFunction):
         return fn.name
@@ -168,6 +169,7 @@ def _step_name(fn: object) -> str:
     return f"{module}:{getattr(fn, '__qualname__', repr(fn))}"
 
 
+@functools.lru_cache(maxsize=1024)
 def _return_annotation(fn: object) -> Any:
     target = fn.fn if isinstance(fn, DurableFunction) else fn
     try:
@@ -230,16 +232,18 @@ class Context:
     def _checkpoint(self, step_id: str, name: str, timeout_at: int, *, timer: bool = False,
                     param: Value | None = None) -> Promise:  # fmt: skip
         store, tasks = self.runtime.store, self.runtime.tasks
-        tags = {STEP_TAG: name, **({TIMER_TAG: "true"} if timer else {})}
+        # The step's name goes in the param's headers (no tag row: steps are found by id).
+        param = Value(None if param is None else param.data, {STEP_TAG: name})
+        tags = {TIMER_TAG: "true"} if timer else None
         try:
-            with store.transaction() as conn:
+            with store.transaction(durable=False) as conn:
                 tasks.fence_in(conn, self.claim)
                 promise = store.create_in(
                     conn, step_id, timeout_at=timeout_at, tags=tags, ikey=step_id, param=param
                 ).promise
         except (LeaseLost, PromiseAlreadyExists) as exc:
             raise JobStopped(str(exc)) from exc
-        recorded = promise.tags.get(STEP_TAG)
+        recorded = promise.param.headers.get(STEP_TAG)
         if recorded != name:
             self.broken.append(
                 NonDeterministicReplay(
@@ -255,7 +259,7 @@ class Context:
     def _settle(self, step_id: str, action: Literal["resolve", "reject"], value: Value) -> Promise:
         store = self.runtime.store
         try:
-            with store.transaction() as conn:
+            with store.transaction(durable=False) as conn:
                 self.runtime.tasks.fence_in(conn, self.claim)
                 return store.settle_in(conn, step_id, action, value=value, ikey=step_id).promise
         except LeaseLost as exc:
@@ -316,7 +320,7 @@ class Context:
     def _note_failure(self, step_id: str, attempt: int) -> None:
         store, tasks = self.runtime.store, self.runtime.tasks
         try:
-            with store.transaction() as conn:
+            with store.transaction(durable=False) as conn:
                 tasks.fence_in(conn, self.claim)
                 tasks.note_step_failure_in(conn, self.claim, step_id, attempt)
         except LeaseLost as exc:
