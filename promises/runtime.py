@@ -493,9 +493,8 @@ class Runtime:
         """Run (or replay) the claimed job until it settles, suspends or is stopped."""
         job = await asyncio.to_thread(self.store.get, claim.id)
         if not job.pending:
-            # Settled (or expired) while the task waited: settling again persists it and
-            # the settle hook finishes the task.
-            await asyncio.to_thread(self.store.reject, claim.id)
+            # Settled (or expired, not yet swept) while the task waited: finish the task.
+            await asyncio.to_thread(self._finish_settled, claim)
             return
         try:
             spec = json.loads(job.param.data or "")
@@ -520,6 +519,11 @@ class Runtime:
         if ctx.broken:
             outcome = ("reject", ErrorInfo.of(ctx.broken[0]).to_json())
         await asyncio.to_thread(self._finish, claim, *outcome)
+
+    def _finish_settled(self, claim: Claim) -> None:
+        with self.store.transaction(durable=False) as conn:
+            self.tasks.fence_in(conn, claim)
+            self.tasks.on_settled(conn, [claim.id], self.store.clock())
 
     def _finish(self, claim: Claim, action: Literal["resolve", "reject"], data: str) -> None:
         try:

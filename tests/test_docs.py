@@ -14,7 +14,7 @@ def _snippet(path: Path, name: str) -> str:
     text = path.read_text()
     m = re.search(rf"# --8<-- \[start:{name}\]\n(.*?)# --8<-- \[end:{name}\]\n", text, re.S)
     assert m is not None, f"{path} has no snippet {name!r}"
-    return m[1]
+    return m[1].rstrip("\n") + "\n"
 
 
 def test_the_readme_quickstart_is_the_example_file_and_it_runs(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from tests import durable_jobs as jobs
 from tests.conftest import FakeClock
 
 LEASE = 30_000
+pytestmark = pytest.mark.anyio
 
 
 def _start(store: SqlStore, n: int) -> Runtime:
@@ -88,3 +89,15 @@ def test_settling_a_job_finishes_its_task_and_wakes_tasks_waiting_on_it(
     runtime.cancel("t-0")
     task = runtime.tasks.get("t-0")
     assert task is not None and task.state == "done"
+
+
+async def test_a_claimed_task_whose_job_already_settled_is_finished_not_run(
+    store: SqlStore, clock: FakeClock
+) -> None:
+    runtime = _start(store, 1)
+    claim = runtime.tasks.claim(Owner.here(), 1, LEASE)[0]
+    clock.advance(10 * 3_600_000)  # the job's timeout passes; nothing has swept it yet
+    await runtime.execute(claim)
+    task = runtime.tasks.get("t-0")
+    assert task is not None and task.state == "done"
+    assert store.get("t-0").state == "rejected_timedout"
