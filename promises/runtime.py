@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from promises.codec import ErrorInfo, NotSerializable, StoredError, from_json, to_json
 from promises.errors import InvalidArgument, PromiseAlreadyExists, PromiseError
@@ -113,13 +113,23 @@ class DurableFunction:
 REGISTRY: dict[str, DurableFunction] = {}
 
 
+@overload
+def durable(fn: Callable[..., Awaitable[Any]], /) -> DurableFunction: ...
+
+
+@overload
+def durable(
+    *, name: str | None = None, retry: RetryPolicy | None = None, timeout: timedelta = ...
+) -> Callable[[Callable[..., Awaitable[Any]]], DurableFunction]: ...
+
+
 def durable(
     fn: Callable[..., Awaitable[Any]] | None = None,
     *,
     name: str | None = None,
     retry: RetryPolicy | None = None,
     timeout: timedelta = timedelta(hours=1),
-) -> Any:
+) -> DurableFunction | Callable[[Callable[..., Awaitable[Any]]], DurableFunction]:
     """Register an ``async def f(ctx, ...)`` as a durable function under a stable name
     (default: ``module:qualname``). Use bare or with arguments."""
 
