@@ -243,7 +243,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         kinds = load_kinds(args.jobs)
         with open_store(db_url) as store:
             if command == "serve":
+                from agent_tools.http import UnsafeBind, check_bind
                 from agent_tools.server import build_server
+
+                if args.http:
+                    try:
+                        check_bind(args.host, args.token)
+                    except UnsafeBind as exc:
+                        print(f"agent-tools: {exc}", file=sys.stderr)
+                        return 2
 
                 server = build_server(store, kinds)
                 asyncio.run(serve(args, server.service, server))  # type: ignore[attr-defined]

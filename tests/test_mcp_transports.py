@@ -1,0 +1,221 @@
+"""The server as clients meet it: a real subprocess over stdio and over HTTP, the HTTP
+safety checks, and rejoining jobs after the server is SIGKILLed and restarted."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+ROOT = Path(__file__).parent.parent
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+TOKEN = "s3cret-token-for-tests"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve_command(db: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "agent_tools.cli",
+        "serve",
+        "--db",
+        str(db),
+        "--jobs",
+        "tests.durable_jobs",
+        *extra,
+    ]
+
+
+class HttpServer:
+    def __init__(self, db: Path, log: Path, port: int) -> None:
+        self.db, self.log, self.port = db, log, port
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.errors = db.with_suffix(".stderr")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def start(self) -> None:
+        with self.errors.open("ab") as errors:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                serve_command(self.db, "--http", "--port", str(self.port), "--token", TOKEN),
+                cwd=ROOT,
+                env={**os.environ, "DURABLE_TEST_LOG": str(self.log)},
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not start: {self.errors.read_text()}") from None
+                time.sleep(0.1)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+
+    @contextlib.asynccontextmanager
+    async def client(self) -> AsyncIterator[Client]:
+        # The caller owns the HTTP client the transport uses: close it too.
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with (
+            create_mcp_http_client(headers=headers) as http,
+            Client(streamable_http_client(self.url, http_client=http)) as client,
+        ):
+            yield client
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[HttpServer]:
+    server = HttpServer(tmp_path / "http.db", tmp_path / "steps.log", free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    result = await client.call_tool(tool, args)
+    assert not result.is_error, result.content
+    return result.structured_content or {}
+
+
+async def exercise_every_tool(client: Client) -> None:
+    names = {t.name for t in (await client.list_tools()).tools}
+    assert {
+        "start_job",
+        "probe_status",
+        "await_result",
+        "schedule",
+        "list_jobs",
+        "cancel_job",
+        "start_tests_squares",
+    } <= names
+    job = await call(client, "start_job", {"kind": "tests.squares", "args": {"n": 3}})
+    assert (await call(client, "probe_status", {"job_ids": [job["job_id"]]}))["jobs"][0][
+        "job_id"
+    ] == job["job_id"]
+    done = await call(client, "await_result", {"job_ids": [job["job_id"]], "timeout_s": 20})
+    assert done["done"][0]["result"] == [0, 1, 4]
+    timer = await call(client, "schedule", {"delay_s": 0.2})
+    assert (await call(client, "await_result", {"job_ids": [timer["id"]], "timeout_s": 20}))["done"]
+    assert job["job_id"] in {j["job_id"] for j in (await call(client, "list_jobs", {}))["jobs"]}
+    sleeper = await call(client, "start_job", {"kind": "sleep", "args": {"seconds": 600}})
+    assert (await call(client, "cancel_job", {"job_id": sleeper["job_id"]}))[
+        "status"
+    ] == "cancelled"
+    bad = await client.call_tool("start_job", {"kind": "nope"})
+    assert bad.is_error and "unknown job kind 'nope'" in bad.content[0].text  # type: ignore[union-attr]
+
+
+async def test_every_tool_over_stdio(tmp_path: Path) -> None:
+    params = StdioServerParameters(
+        command=sys.executable, args=serve_command(tmp_path / "stdio.db")[1:], cwd=str(ROOT)
+    )
+    async with Client(params) as client:
+        await exercise_every_tool(client)
+
+
+async def test_every_tool_over_http(http_server: HttpServer) -> None:
+    async with http_server.client() as client:
+        await exercise_every_tool(client)
+
+
+def test_http_refuses_a_missing_or_wrong_token_and_a_foreign_origin(
+    http_server: HttpServer,
+) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    assert httpx.post(http_server.url, json=body, headers=headers).status_code == 401
+    wrong = {**headers, "Authorization": "Bearer guess"}
+    response = httpx.post(http_server.url, json=body, headers=wrong)
+    assert response.status_code == 401 and "Authorization: Bearer" in response.text
+    foreign = {**headers, "Authorization": f"Bearer {TOKEN}", "Origin": "http://evil.example"}
+    assert httpx.post(http_server.url, json=body, headers=foreign).status_code == 403
+    rebound = {**headers, "Authorization": f"Bearer {TOKEN}", "Host": "evil.example"}
+    assert httpx.post(http_server.url, json=body, headers=rebound).status_code == 421
+
+
+def test_serving_beyond_loopback_without_a_token_is_refused(tmp_path: Path) -> None:
+    result = subprocess.run(
+        serve_command(tmp_path / "x.db", "--http", "--host", "0.0.0.0", "--port", str(free_port())),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "AGENT_TOOLS_TOKEN"},
+    )
+    assert result.returncode == 2
+    assert (
+        "refusing to serve on 0.0.0.0 without a token" in result.stderr
+        and "--token" in result.stderr
+    )
+
+
+async def test_jobs_are_rejoined_after_the_server_is_sigkilled_and_restarted(
+    http_server: HttpServer,
+) -> None:
+    async with http_server.client() as client:
+        ids = [
+            (
+                await call(
+                    client,
+                    "start_job",
+                    {"kind": "tests.long_steps", "args": {"n": 15, "pause": 0.1}},
+                )
+            )["job_id"]
+            for _ in range(3)
+        ]
+        lost = await call(client, "start_job", {"kind": "tests.squares", "args": {"n": 2}})
+    time.sleep(0.8)  # mid-job
+    killed = http_server.proc.pid  # type: ignore[union-attr]
+    http_server.kill()
+    http_server.start()
+    async with http_server.client() as client:
+        probe = await call(client, "probe_status", {"job_ids": ids})
+        assert {j["status"] for j in probe["jobs"]} <= {"running", "waiting", "completed"}
+        done = await call(client, "await_result", {"job_ids": ids, "timeout_s": 40})
+        assert (
+            done["pending"] == []
+            and [j["result"] for j in done["done"]] == [sum(i * i for i in range(15))] * 3
+        )
+        # A client that lost its ids finds them again.
+        found = {j["job_id"] for j in (await call(client, "list_jobs", {"limit": 50}))["jobs"]}
+        assert {*ids, lost["job_id"]} <= found
+    runs: dict[str, list[int]] = {}
+    for line in http_server.log.read_text().splitlines():
+        entry = json.loads(line)
+        runs.setdefault(entry["step"], []).append(entry["pid"])
+    assert len(runs) == 3 * 15 + 2
+    # Nothing ran twice, except a step the kill interrupted (its first run was in the killed process).
+    assert all(len(pids) == 1 or (len(pids) == 2 and pids[0] == killed) for pids in runs.values())
