@@ -20,7 +20,7 @@ from promises.errors import InvalidArgument
 Synchronous = Literal["FULL", "NORMAL"]
 
 
-def _sqlite_pragmas(synchronous: Synchronous) -> list[str]:
+def _sqlite_pragmas(synchronous: Synchronous, busy_timeout_ms: int = 30_000) -> list[str]:
     return [
         # Readers never block the writer and the writer never blocks readers.
         "PRAGMA journal_mode=WAL",
@@ -28,8 +28,9 @@ def _sqlite_pragmas(synchronous: Synchronous) -> list[str]:
         # NORMAL is faster and still never corrupts, but may lose the last commits on
         # power loss (not on a process crash). Choose it with ?synchronous=NORMAL.
         f"PRAGMA synchronous={synchronous}",
-        # Several processes share one file: wait for the write lock instead of failing.
-        "PRAGMA busy_timeout=30000",
+        # Several processes share one file: wait for the write lock instead of failing
+        # (?busy_timeout=ms; SQLite's lock is not fair, so keep this generous).
+        f"PRAGMA busy_timeout={busy_timeout_ms}",
         # promise_tags rows go with their promise.
         "PRAGMA foreign_keys=ON",
         # Temporary b-trees (sorts) in memory.
@@ -92,6 +93,9 @@ def open_backend(url: str) -> Backend:
 def _open_sqlite(parsed: Any) -> Backend:
     query = dict(parsed.query)
     synchronous = str(query.pop("synchronous", "FULL")).upper()
+    busy = str(query.pop("busy_timeout", "30000"))
+    if not busy.isdigit():
+        raise InvalidArgument(f"busy_timeout={busy!r} must be a number of milliseconds")
     if synchronous not in ("FULL", "NORMAL"):
         raise InvalidArgument(f"synchronous={synchronous!r} is not allowed; use FULL or NORMAL")
     if not parsed.database or parsed.database == ":memory:":
@@ -103,9 +107,9 @@ def _open_sqlite(parsed: Any) -> Backend:
         parsed.set(query=query),
         pool_size=8,
         max_overflow=56,
-        connect_args={"check_same_thread": False, "timeout": 30},
+        connect_args={"check_same_thread": False, "timeout": int(busy) / 1000},
     )
-    pragmas = _sqlite_pragmas(synchronous)  # type: ignore[arg-type]
+    pragmas = _sqlite_pragmas(synchronous, int(busy))  # type: ignore[arg-type]
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

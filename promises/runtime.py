@@ -32,6 +32,7 @@ import functools
 import hashlib
 import inspect
 import json
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,12 +40,14 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, overload
 
 from promises.codec import ErrorInfo, NotSerializable, StoredError, from_json, to_json
-from promises.errors import InvalidArgument, PromiseAlreadyExists, PromiseError
+from promises.errors import InvalidArgument, PromiseAlreadyExists, PromiseError, StoreUnavailable
 from promises.records import JOB_TAG, STEP_TAG, TIMER_TAG, Promise, Transition, Value
 from promises.retry import Exponential, RetryPolicy
 from promises.store import SqlStore
 from promises.tasks import Claim, LeaseLost, Tasks
 from promises.validation import check_id
+
+log = logging.getLogger("promises.runtime")
 
 
 class Suspend(BaseException):
@@ -59,6 +62,11 @@ class Suspend(BaseException):
 
 class JobStopped(BaseException):
     """The job's promise was settled elsewhere (cancelled, timed out) or its lease lost."""
+
+
+class Interrupted(BaseException):  # a control-flow signal, not an error
+    """The store failed under the job (locked too long, connection lost). The run stops
+    and the job resumes later; it is never settled by an outage of the store."""
 
 
 class NonDeterministicReplay(PromiseError):
@@ -253,6 +261,8 @@ class Context:
                 ).promise
         except (LeaseLost, PromiseAlreadyExists) as exc:
             raise JobStopped(str(exc)) from exc
+        except StoreUnavailable as exc:
+            raise Interrupted(str(exc)) from exc
         recorded = promise.param.headers.get(STEP_TAG)
         if recorded != name:
             self.broken.append(
@@ -274,6 +284,8 @@ class Context:
                 return store.settle_in(conn, step_id, action, value=value, ikey=step_id).promise
         except LeaseLost as exc:
             raise JobStopped(str(exc)) from exc
+        except StoreUnavailable as exc:
+            raise Interrupted(str(exc)) from exc
 
     def _replayed(self, promise: Promise, annotation: Any) -> Any:
         if promise.state == "resolved":
@@ -335,6 +347,8 @@ class Context:
                 tasks.note_step_failure_in(conn, self.claim, step_id, attempt)
         except LeaseLost as exc:
             raise JobStopped(str(exc)) from exc
+        except StoreUnavailable as exc:
+            raise Interrupted(str(exc)) from exc
 
     # -- waiting --------------------------------------------------------------------------
 
@@ -374,7 +388,10 @@ class Context:
         return PromiseHandle(self, step_id, result_type or inspect.Parameter.empty)
 
     async def _await_promise(self, promise_id: str, annotation: Any) -> Any:
-        promise = await asyncio.to_thread(self.runtime.store.get, promise_id)
+        try:
+            promise = await asyncio.to_thread(self.runtime.store.get, promise_id)
+        except StoreUnavailable as exc:
+            raise Interrupted(str(exc)) from exc
         if promise.pending:
             raise Suspend(promise.timeout_at, promise_id)
         if promise.state == "rejected_timedout":
@@ -513,6 +530,21 @@ class Runtime:
         except (UnknownJob, ValueError, KeyError, TypeError) as exc:
             await asyncio.to_thread(self._finish, claim, "reject", ErrorInfo.of(exc).to_json())
             return
+        pause = 0.25
+        while True:
+            try:
+                await self._run_once(claim, job, function, args, kwargs)
+                return
+            except Interrupted:
+                # The store failed under the job. Keep the claim (every write stays
+                # fenced) and replay after a pause: finished steps are skipped.
+                log.warning("job %s interrupted by the store; replaying in %.2f s", job.id, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    async def _run_once(
+        self, claim: Claim, job: Promise, function: DurableFunction, args: Any, kwargs: Any
+    ) -> None:
         ctx = Context(self, claim, job, job.id, function.retry)
         try:
             result = await function.fn(ctx, *args, **kwargs)
@@ -520,7 +552,14 @@ class Runtime:
                 "resolve", self.encode(result, f"the result of job {job.id!r}"),
             )  # fmt: skip
         except Suspend as signal:
-            await asyncio.to_thread(self.tasks.suspend, claim, signal.ready_at, signal.waiting_on)
+            try:
+                await asyncio.to_thread(
+                    self.tasks.suspend, claim, signal.ready_at, signal.waiting_on
+                )
+            except LeaseLost:
+                pass
+            except StoreUnavailable as exc:
+                raise Interrupted(str(exc)) from exc
             return
         except JobStopped:
             return
@@ -544,3 +583,5 @@ class Runtime:
                 )
         except LeaseLost:
             pass  # another worker owns it now; its run decides
+        except StoreUnavailable as exc:
+            raise Interrupted(str(exc)) from exc

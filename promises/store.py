@@ -17,6 +17,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -286,7 +287,7 @@ class SqlStore:
             with engine.begin() as conn:
                 yield conn
                 settled: list[str] = conn.info.pop(_NOTIFY, [])
-        except DBAPIError as exc:
+        except (DBAPIError, sqlite3.Error) as exc:  # sqlite3's own: from the BEGIN we emit
             raise _translate(exc) from exc
         self.notifier.notify(settled)
 
@@ -295,7 +296,7 @@ class SqlStore:
         try:
             with self.backend.engine.connect() as conn:
                 yield conn
-        except DBAPIError as exc:
+        except (DBAPIError, sqlite3.Error) as exc:
             raise _translate(exc) from exc
 
     def _settled(self, conn: Connection, ids: list[str], now: int) -> None:
@@ -611,8 +612,9 @@ class SqlStore:
         self.close()
 
 
-def _translate(exc: DBAPIError) -> PromiseError:
-    message = str(exc.orig) if exc.orig is not None else str(exc)
+def _translate(exc: DBAPIError | sqlite3.Error) -> PromiseError:
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    message = str(orig) if orig is not None else str(exc)
     if IMMUTABLE_MESSAGE in message:
         return InvariantViolation(IMMUTABLE_MESSAGE)
     return StoreUnavailable(

@@ -24,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 
+from promises.errors import PromiseError
 from promises.runtime import Runtime
 from promises.schedules import Schedules
 from promises.store import open_store
@@ -79,20 +80,29 @@ class Worker:
                     if loop.time() >= self._next_upkeep:
                         await self._upkeep()
                         self._next_upkeep = loop.time() + self.upkeep_interval
-                    free = self.concurrency - len(self.running)
-                    if free > 0:
-                        claims = await asyncio.to_thread(
-                            self.runtime.tasks.claim, self.owner, free, self.lease_ms
-                        )
-                        for claim in claims:
-                            self._spawn(claim)
-                        if claims and len(claims) == free:
+                    try:
+                        if await self._claim_some():
                             continue  # maybe more is ready; the loop waits when slots are full
-                    await self._idle(wake, loop)
+                        await self._idle(wake, loop)
+                    except PromiseError:
+                        # The store is unavailable (locked too long, connection lost): keep
+                        # the worker alive and try again after a pause.
+                        log.exception("the store failed; retrying in %.1f s", self.poll_interval)
+                        await asyncio.sleep(self.poll_interval)
             finally:
                 heartbeats.cancel()
                 await self._release_all()
                 self._wake = None
+
+    async def _claim_some(self) -> bool:
+        """Claim up to the free slots; true when every free slot was filled."""
+        free = self.concurrency - len(self.running)
+        if free <= 0:
+            return False
+        claims = await asyncio.to_thread(self.runtime.tasks.claim, self.owner, free, self.lease_ms)
+        for claim in claims:
+            self._spawn(claim)
+        return bool(claims) and len(claims) == free
 
     async def _idle(self, wake: asyncio.Event, loop: asyncio.AbstractEventLoop) -> None:
         timeout = min(self.poll_interval, max(self._next_upkeep - loop.time(), 0))

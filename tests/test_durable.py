@@ -388,3 +388,30 @@ async def test_a_cron_schedule_starts_one_job_per_tick_whatever_the_number_of_fi
             first.add("bad", "every tuesday", jobs.squares, 1)
         with pytest.raises(InvalidArgument, match="unknown time zone"):
             first.add("tz", "0 9 * * *", jobs.squares, 1, timezone="Mars/Olympus")
+
+
+async def test_a_store_outage_under_a_running_job_interrupts_it_and_never_fails_it(
+    tmp_path: Path, log: Callable[[], list[dict[str, object]]], caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "locked.db"
+    with open_store(f"sqlite:///{path}?busy_timeout=100", poll_interval=0.05) as store:
+        async with worker_for(store):
+            Runtime(store).start(jobs.long_steps, 6, 0.1, id="outage")
+            await until(lambda: len(log()) >= 1)
+            blocker = sqlite3.connect(path, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            await asyncio.sleep(0.8)  # several checkpoints fail with "database is locked"
+            assert store.get("outage").pending
+            blocker.execute("COMMIT")
+            blocker.close()
+            assert await finish(store, "outage") == sum(i * i for i in range(6))
+    assert "job outage interrupted by the store; replaying" in caplog.text
+
+
+def test_a_bad_busy_timeout_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(
+        InvalidArgument, match="busy_timeout='soon' must be a number of milliseconds"
+    ):
+        open_store(f"sqlite:///{tmp_path}/x.db?busy_timeout=soon")
