@@ -11,7 +11,9 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## run the product on the embedded SQLite default
+## run the product on the embedded SQLite default: the MCP server over HTTP at
+## http://127.0.0.1:8765/mcp with its worker (ARGS="serve" for stdio, or any subcommand)
+ARGS ?= serve --http
 run: $(STAMP)
 	$(VENV)/bin/agent-tools $(ARGS)
 
@@ -26,3 +28,4 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev,bench]'
 	$(VENV)/bin/python bench/store.py
 	$(VENV)/bin/python bench/jobs.py
+	$(VENV)/bin/python bench/mcp.py
