@@ -46,7 +46,9 @@ class JobError(Exception):
 def iso(ms: int | None) -> str | None:
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+    # Always milliseconds, so these strings sort in time order.
+    when = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_time(value: str, what: str = "at") -> int:

@@ -21,6 +21,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from agent_tools.jobs import JobError, JobService, Kind
+from agent_tools.tasks_ext import DurableTasks
 from promises import DurableFunction, PromiseError, SqlStore, Worker
 
 log = logging.getLogger("agent_tools.server")
@@ -75,7 +76,10 @@ def build_server(
         "\n".join(f"- {k.name}: {k.description}" for k in service.kinds.values())
         or "- (none loaded)"
     )
-    server = MCPServer("agent-tools", instructions=INSTRUCTIONS)
+    job_tools = {"start_job", *(_tool_name(name) for name in service.kinds)}
+    server = MCPServer(
+        "agent-tools", instructions=INSTRUCTIONS, extensions=[DurableTasks(service, job_tools)]
+    )
     server.service = service  # type: ignore[attr-defined]  # for the CLI and tests
 
     async def start_job(

@@ -205,3 +205,10 @@ async def changing(ctx: Context) -> str:
     first = await ctx.run(step_b if os.environ.get("CHANGED") == "1" else step_a)
     await ctx.sleep(float(os.environ.get("CHANGING_SLEEP", "0.2")))
     return str(first)
+
+
+@durable(name="tests.progress_then_sleep", retry=FAST)
+async def progress_then_sleep(ctx: Context, seconds: float) -> str:
+    ctx.progress("fetched 3 of 12 months", 0.25)
+    await ctx.sleep(seconds)
+    return "done"

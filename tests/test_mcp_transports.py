@@ -3,6 +3,7 @@ safety checks, and rejoining jobs after the server is SIGKILLed and restarted.""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -86,12 +87,14 @@ class HttpServer:
             self.proc.wait(20)
 
     @contextlib.asynccontextmanager
-    async def client(self) -> AsyncIterator[Client]:
+    async def client(self, *extensions: Any) -> AsyncIterator[Client]:
         # The caller owns the HTTP client the transport uses: close it too.
         headers = {"Authorization": f"Bearer {TOKEN}"}
         async with (
             create_mcp_http_client(headers=headers) as http,
-            Client(streamable_http_client(self.url, http_client=http)) as client,
+            Client(
+                streamable_http_client(self.url, http_client=http), extensions=list(extensions)
+            ) as client,
         ):
             yield client
 
@@ -219,3 +222,24 @@ async def test_jobs_are_rejoined_after_the_server_is_sigkilled_and_restarted(
     assert len(runs) == 3 * 15 + 2
     # Nothing ran twice, except a step the kill interrupted (its first run was in the killed process).
     assert all(len(pids) == 1 or (len(pids) == 2 and pids[0] == killed) for pids in runs.values())
+
+
+async def test_tasks_get_answers_for_an_old_task_after_a_sigkill_and_restart(
+    http_server: HttpServer,
+) -> None:
+    from tests.tasks_client import TasksClient, get_task, start_task
+
+    async with http_server.client(TasksClient()) as client:
+        handle = await start_task(client, "start_tests_long_steps", {"n": 12, "pause": 0.1})
+        assert (await get_task(client, handle.task_id))["status"] == "working"
+    time.sleep(0.5)
+    http_server.kill()
+    http_server.start()
+    async with http_server.client(TasksClient()) as client:
+        for _ in range(200):
+            task = await get_task(client, handle.task_id)
+            if task["status"] != "working":
+                break
+            await asyncio.sleep(0.1)
+    assert task["status"] == "completed"
+    assert task["result"]["structuredContent"]["result"] == sum(i * i for i in range(12))
