@@ -130,7 +130,7 @@ class JobService:
         arguments = dict(args or {})
         try:
             transition = self.runtime.start(
-                found.function, id=job_id, start_at=start_at, tags={KIND_TAG: "job"}, **arguments
+                found.function, id=job_id, start_at=start_at, **arguments
             )
         except UnknownJob as exc:
             raise JobError(str(exc)) from exc
@@ -285,7 +285,7 @@ class JobService:
         state = {"running": "pending", "waiting": "pending", "completed": "resolved"}.get(
             status or "", None if status is None else "rejected"
         )
-        tags = {JOB_TAG: kind} if kind else {KIND_TAG: "job"}
+        tags = {JOB_TAG: kind or "*"}  # every job, however it was started
         try:
             page = self.store.search(state=state, tags=tags, limit=limit, cursor=cursor)  # type: ignore[arg-type]
         except InvalidArgument as exc:

@@ -481,7 +481,8 @@ class SqlStore:
     ) -> SearchPage:
         """Promises whose id matches the glob ``id`` (``*`` is the only wildcard), newest
         first, in pages of at most ``limit``. ``state="rejected"`` matches every rejected
-        kind. Pass the returned ``cursor`` with the same filters for the next page."""
+        kind; a tag value ``"*"`` matches any value of that tag. Pass the returned
+        ``cursor`` with the same filters for the next page."""
         pattern, state, limit = check_search(id, state, limit)
         checked_tags = check_tags(tags, creating=False)
         digest = _query_digest(pattern, state, checked_tags)
@@ -498,7 +499,10 @@ class SqlStore:
         order_seq = _p.c.seq
         for i, (key, value) in enumerate(sorted(checked_tags.items())):
             t = tags_table.alias(f"t{i}")
-            stmt = stmt.join(t, and_(t.c.seq == _p.c.seq, t.c.key == key, t.c.value == value))
+            matches = [t.c.seq == _p.c.seq, t.c.key == key]
+            if value != "*":  # "*" matches any value of the tag
+                matches.append(t.c.value == value)
+            stmt = stmt.join(t, and_(*matches))
             if i == 0:
                 order_seq = t.c.seq
         conditions: list[Any] = []

@@ -167,6 +167,13 @@ def test_http_refuses_a_missing_or_wrong_token_and_a_foreign_origin(
     assert httpx.post(http_server.url, json=body, headers=foreign).status_code == 403
     rebound = {**headers, "Authorization": f"Bearer {TOKEN}", "Host": "evil.example"}
     assert httpx.post(http_server.url, json=body, headers=rebound).status_code == 421
+    huge = (
+        b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"x": "'
+        + b"x" * 5_000_000
+        + b'"}}'
+    )
+    authorized = {**headers, "Authorization": f"Bearer {TOKEN}"}
+    assert httpx.post(http_server.url, content=huge, headers=authorized).status_code == 413
 
 
 def test_serving_beyond_loopback_without_a_token_is_refused(tmp_path: Path) -> None:

@@ -131,6 +131,7 @@ def test_search_filters_by_state_tags_and_id_glob(store: SqlStore, clock: FakeCl
     assert ids(state="rejected") == ["a_3", "b.1"]  # canceled and timed out are rejected kinds
     assert ids(tags={"kind": "weather"}) == ["a_3", "a.2", "a.1"]
     assert ids(tags={"kind": "weather", "owner": "ana"}) == ["a.1"]
+    assert ids(tags={"owner": "*"}) == ["a.2", "a.1"]  # any value of the tag
     assert ids(id="a.*") == ["a.2", "a.1"]  # '.' and '_' are literal, '*' is the wildcard
     assert ids(id="a?1") == []
     assert ids(id="*1") == ["b.1", "a.1"]
