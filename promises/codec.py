@@ -37,7 +37,7 @@ def to_json(value: object, what: str) -> str:
 
 
 @functools.lru_cache(maxsize=512)
-def _adapter(annotation: Any) -> pydantic.TypeAdapter[Any]:
+def adapter(annotation: Any) -> pydantic.TypeAdapter[Any]:
     return pydantic.TypeAdapter(annotation)
 
 
@@ -48,7 +48,7 @@ def from_json(data: str | None, annotation: Any = inspect.Parameter.empty) -> An
     ):
         return value
     try:
-        return _adapter(annotation).validate_python(value)
+        return adapter(annotation).validate_python(value)
     except TypeError:  # an annotation pydantic cannot build a validator for: keep the JSON
         return value
 

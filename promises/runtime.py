@@ -34,12 +34,14 @@ import inspect
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, overload
 
-from promises.codec import ErrorInfo, NotSerializable, StoredError, from_json, to_json
+import pydantic
+
+from promises.codec import ErrorInfo, NotSerializable, StoredError, adapter, from_json, to_json
 from promises.errors import InvalidArgument, PromiseAlreadyExists, PromiseError, StoreUnavailable
 from promises.records import JOB_TAG, STEP_TAG, TIMER_TAG, Promise, Transition, Value
 from promises.retry import Exponential, RetryPolicy
@@ -194,6 +196,31 @@ def _return_annotation(fn: object) -> Any:
         return inspect.signature(target, eval_str=True).return_annotation  # type: ignore[arg-type]
     except (TypeError, ValueError, NameError):
         return inspect.Parameter.empty
+
+
+def _validated_arguments(
+    function: DurableFunction, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> tuple[list[Any], dict[str, Any]]:
+    """Bind arguments to the function's signature and validate each against its
+    annotation (so a ``list[Location]`` parameter receives ``Location`` models)."""
+    signature = function.signature
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise InvalidArgument(f"arguments do not fit {function.name}{signature}: {exc}") from exc
+    for name, value in bound.arguments.items():
+        annotation = signature.parameters[name].annotation
+        if annotation in (inspect.Parameter.empty, Any):
+            continue
+        try:
+            bound.arguments[name] = adapter(annotation).validate_python(value)
+        except pydantic.ValidationError as exc:
+            raise InvalidArgument(
+                f"argument {name!r} of {function.name} is invalid: {exc}"
+            ) from exc
+        except TypeError:
+            continue  # an annotation pydantic cannot validate: pass the value as given
+    return list(bound.args), dict(bound.kwargs)
 
 
 # -- the context a job runs with ---------------------------------------------------------
@@ -465,12 +492,7 @@ class Runtime:
         tags: Mapping[str, str] | None = None,
     ) -> Transition:
         function = lookup(fn, self.registry) if isinstance(fn, str) else fn
-        try:
-            function.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise InvalidArgument(
-                f"arguments do not fit {function.name}{function.signature}: {exc}"
-            ) from exc
+        _validated_arguments(function, args, kwargs)
         job_id = (
             check_id(id, "job id")
             if id is not None
@@ -526,8 +548,8 @@ class Runtime:
         try:
             spec = json.loads(job.param.data or "")
             function = lookup(spec["fn"], self.registry)
-            args, kwargs = spec["args"], spec["kwargs"]
-        except (UnknownJob, ValueError, KeyError, TypeError) as exc:
+            args, kwargs = _validated_arguments(function, spec["args"], spec["kwargs"])
+        except (UnknownJob, InvalidArgument, ValueError, KeyError, TypeError) as exc:
             await asyncio.to_thread(self._finish, claim, "reject", ErrorInfo.of(exc).to_json())
             return
         pause = 0.25

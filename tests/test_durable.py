@@ -327,8 +327,14 @@ def test_bad_job_arguments_are_refused_before_anything_is_stored(real_store: Sql
     runtime = Runtime(real_store)
     with pytest.raises(InvalidArgument, match="arguments do not fit"):
         runtime.start(jobs.squares, 1, 2, 3, 4)
+    with pytest.raises(
+        InvalidArgument, match=r"(?s)argument 'n' of tests\.squares is invalid: .*valid integer"
+    ):
+        runtime.start(jobs.squares, "three")
+    from agent_tools import builtin_jobs
+
     with pytest.raises(InvalidArgument, match="is not JSON"):
-        runtime.start(jobs.squares, object())
+        runtime.start(builtin_jobs.approval, "ok?", {"when": object()})
     with pytest.raises(UnknownJob, match=r"available: .*tests\.squares"):
         runtime.start("tests.nope")
     assert real_store.search().promises == []

@@ -293,8 +293,13 @@ async def test_cancel_job_stops_a_job_and_a_second_cancel_says_it_is_over(
         ),
         (
             "start_job",
-            {"kind": "tests.squares", "args": {"n": "x" * 2_000_000}},
+            {"kind": "approval", "args": {"question": "x" * 2_000_000}},
             "the limit is 1048576 bytes",
+        ),
+        (
+            "start_job",
+            {"kind": "tests.squares", "args": {"n": "three"}},
+            "argument 'n' of tests.squares is invalid",
         ),
         ("start_tests_squares", {"n": "three"}, "valid integer"),
         ("probe_status", {"job_ids": "job-1"}, "valid list"),
