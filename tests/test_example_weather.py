@@ -1,0 +1,206 @@
+"""examples/weather: the Open-Meteo archive mocked with respx (the outside world)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from examples.weather import jobs as weather
+from promises import Runtime, SqlStore, Worker, open_store
+from promises.codec import StoredError
+from tests.conftest import FakeClock
+
+pytestmark = pytest.mark.anyio
+LISBON = {"name": "Lisbon", "latitude": 38.72, "longitude": -9.14}
+OSLO = {"name": "Oslo", "latitude": 59.91, "longitude": 10.75}
+
+
+def archive(request: httpx.Request) -> httpx.Response:
+    """Thirty days of weather whose values depend on the place, like the real API."""
+    warm = float(request.url.params["latitude"]) < 50
+    days = 28 if request.url.params["start_date"].endswith("02-01") else 30
+    return httpx.Response(200, json={"daily": {
+        "time": [f"d{i}" for i in range(days)],
+        "temperature_2m_max": [20.0 if warm else 5.0] * days,
+        "temperature_2m_min": [12.0 if warm else -1.0] * days,
+        "precipitation_sum": [1.0 if warm else 2.0] * days,
+    }})  # fmt: skip
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[tuple[SqlStore, FakeClock, Worker]]:
+    clock = FakeClock()
+    with open_store(f"sqlite:///{tmp_path}/weather.db", clock=clock, poll_interval=0.05) as store:
+        worker = Worker(Runtime(store), poll_interval=0.05)
+        task = asyncio.create_task(worker.run())
+        yield store, clock, worker
+        worker.stop()
+        await task
+
+
+async def settle(store: SqlStore, clock: FakeClock, worker: Worker, job_id: str) -> Any:
+    """Run until the job settles, moving the injected clock past retry backoffs."""
+    for _ in range(400):
+        if not store.get(job_id).pending:
+            return store.get(job_id)
+        await asyncio.sleep(0.02)
+        clock.advance(5_000)
+        worker.wake()
+    raise AssertionError(f"{job_id} did not settle")
+
+
+async def test_one_step_per_location_month_and_a_summary(
+    running: tuple[SqlStore, FakeClock, Worker],
+) -> None:
+    store, clock, worker = running
+    with respx.mock(assert_all_called=True) as mock:
+        route = mock.get(weather.ARCHIVE_URL).mock(side_effect=archive)
+        Runtime(store).start(
+            weather.gather_weather, [LISBON, OSLO], ["2026-01", "2026-02"], id="w1"
+        )
+        result = Runtime.result(await settle(store, clock, worker, "w1"))
+    assert route.call_count == 4
+    assert result["summary"] == {
+        "Lisbon": {"mean_max_c": 20.0, "precipitation_mm": 58.0},
+        "Oslo": {"mean_max_c": 5.0, "precipitation_mm": 116.0},
+    }
+    assert [(m["location"], m["month"], m["days"]) for m in result["months"]] == [
+        ("Lisbon", "2026-01", 30),
+        ("Lisbon", "2026-02", 28),
+        ("Oslo", "2026-01", 30),
+        ("Oslo", "2026-02", 28),
+    ]
+    sent = {
+        (r.request.url.params["start_date"], r.request.url.params["end_date"]) for r in route.calls
+    }
+    assert ("2026-02-01", "2026-02-28") in sent
+
+
+async def test_rate_limits_and_server_errors_are_retried_then_succeed(
+    running: tuple[SqlStore, FakeClock, Worker],
+) -> None:
+    store, clock, worker = running
+    answers = iter([httpx.Response(429), httpx.Response(503), httpx.Response(502)])
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        return next(answers, None) or archive(request)
+
+    with respx.mock() as mock:
+        route = mock.get(weather.ARCHIVE_URL).mock(side_effect=flaky)
+        Runtime(store).start(weather.gather_weather, [LISBON], ["2026-03"], id="w2")
+        result = Runtime.result(await settle(store, clock, worker, "w2"))
+    assert route.call_count == 4  # three transient failures, then the answer
+    assert result["summary"]["Lisbon"]["mean_max_c"] == 20.0
+    headers = {call.request.headers["X-Request-Id"] for call in route.calls}
+    assert headers == {"w2.0"}  # the step id is stable across retries: usable as an idempotency key
+
+
+async def test_a_malformed_body_fails_the_job_clearly_without_retrying(
+    running: tuple[SqlStore, FakeClock, Worker],
+) -> None:
+    store, clock, worker = running
+    with respx.mock() as mock:
+        route = mock.get(weather.ARCHIVE_URL).mock(
+            return_value=httpx.Response(200, json={"hourly": {}})
+        )
+        Runtime(store).start(weather.gather_weather, [LISBON], ["2026-03"], id="w3")
+        job = await settle(store, clock, worker, "w3")
+    with pytest.raises(StoredError) as failed:
+        Runtime.result(job)
+    assert failed.value.type == "BadResponse"
+    assert "malformed Open-Meteo response for Lisbon 2026-03" in failed.value.message
+    assert route.call_count == 1
+
+
+def test_bad_arguments_are_refused_at_start(tmp_path: Path) -> None:
+    from promises import InvalidArgument
+
+    with (
+        open_store(f"sqlite:///{tmp_path}/w.db") as store,
+        pytest.raises(InvalidArgument, match="latitude"),
+    ):
+        Runtime(store).start(weather.gather_weather, [{"name": "Nowhere"}], ["2026-01"])
+
+
+class FakeArchive:
+    """A local stand-in for the Open-Meteo archive: quick, except for Oslo (3 s), so a
+    kill one second after the start interrupts exactly Oslo's four fetches."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json as json_module
+        import threading
+        import urllib.parse
+
+        self.requests: list[tuple[str, str]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+                outer.requests.append((query["latitude"], query["start_date"]))
+                import time as time_module
+
+                time_module.sleep(3.0 if query["latitude"].startswith("59.") else 0.1)
+                body = json_module.dumps(
+                    archive(
+                        httpx.Request("GET", "http://x/?" + urllib.parse.urlencode(query))
+                    ).json()
+                )
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/archive"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.slow
+def test_the_story_script_kills_the_server_mid_way_and_rejoins_the_result(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_mcp_transports import free_port
+
+    fake = FakeArchive()
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "examples/weather/story.py",
+                "--db",
+                str(tmp_path / "story.db"),
+                "--port",
+                str(free_port()),
+            ],
+            cwd=Path(__file__).parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={**os.environ, "OPEN_METEO_ARCHIVE_URL": fake.url},
+        )
+    finally:
+        fake.close()
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[1] == "server killed mid-way (SIGKILL)" and lines[2].startswith("server restarted")
+    assert lines[-1].startswith("completed: ") and '"Lisbon": {"mean_max_c": 20.0' in lines[-1]
+    assert len(set(fake.requests)) == 12  # every location-month fetched
+    per_city = {lat: sum(1 for r in fake.requests if r[0] == lat) for lat, _ in fake.requests}
+    assert per_city == {"38.72": 4, "-1.29": 4, "59.91": 8}  # only the interrupted ones again
