@@ -36,7 +36,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, overload
 
 import pydantic
@@ -426,6 +426,17 @@ class Context:
                 ErrorInfo("TimeoutError", f"promise {promise_id!r} was not settled by its deadline")
             )
         return self._replayed(promise, annotation)
+
+    async def now(self) -> datetime:
+        """The current time (the store's clock, UTC), read once and checkpointed as a
+        step: a replay sees the same instant, so code that branches on it stays
+        deterministic."""
+        step_id = self._child_id()
+        promise = await asyncio.to_thread(self._checkpoint, step_id, "now", self.job.timeout_at)
+        if promise.pending:
+            now = self.runtime.store.clock()
+            promise = await asyncio.to_thread(self._settle, step_id, "resolve", Value(str(now)))
+        return datetime.fromtimestamp(int(self._replayed(promise, int)) / 1000, tz=UTC)
 
     def progress(self, message: str, fraction: float | None = None) -> None:
         """Report progress (``probe_status`` shows the latest). Written in the background."""

@@ -421,3 +421,26 @@ def test_a_bad_busy_timeout_is_refused(tmp_path: Path) -> None:
         InvalidArgument, match="busy_timeout='soon' must be a number of milliseconds"
     ):
         open_store(f"sqlite:///{tmp_path}/x.db?busy_timeout=soon")
+
+
+async def test_ctx_now_is_the_store_clock_and_replays_the_same_instant(tmp_path: Path) -> None:
+    clock = FakeClock()
+
+    @durable(name="tests.reads_now")
+    async def reads_now(ctx: object) -> list[str]:
+        first = await ctx.now()  # type: ignore[attr-defined]
+        await ctx.sleep(60)  # type: ignore[attr-defined]
+        second = await ctx.now()  # type: ignore[attr-defined]
+        return [first.isoformat(), second.isoformat()]
+
+    with open_store(f"sqlite:///{tmp_path}/now.db", clock=clock, poll_interval=0.05) as store:
+        async with worker_for(store) as worker:
+            Runtime(store).start(reads_now, id="now")
+            await until(lambda: store.search("now.1").promises != [])
+            clock.advance(61_000)
+            worker.wake()
+            result = await finish(store, "now")
+    assert result == [
+        datetime.fromtimestamp(1_800_000_000, tz=UTC).isoformat(),
+        datetime.fromtimestamp(1_800_000_061, tz=UTC).isoformat(),
+    ]

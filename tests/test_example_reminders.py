@@ -1,0 +1,143 @@
+"""examples/reminders: the agent loop as a durable job, the model scripted with respx,
+the clock injected, and a real SIGKILL mid-sleep."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from examples.reminders import agent
+from promises import TIMER_TAG, Runtime, open_store
+from tests.reminders_harness import WAKE_AT, FileClock
+
+ROOT = Path(__file__).parent.parent
+START = int(datetime(2027, 1, 15, 20, 30, tzinfo=UTC).timestamp() * 1000)  # "tomorrow at 9"
+WAKE_MS = int(datetime.fromisoformat(WAKE_AT.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def wait_for(condition: object, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_remind_me_tomorrow_at_9_survives_a_crash_mid_sleep(tmp_path: Path) -> None:
+    db, clock_file, model_log, outbox = (
+        tmp_path / n for n in ("r.db", "clock", "model.log", "outbox.jsonl")
+    )
+    clock_file.write_text(str(START))
+    env = {**os.environ, "REMINDERS_OUTBOX": str(outbox)}
+    command = [
+        sys.executable,
+        "-m",
+        "tests.reminders_harness",
+        str(db),
+        str(clock_file),
+        str(model_log),
+    ]
+
+    with open_store(f"sqlite:///{db}", clock=FileClock(clock_file)) as store:
+        Runtime(store).start(agent.assistant, "Remind me tomorrow at 9 to call Ana", id="rem")
+        first = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            wait_for(lambda: store.search("rem.*", tags={TIMER_TAG: "true"}).promises != [])
+            timer = store.search("rem.*", tags={TIMER_TAG: "true"}).promises[0]
+            assert timer.timeout_at == WAKE_MS  # the right sleep: 09:00 UTC the next day
+            time.sleep(0.3)
+            assert store.get("rem").pending and not outbox.exists()  # asleep, nothing delivered yet
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+
+        clock_file.write_text(str(WAKE_MS + 1_000))  # the night passes while the server is down
+        second = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            wait_for(lambda: not store.get("rem").pending)
+        finally:
+            second.terminate()
+            second.wait()
+        result = Runtime.result(store.get("rem"))
+
+    assert result == {"answer": "Done: I reminded you to call Ana at 09:00 UTC.", "model_calls": 4}
+    calls = [json.loads(line) for line in model_log.read_text().splitlines()]
+    assert [c["messages"] for c in calls] == [2, 4, 6, 8]  # four model calls, none repeated
+    assert {c["pid"] for c in calls[:2]} == {first.pid} and {c["pid"] for c in calls[2:]} == {
+        second.pid
+    }
+    deliveries = [json.loads(line) for line in outbox.read_text().splitlines()]
+    assert len(deliveries) == 1 and deliveries[0]["message"] == "Call Ana"
+    assert deliveries[0]["at"] >= "2027-01-16T09:00:00"  # delivered at its time, not before
+
+
+def test_a_schedule_without_a_time_zone_fails_the_job_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    import respx
+
+    from promises import Worker
+    from promises.codec import StoredError
+    from tests.reminders_harness import BASE_URL
+
+    def naive(request: object) -> object:
+        import httpx
+
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {
+                        "name": "schedule",
+                        "arguments": json.dumps({"until_utc": "2027-01-16T09:00:00"}),
+                    },
+                }
+            ],
+        }
+        return httpx.Response(
+            200,
+            json={
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "finish_reason": "tool_calls", "message": message}],
+            },
+        )
+
+    async def run() -> object:
+        with (
+            respx.mock() as mock,
+            open_store(f"sqlite:///{tmp_path}/n.db", poll_interval=0.05) as store,
+        ):
+            mock.post(f"{BASE_URL}/chat/completions").mock(side_effect=naive)
+            worker = Worker(Runtime(store), poll_interval=0.05)
+            task = asyncio.create_task(worker.run())
+            Runtime(store).start(agent.assistant, "remind me at nine", id="naive")
+            job = await store.wait("naive", timeout=20)
+            worker.stop()
+            await task
+            return job
+
+    monkeypatch.setenv("OPENAI_BASE_URL", BASE_URL)
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    job = asyncio.run(run())
+    with pytest.raises(StoredError, match=r"schedule needs a time zone \(Z\)"):
+        Runtime.result(job)  # type: ignore[arg-type]
