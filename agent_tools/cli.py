@@ -28,7 +28,7 @@ from typing import Any
 
 from agent_tools import builtin_jobs
 from agent_tools.config import DB_ENV, resolve_db_url
-from agent_tools.jobs import JobError, JobService
+from agent_tools.jobs import JobError, JobService, iso
 from promises import (
     SEARCH_STATES,
     DurableFunction,
@@ -221,6 +221,11 @@ def decide(service: JobService, target: str, approved: bool, comment: str | None
         )
     except PromiseError as exc:
         raise JobError(f"cannot decide {approval_id!r}: {exc}") from exc
+    if transition.promise.state == "rejected_timedout":
+        raise JobError(
+            f"{approval_id!r} expired at {iso(transition.promise.timeout_at)} without a decision; "
+            "the job went on without it"
+        )
     if transition.deduplicated:
         raise JobError(f"{approval_id!r} was already decided; the first decision stands")
     return {"approval": approval_id, **decision}

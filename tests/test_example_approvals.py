@@ -1,0 +1,169 @@
+"""examples/approvals: a refund that waits for a person — decided on the command line,
+in-band through MCP Tasks, while the server is down, and too late."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from examples.approvals import refunds
+from promises import Runtime, SqlStore, Worker, open_store
+
+pytestmark = pytest.mark.anyio
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(autouse=True)
+def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "ledger.jsonl"
+    monkeypatch.setenv("REFUNDS_LEDGER", str(path))
+    return path
+
+
+def entries(ledger: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in ledger.read_text().splitlines()] if ledger.exists() else []
+
+
+def cli(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent_tools.cli", *args, "--db", str(db)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "refunds.db"
+
+
+@pytest.fixture
+async def store(db: Path) -> AsyncIterator[SqlStore]:
+    with open_store(f"sqlite:///{db}", poll_interval=0.05) as s:
+        yield s
+
+
+async def run_until(store: SqlStore, condition: object, timeout: float = 20) -> None:
+    """Run a worker until ``condition()`` holds, then stop it (the server going down)."""
+    worker = Worker(Runtime(store), poll_interval=0.05)
+    task = asyncio.create_task(worker.run())
+    try:
+        for _ in range(int(timeout / 0.05)):
+            if condition():  # type: ignore[operator]
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("condition not reached")
+    finally:
+        worker.stop()
+        await task
+
+
+def waiting_for_a_person(store: SqlStore, job_id: str) -> bool:
+    task = Runtime(store).tasks.get(job_id)
+    return task is not None and task.waiting_on == f"{job_id}.0"
+
+
+def settled(store: SqlStore, job_id: str) -> bool:
+    return not store.get(job_id).pending
+
+
+async def test_a_small_refund_needs_no_person(store: SqlStore, ledger: Path) -> None:
+    Runtime(store).start(refunds.refund, "A-1", 20.0, "damaged", id="r1")
+    await run_until(store, lambda: settled(store, "r1"))
+    assert Runtime.result(store.get("r1"))["decided_by"] == "policy"
+    assert [e["order_id"] for e in entries(ledger)] == ["A-1"]
+
+
+async def test_approved_on_the_command_line_the_refund_is_issued_once(
+    store: SqlStore, db: Path, ledger: Path
+) -> None:
+    Runtime(store).start(refunds.refund, "B-2", 250.0, "never arrived", id="r2")
+    await run_until(store, lambda: waiting_for_a_person(store, "r2"))
+    shown = json.loads(cli(db, "jobs", "show", "r2").stdout)
+    assert shown["waiting_for"]["request"]["question"] == "Refund 250.00 EUR for order B-2?"
+    approved = cli(db, "approve", "r2", "--comment", "ok")
+    assert approved.returncode == 0, approved.stderr
+    await run_until(store, lambda: settled(store, "r2"))
+    result = Runtime.result(store.get("r2"))
+    assert result["status"] == "refunded" and result["decided_by"] == "person"
+    assert len(entries(ledger)) == 1
+
+
+async def test_rejected_on_the_command_line_nothing_is_paid(
+    store: SqlStore, db: Path, ledger: Path
+) -> None:
+    Runtime(store).start(refunds.refund, "C-3", 900.0, "changed mind", id="r3")
+    await run_until(store, lambda: waiting_for_a_person(store, "r3"))
+    assert cli(db, "reject", "r3", "--comment", "outside the return window").returncode == 0
+    await run_until(store, lambda: settled(store, "r3"))
+    assert Runtime.result(store.get("r3")) == {
+        "status": "rejected",
+        "order_id": "C-3",
+        "comment": "outside the return window",
+    }
+    assert entries(ledger) == []
+
+
+async def test_a_decision_made_while_the_server_is_down_is_seen_after_restart(
+    store: SqlStore, db: Path, ledger: Path
+) -> None:
+    Runtime(store).start(refunds.refund, "D-4", 300.0, "late", id="r4")
+    await run_until(store, lambda: waiting_for_a_person(store, "r4"))  # then the server goes down
+    assert cli(db, "approve", "r4").returncode == 0  # decided while nothing runs the job
+    assert store.get("r4").pending
+    await run_until(store, lambda: settled(store, "r4"))  # the server is back
+    assert Runtime.result(store.get("r4"))["status"] == "refunded"
+
+
+async def test_a_decision_after_the_deadline_is_refused_and_nothing_is_paid(
+    store: SqlStore, db: Path, ledger: Path
+) -> None:
+    Runtime(store).start(
+        refunds.refund, "E-5", 500.0, "slow", 100.0, 0.5 / 3600, id="r5"
+    )  # half a second
+    await run_until(store, lambda: settled(store, "r5"))
+    assert Runtime.result(store.get("r5")) == {"status": "expired", "order_id": "E-5"}
+    late = cli(db, "approve", "r5.0")
+    assert (
+        late.returncode == 2 and "expired at" in late.stderr and "without a decision" in late.stderr
+    )
+    assert entries(ledger) == []
+
+
+async def test_a_person_decides_in_band_through_mcp_task_input(
+    store: SqlStore, ledger: Path
+) -> None:
+    from mcp import Client
+
+    from agent_tools.server import build_server, worker_running
+    from promises.runtime import REGISTRY
+    from tests.tasks_client import TasksClient, get_task, start_task, update_task
+
+    server = build_server(store, {"refunds.refund": REGISTRY["refunds.refund"]})
+    async with worker_running(server.service), Client(server, extensions=[TasksClient()]) as client:  # type: ignore[attr-defined]
+        handle = await start_task(
+            client,
+            "start_refunds_refund",
+            {"order_id": "F-6", "amount_eur": 120.0, "reason": "broken"},
+        )
+        for _ in range(200):
+            task = await get_task(client, handle.task_id)
+            if task["status"] == "input_required":
+                break
+            await asyncio.sleep(0.05)
+        ((key, request),) = task["inputRequests"].items()
+        assert request["params"]["message"] == "Refund 120.00 EUR for order F-6?"
+        await update_task(
+            client, handle.task_id, {key: {"action": "accept", "content": {"approved": True}}}
+        )
+        for _ in range(200):
+            task = await get_task(client, handle.task_id)
+            if task["status"] == "completed":
+                break
+            await asyncio.sleep(0.05)
+    assert task["result"]["structuredContent"]["result"]["status"] == "refunded"
+    assert len(entries(ledger)) == 1
