@@ -53,6 +53,8 @@ def load_kinds(modules: Sequence[str]) -> dict[str, DurableFunction]:
         *modules,
         *filter(None, os.environ.get(JOBS_ENV, "").split(",")),
     ]
+    if os.getcwd() not in sys.path:  # like `python -m`: job modules of the project you run in
+        sys.path.insert(0, os.getcwd())
     kinds: dict[str, DurableFunction] = {}
     for name in dict.fromkeys(n.strip() for n in names):
         try:
@@ -125,7 +127,9 @@ def _config_snippet(target: str, args: argparse.Namespace, db_url: str) -> dict[
     server_args = ["serve", "--db", db_url]
     for module in args.jobs:
         server_args += ["--jobs", module]
-    entry = {"command": command, "args": server_args, "env": {}}
+    # Clients launch servers from a directory of their own: say where the job modules are.
+    env = {"PYTHONPATH": os.getcwd()} if args.jobs else {}
+    entry = {"command": command, "args": server_args, "env": env}
     if target == "claude-code":
         entry = {"type": "stdio", **entry}
     return {"mcpServers": {"agent-tools": entry}}
