@@ -49,3 +49,31 @@ def test_the_readme_durable_example_is_the_example_file_and_it_runs(tmp_path: Pa
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "resolved True"
+
+
+def test_every_code_block_in_the_readme_comes_from_a_tested_file_or_is_a_real_command() -> None:
+    import shlex
+
+    from agent_tools.cli import _parser
+
+    readme = (ROOT / "README.md").read_text()
+    sources = [
+        p.read_text() for p in (ROOT / "examples").rglob("*") if p.suffix in (".py", ".json")
+    ]
+    blocks = re.findall(r"```(\w*)\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 6
+    for language, code in blocks:
+        if language in ("python", "json"):
+            assert any(code in source for source in sources), (
+                f"README block not from a tested file:\n{code}"
+            )
+            continue
+        assert language == "sh"
+        for line in code.splitlines():
+            command = line.split("#")[0].strip()
+            if command.startswith("make "):
+                assert command.split()[1] in ("run", "test")
+                continue
+            words = shlex.split(command)
+            assert words[0] == "agent-tools", line
+            _parser().parse_args(words[1:])  # exits (failing the test) on an unknown command
