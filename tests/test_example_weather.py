@@ -139,6 +139,7 @@ class FakeArchive:
         import urllib.parse
 
         self.requests: list[tuple[str, str]] = []
+        self.answered: dict[tuple[str, str], float] = {}  # first answer's wall-clock time
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -157,6 +158,9 @@ class FakeArchive:
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
                 self.wfile.write(body.encode())
+                outer.answered.setdefault(
+                    (query["latitude"], query["start_date"]), time_module.time()
+                )
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -175,32 +179,45 @@ def test_the_story_script_kills_the_server_mid_way_and_rejoins_the_result(tmp_pa
     import os
     import subprocess
     import sys
+    import time
 
     from tests.test_mcp_transports import free_port
 
     fake = FakeArchive()
+    command = [
+        sys.executable,
+        "examples/weather/story.py",
+        "--db",
+        str(tmp_path / "story.db"),
+        "--port",
+        str(free_port()),
+    ]
+    story = subprocess.Popen(
+        command,
+        cwd=Path(__file__).parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "OPEN_METEO_ARCHIVE_URL": fake.url},
+    )
+    lines, killed_at = [], 0.0
     try:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "examples/weather/story.py",
-                "--db",
-                str(tmp_path / "story.db"),
-                "--port",
-                str(free_port()),
-            ],
-            cwd=Path(__file__).parent.parent,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            env={**os.environ, "OPEN_METEO_ARCHIVE_URL": fake.url},
-        )
+        assert story.stdout is not None
+        for line in story.stdout:
+            lines.append(line.strip())
+            if line.startswith("server killed"):
+                killed_at = time.time()
+        assert story.wait(timeout=180) == 0
     finally:
         fake.close()
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
+        if story.stdout is not None:
+            story.stdout.close()
     assert lines[1] == "server killed mid-way (SIGKILL)" and lines[2].startswith("server restarted")
     assert lines[-1].startswith("completed: ") and '"Lisbon": {"mean_max_c": 20.0' in lines[-1]
     assert len(set(fake.requests)) == 12  # every location-month fetched
-    per_city = {lat: sum(1 for r in fake.requests if r[0] == lat) for lat, _ in fake.requests}
-    assert per_city == {"38.72": 4, "-1.29": 4, "59.91": 8}  # only the interrupted ones again
+    counts = {key: fake.requests.count(key) for key in set(fake.requests)}
+    finished_before_kill = [key for key, at in fake.answered.items() if at < killed_at - 0.5]
+    assert all(
+        counts[key] == 1 for key in finished_before_kill
+    )  # finished steps never fetched again
+    assert all(count <= 2 for count in counts.values())  # an interrupted one at most once more
