@@ -29,6 +29,7 @@ from typing import Any
 from agent_tools import builtin_jobs
 from agent_tools.config import DB_ENV, resolve_db_url
 from agent_tools.jobs import JobError, JobService, iso
+from agent_tools.links import Signer
 from promises import (
     SEARCH_STATES,
     DurableFunction,
@@ -42,6 +43,7 @@ from promises.runtime import REGISTRY
 
 JOBS_ENV = "AGENT_TOOLS_JOBS"
 TOKEN_ENV = "AGENT_TOOLS_TOKEN"
+URL_ENV = "AGENT_TOOLS_URL"
 DEFAULT_PORT = 8765
 log = logging.getLogger("agent_tools")
 
@@ -84,19 +86,42 @@ def status(db: str | None) -> dict[str, object]:
 # -- serving ------------------------------------------------------------------------------
 
 
-async def serve(args: argparse.Namespace, service: JobService, server: Any) -> None:
+async def serve(args: argparse.Namespace, service: JobService, server: Any, signer: Any) -> None:
+    import uvicorn
+
+    from agent_tools.http import allowed_hosts, http_app
     from agent_tools.server import worker_running
+    from agent_tools.web import WebPages
 
     async def transport() -> None:
         if not args.http:
-            await server.run_stdio_async()
+            if args.ui_port is None:
+                await server.run_stdio_async()
+                return
+            pages = WebPages(
+                service,
+                signer,
+                token=args.token,
+                allowed_hosts=allowed_hosts(args.host, args.ui_port),
+            )
+            from starlette.applications import Starlette
+
+            ui = uvicorn.Server(
+                uvicorn.Config(
+                    Starlette(routes=pages.routes()),
+                    host=args.host,
+                    port=args.ui_port,
+                    log_level="warning",
+                )
+            )
+            log.info("web pages on http://%s:%s/", args.host, args.ui_port)
+            await asyncio.gather(server.run_stdio_async(), ui.serve())
             return
-        import uvicorn
-
-        from agent_tools.http import http_app
-
-        app = http_app(server, host=args.host, port=args.port, token=args.token)
-        log.info("serving MCP on http://%s:%s/mcp", args.host, args.port)
+        pages = WebPages(
+            service, signer, token=args.token, allowed_hosts=allowed_hosts(args.host, args.port)
+        )
+        app = http_app(server, host=args.host, port=args.port, token=args.token, pages=pages)
+        log.info("serving MCP on http://%s:%s/mcp and the pages at /", args.host, args.port)
         config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
         await uvicorn.Server(config).serve()
 
@@ -133,6 +158,17 @@ def _config_snippet(target: str, args: argparse.Namespace, db_url: str) -> dict[
     if target == "claude-code":
         entry = {"type": "stdio", **entry}
     return {"mcpServers": {"agent-tools": entry}}
+
+
+def _link_maker(args: argparse.Namespace, signer: Any) -> Any:
+    """Approval links point at --public-url, else $AGENT_TOOLS_URL, else where the
+    pages are served by default."""
+    port = getattr(args, "ui_port", None) or getattr(args, "port", None) or DEFAULT_PORT
+    host = getattr(args, "host", "127.0.0.1")
+    base = (
+        getattr(args, "public_url", None) or os.environ.get(URL_ENV) or f"http://{host}:{port}"
+    ).rstrip("/")
+    return lambda approval_id: f"{base}/approve/{signer.approval_token(approval_id)}"
 
 
 # -- the command line ---------------------------------------------------------------------
@@ -179,6 +215,12 @@ def _parser() -> argparse.ArgumentParser:
         "--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (or ${TOKEN_ENV})"
     )
     serve_p.add_argument("--no-worker", action="store_true", help="do not run jobs in this process")
+    serve_p.add_argument(
+        "--ui-port", type=int, default=None, help="in stdio mode, serve the web pages on this port"
+    )
+    serve_p.add_argument(
+        "--public-url", default=None, help=f"base URL of approval links (or ${URL_ENV})"
+    )
     serve_p.add_argument("--concurrency", type=int, default=16)
 
     worker_p = sub.add_parser("worker", parents=[common], help="run a standalone worker")
@@ -262,10 +304,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         print(f"agent-tools: {exc}", file=sys.stderr)
                         return 2
 
-                server = build_server(store, kinds)
-                asyncio.run(serve(args, server.service, server))  # type: ignore[attr-defined]
+                signer = Signer()
+                server = build_server(store, kinds, approval_link=_link_maker(args, signer))
+                asyncio.run(serve(args, server.service, server, signer))  # type: ignore[attr-defined]
                 return 0
-            service = JobService(store, kinds)
+            service = JobService(store, kinds, approval_link=_link_maker(args, Signer()))
             if command == "worker":
                 from promises.worker import Worker
 

@@ -42,14 +42,15 @@ def check_bind(host: str, token: str | None) -> None:
 
 
 class BearerToken:
-    """ASGI middleware: 401 unless the request carries the server's bearer token."""
+    """ASGI middleware: 401 on ``/mcp`` unless the request carries the server's bearer
+    token. (The web pages check the token themselves: browsers send a cookie.)"""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and scope["path"].startswith("/mcp"):
             given = dict(scope.get("headers") or []).get(b"authorization", b"")
             if not hmac.compare_digest(given, self.expected):
                 body = b'{"error": "missing or wrong token; send Authorization: Bearer <token>"}'
@@ -68,7 +69,14 @@ class BearerToken:
         await self.app(scope, receive, send)
 
 
-def http_app(server: MCPServer, *, host: str, port: int, token: str | None) -> Any:
+def allowed_hosts(host: str, port: int) -> set[str]:
+    return {f"{name}:{port}" for name in {host, "127.0.0.1", "localhost"}}
+
+
+def http_app(
+    server: MCPServer, *, host: str, port: int, token: str | None, pages: Any = None
+) -> Any:
+    """The MCP endpoint at /mcp, with the web pages (``WebPages``) beside it if given."""
     check_bind(host, token)
     names = {host, "127.0.0.1", "localhost"}
     security = TransportSecuritySettings(
@@ -76,7 +84,9 @@ def http_app(server: MCPServer, *, host: str, port: int, token: str | None) -> A
         allowed_hosts=[f"{name}:{port}" for name in names],
         allowed_origins=[f"http://{name}:{port}" for name in names],
     )
-    app: ASGIApp = server.streamable_http_app(
+    app = server.streamable_http_app(
         transport_security=security, max_request_body_size=MAX_BODY_BYTES, host=host
     )
+    if pages is not None:
+        app.router.routes.extend(pages.routes())
     return BearerToken(app, token) if token else app

@@ -102,8 +102,11 @@ class JobService:
         *,
         await_cap_s: float = 50.0,
         progress_every_s: float = 5.0,
+        approval_link: Callable[[str], str] | None = None,
     ) -> None:
         self.store = store
+        #: Makes the web link for an approval id, when the pages are served.
+        self.approval_link = approval_link
         self.runtime = Runtime(store, registry=kinds)
         self.schedules = Schedules(self.runtime)
         self.kinds = {name: kind_of(fn) for name, fn in sorted(kinds.items())}
@@ -195,7 +198,10 @@ class JobService:
         if waited.timer:
             return {"time": iso(waited.timeout_at)}
         request = json.loads(waited.param.data) if waited.param.data else None
-        return {"approval": promise_id, "deadline": iso(waited.timeout_at), "request": request}
+        out = {"approval": promise_id, "deadline": iso(waited.timeout_at), "request": request}
+        if self.approval_link is not None:
+            out["link"] = self.approval_link(promise_id)
+        return out
 
     def _add_task_facts(self, job_id: str, out: dict[str, Any]) -> None:
         task = self.runtime.tasks.get(job_id)

@@ -14,7 +14,7 @@ import contextlib
 import inspect
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -69,8 +69,15 @@ def build_server(
     *,
     await_cap_s: float = 50.0,
     progress_every_s: float = 5.0,
+    approval_link: Callable[[str], str] | None = None,
 ) -> MCPServer:
-    service = JobService(store, kinds, await_cap_s=await_cap_s, progress_every_s=progress_every_s)
+    service = JobService(
+        store,
+        kinds,
+        await_cap_s=await_cap_s,
+        progress_every_s=progress_every_s,
+        approval_link=approval_link,
+    )
 
     kinds_text = (
         "\n".join(f"- {k.name}: {k.description}" for k in service.kinds.values())

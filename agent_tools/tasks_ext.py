@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import secrets
 from collections.abc import Collection, Sequence
@@ -150,11 +151,16 @@ class DurableTasks(Extension):
 
     # -- the durable mapping task id -> job id ------------------------------------------------
 
+    @staticmethod
+    def _mapping_id(task_id: str) -> str:
+        # Task ids are bearer handles: the store keeps only their hash.
+        return _PREFIX + hashlib.sha256(task_id.encode()).hexdigest()[:40]
+
     def _new_task(self, job_id: str) -> str:
         store = self.service.store
         task_id = secrets.token_urlsafe(24)
         with store.transaction() as conn:
-            mapping = f"{_PREFIX}{task_id}"
+            mapping = self._mapping_id(task_id)
             store.create_in(
                 conn, mapping, timeout_at=store.clock() + 60_000, tags={KIND_TAG: "mcp-task"}
             )
@@ -163,7 +169,7 @@ class DurableTasks(Extension):
 
     def _job_of(self, task_id: str) -> str:
         try:
-            mapping = self.service.store.get(f"{_PREFIX}{task_id}")
+            mapping = self.service.store.get(self._mapping_id(task_id))
         except (PromiseNotFound, PromiseError) as exc:
             raise MCPError(
                 code=INVALID_PARAMS, message="Failed to retrieve task: Task not found"
@@ -175,7 +181,7 @@ class DurableTasks(Extension):
     def _task(self, task_id: str) -> dict[str, Any]:
         job_id = self._job_of(task_id)
         status = self.service.probe([job_id])[0]
-        mapping = self.service.store.get(f"{_PREFIX}{task_id}")
+        mapping = self.service.store.get(self._mapping_id(task_id))
         retention = int(self.service.store.retention.total_seconds() * 1000)
         progress = status.get("progress") or {}
         task: dict[str, Any] = {

@@ -356,14 +356,19 @@ class Context:
                 await asyncio.to_thread(self._note_failure, step_id, attempt)
                 raise Suspend(self.runtime.store.clock() + int(delay * 1000), None) from exc
             stored = await asyncio.to_thread(
-                self._settle, step_id, "reject", Value(ErrorInfo.of(exc).to_json())
+                self._settle,
+                step_id,
+                "reject",
+                Value(ErrorInfo.of(exc).to_json(), {"attempts": str(attempt)}),
             )
             if stored.state == "resolved":  # a stale owner's success won the race
                 return self._replayed(stored, annotation)
             raise
         finally:
             _current_step.reset(token)
-        stored = await asyncio.to_thread(self._settle, step_id, "resolve", Value(data))
+        stored = await asyncio.to_thread(
+            self._settle, step_id, "resolve", Value(data, {"attempts": str(attempt)})
+        )
         return self._replayed(stored, annotation)
 
     def _note_failure(self, step_id: str, attempt: int) -> None:
