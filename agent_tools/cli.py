@@ -39,7 +39,7 @@ from promises import (
     Value,
     open_store,
 )
-from promises.runtime import REGISTRY
+from promises.functions import REGISTRY
 
 JOBS_ENV = "AGENT_TOOLS_JOBS"
 TOKEN_ENV = "AGENT_TOOLS_TOKEN"

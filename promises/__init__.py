@@ -7,6 +7,13 @@ store.resolve("job-42", value=Value('{"ok": true}'))
 """
 
 from promises.codec import ErrorInfo, NotSerializable, StoredError
+from promises.context import (
+    Context,
+    NonDeterministicReplay,
+    PromiseHandle,
+    StepInfo,
+    current_step,
+)
 from promises.errors import (
     InvalidArgument,
     InvariantViolation,
@@ -16,6 +23,7 @@ from promises.errors import (
     PromiseNotFound,
     StoreUnavailable,
 )
+from promises.functions import DurableFunction, UnknownJob, durable
 from promises.records import (
     JOB_TAG,
     SEARCH_STATES,
@@ -30,18 +38,7 @@ from promises.records import (
     Value,
 )
 from promises.retry import Constant, Exponential, Linear, Never, NonRetryableError, RetryPolicy
-from promises.runtime import (
-    Context,
-    DurableFunction,
-    JobConflict,
-    NonDeterministicReplay,
-    PromiseHandle,
-    Runtime,
-    StepInfo,
-    UnknownJob,
-    current_step,
-    durable,
-)
+from promises.runtime import JobConflict, Runtime
 from promises.schedules import Schedule, Schedules
 from promises.store import Clock, PromiseStore, SqlStore, open_store, system_clock
 from promises.tasks import LeaseLost, TaskInfo

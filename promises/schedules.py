@@ -23,7 +23,8 @@ from promises.schema import schedules_table
 from promises.validation import check_id
 
 if TYPE_CHECKING:
-    from promises.runtime import DurableFunction, Runtime
+    from promises.functions import DurableFunction
+    from promises.runtime import Runtime
 
 _s = schedules_table
 
@@ -73,7 +74,7 @@ class Schedules:
         **kwargs: Any,
     ) -> Schedule:
         """Create a schedule (the same id and definition again returns it)."""
-        from promises.runtime import lookup
+        from promises.functions import lookup
 
         check_id(schedule_id, "schedule id")
         function = lookup(fn, self.runtime.registry) if isinstance(fn, str) else fn

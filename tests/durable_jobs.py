@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from promises import Context, current_step, durable
 from promises.retry import Constant, Never, NonRetryableError
-from promises.runtime import Context, current_step, durable
 
 FAST = Constant(every=0.01, max_attempts=3)
 

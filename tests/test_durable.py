@@ -13,9 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from promises import InvalidArgument, SqlStore, Value, open_store
+from promises import (
+    InvalidArgument,
+    JobConflict,
+    Runtime,
+    SqlStore,
+    UnknownJob,
+    Value,
+    durable,
+    open_store,
+)
 from promises.codec import StoredError
-from promises.runtime import JobConflict, Runtime, UnknownJob, durable
 from promises.worker import Worker
 from tests import durable_jobs as jobs
 from tests.conftest import FakeClock

@@ -140,7 +140,7 @@ async def test_a_person_decides_in_band_through_mcp_task_input(
     from mcp import Client
 
     from agent_tools.server import build_server, worker_running
-    from promises.runtime import REGISTRY
+    from promises.functions import REGISTRY
     from tests.tasks_client import TasksClient, get_task, start_task, update_task
 
     server = build_server(store, {"refunds.refund": REGISTRY["refunds.refund"]})

@@ -16,7 +16,7 @@ from agent_tools import builtin_jobs
 from agent_tools.cli import decide
 from agent_tools.server import build_server, worker_running
 from promises import SqlStore, open_store
-from promises.runtime import REGISTRY
+from promises.functions import REGISTRY
 from tests import durable_jobs as jobs
 
 pytestmark = pytest.mark.anyio

@@ -15,7 +15,7 @@ from mcp.shared.exceptions import MCPError
 from agent_tools import builtin_jobs  # noqa: F401  (registers the built-in kinds)
 from agent_tools.server import build_server, worker_running
 from promises import open_store
-from promises.runtime import REGISTRY
+from promises.functions import REGISTRY
 from tests import durable_jobs  # noqa: F401  (registers the test kinds)
 from tests.tasks_client import (
     CreateTaskResult,

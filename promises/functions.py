@@ -1,0 +1,151 @@
+"""Durable functions: registering them by a stable name, and checking their arguments.
+
+    @durable(retry=Exponential(), timeout=timedelta(hours=1))
+    async def gather(ctx: Context, city: str, months: list[str]) -> dict: ...
+
+A registered function is a ``DurableFunction``; jobs refer to it by ``name``. See
+``promises.context`` for what ``ctx`` offers and ``promises.runtime`` for running jobs.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, overload
+
+import pydantic
+
+from promises.codec import adapter
+from promises.errors import InvalidArgument
+from promises.retry import Exponential, RetryPolicy
+
+if TYPE_CHECKING:
+    from promises.context import Context
+
+
+class UnknownJob(InvalidArgument):
+    """No durable function is registered under that name."""
+
+
+@dataclass(frozen=True)
+class DurableFunction:
+    fn: Callable[..., Awaitable[Any]]
+    name: str
+    retry: RetryPolicy
+    timeout: timedelta
+    description: str
+
+    @property
+    def signature(self) -> inspect.Signature:
+        """The job's arguments as callers pass them (without ``ctx``)."""
+        sig = inspect.signature(self.fn, eval_str=True)
+        return sig.replace(parameters=list(sig.parameters.values())[1:])
+
+    async def __call__(self, ctx: Context, *args: Any, **kwargs: Any) -> Any:
+        return await self.fn(ctx, *args, **kwargs)
+
+
+REGISTRY: dict[str, DurableFunction] = {}
+
+
+@overload
+def durable(fn: Callable[..., Awaitable[Any]], /) -> DurableFunction: ...
+
+
+@overload
+def durable(
+    *, name: str | None = None, retry: RetryPolicy | None = None, timeout: timedelta = ...
+) -> Callable[[Callable[..., Awaitable[Any]]], DurableFunction]: ...
+
+
+def durable(
+    fn: Callable[..., Awaitable[Any]] | None = None,
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: timedelta = timedelta(hours=1),
+) -> DurableFunction | Callable[[Callable[..., Awaitable[Any]]], DurableFunction]:
+    """Register an ``async def f(ctx, ...)`` as a durable function under a stable name
+    (default: ``module:qualname``). Use bare or with arguments."""
+
+    def register(f: Callable[..., Awaitable[Any]]) -> DurableFunction:
+        if not inspect.iscoroutinefunction(f):
+            raise InvalidArgument(f"@durable needs an async function, got {f!r}")
+        if timeout <= timedelta(0):
+            raise InvalidArgument(f"timeout must be positive, got {timeout}")
+        wrapped = DurableFunction(
+            fn=f,
+            name=name or f"{f.__module__}:{f.__qualname__}",
+            retry=retry or Exponential(),
+            timeout=timeout,
+            description=inspect.cleandoc(f.__doc__ or ""),
+        )
+        existing = REGISTRY.get(wrapped.name)
+        same_source = existing is not None and (
+            existing.fn.__module__,
+            existing.fn.__qualname__,
+        ) == (f.__module__, f.__qualname__)
+        if existing is not None and not same_source:
+            raise InvalidArgument(
+                f"durable function name {wrapped.name!r} is already taken by "
+                f"{existing.fn.__module__}.{existing.fn.__qualname__}; "
+                "pass name=... to choose another"
+            )
+        REGISTRY[wrapped.name] = wrapped
+        return wrapped
+
+    return register(fn) if fn is not None else register
+
+
+def lookup(name: str, registry: Mapping[str, DurableFunction] | None = None) -> DurableFunction:
+    functions = REGISTRY if registry is None else registry
+    found = functions.get(name)
+    if found is None:
+        available = ", ".join(sorted(functions)) or "none are registered"
+        raise UnknownJob(f"no durable function is named {name!r}; available: {available}")
+    return found
+
+
+@functools.lru_cache(maxsize=1024)
+def step_name(fn: object) -> str:
+    if isinstance(fn, DurableFunction):
+        return fn.name
+    module = getattr(fn, "__module__", None) or "?"
+    return f"{module}:{getattr(fn, '__qualname__', repr(fn))}"
+
+
+@functools.lru_cache(maxsize=1024)
+def return_annotation(fn: object) -> Any:
+    target = fn.fn if isinstance(fn, DurableFunction) else fn
+    try:
+        return inspect.signature(target, eval_str=True).return_annotation  # type: ignore[arg-type]
+    except (TypeError, ValueError, NameError):
+        return inspect.Parameter.empty
+
+
+def validated_arguments(
+    function: DurableFunction, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> tuple[list[Any], dict[str, Any]]:
+    """Bind arguments to the function's signature and validate each against its
+    annotation (so a ``list[Location]`` parameter receives ``Location`` models)."""
+    signature = function.signature
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise InvalidArgument(f"arguments do not fit {function.name}{signature}: {exc}") from exc
+    for name, value in bound.arguments.items():
+        annotation = signature.parameters[name].annotation
+        if annotation in (inspect.Parameter.empty, Any):
+            continue
+        try:
+            bound.arguments[name] = adapter(annotation).validate_python(value)
+        except pydantic.ValidationError as exc:
+            raise InvalidArgument(
+                f"argument {name!r} of {function.name} is invalid: {exc}"
+            ) from exc
+        except TypeError:
+            continue  # an annotation pydantic cannot validate: pass the value as given
+    return list(bound.args), dict(bound.kwargs)
