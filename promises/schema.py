@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import DDL, BigInteger, Column, ForeignKey, Index, Integer, MetaData, event
+from sqlalchemy import DDL, BigInteger, Column, ForeignKey, Index, Integer, MetaData, String, event
 from sqlmodel import Field, SQLModel
 
 # INTEGER PRIMARY KEY is SQLite's rowid alias (fast, autoincrementing); BIGSERIAL elsewhere.
@@ -101,7 +101,10 @@ class TaskRow(StoreModel, table=True):
         Index("ix_tasks_waiting_on", "waiting_on"),
     )
 
-    id: str = Field(primary_key=True)  # the job promise's id
+    # The job promise's id; retention deleting the promise deletes its task too.
+    id: str = Field(
+        sa_column=Column(String, ForeignKey("promises.id", ondelete="CASCADE"), primary_key=True)
+    )
     state: str  # ready | claimed | done
     ready_at: int = Field(sa_column=Column(BigInteger, nullable=False))
     waiting_on: str | None = None

@@ -101,3 +101,14 @@ async def test_a_claimed_task_whose_job_already_settled_is_finished_not_run(
     task = runtime.tasks.get("t-0")
     assert task is not None and task.state == "done"
     assert store.get("t-0").state == "rejected_timedout"
+
+
+def test_retention_collects_a_settled_jobs_task_with_its_promise(store: SqlStore, clock: FakeClock) -> None:
+    from datetime import timedelta
+
+    runtime = _start(store, 2)
+    runtime.cancel("t-0")
+    clock.advance(60_000)  # t-1 is still within its one-hour timeout
+    assert store.collect(max_age=timedelta(seconds=30)) == 1
+    assert runtime.tasks.get("t-0") is None
+    assert runtime.tasks.get("t-1") is not None  # still pending: kept
