@@ -103,7 +103,9 @@ async def test_a_claimed_task_whose_job_already_settled_is_finished_not_run(
     assert store.get("t-0").state == "rejected_timedout"
 
 
-def test_retention_collects_a_settled_jobs_task_with_its_promise(store: SqlStore, clock: FakeClock) -> None:
+def test_retention_collects_a_settled_jobs_task_with_its_promise(
+    store: SqlStore, clock: FakeClock
+) -> None:
     from datetime import timedelta
 
     runtime = _start(store, 2)

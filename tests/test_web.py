@@ -271,3 +271,38 @@ def test_with_a_server_token_the_dashboard_needs_it_and_approval_links_still_wor
             assert TOKEN not in page.content()
         finally:
             server.stop()
+
+
+def test_in_stdio_mode_the_pages_are_served_on_the_ui_port(tmp_path: Path) -> None:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "agent_tools.cli",
+        "serve",
+        "--ui-port",
+        str(port),
+        "--db",
+        str(tmp_path / "s.db"),
+    ]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, (
+                    "the pages did not come up"
+                )
+                time.sleep(0.1)
+        assert response.status_code == 200 and '<table id="jobs">' in response.text
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                stream.close()
