@@ -163,3 +163,16 @@ async def test_a_bad_tool_call_returns_the_tool_error_not_a_task(server: Any) ->
     async with Client(server, extensions=[TasksClient()]) as client:
         result = await start_task(client, "start_job", {"kind": "nope"})
         assert result.is_error and "unknown job kind 'nope'" in result.content[0].text
+
+
+async def test_a_2025_11_25_client_keeps_the_plain_tools_even_if_it_names_the_extension(
+    server: Any,
+) -> None:
+    async with Client(server, mode="legacy", extensions=[TasksClient()]) as client:
+        assert client.session.protocol_version == "2025-11-25"
+        result = await client.call_tool("start_job", {"kind": "tests.squares", "args": {"n": 2}})
+        assert not result.is_error and result.structured_content is not None
+        assert (
+            result.structured_content["status"] in ("running", "waiting")
+            and "job_id" in result.structured_content
+        )
