@@ -31,6 +31,7 @@ from promises import (
     UnknownJob,
 )
 from promises.codec import ErrorInfo
+from promises.tasks import TaskInfo
 
 Status = Literal["running", "waiting", "completed", "failed", "cancelled", "timed_out", "unknown"]
 
@@ -171,7 +172,7 @@ class JobService:
             info = ErrorInfo.from_json(promise.value.data)
             out["status"] = "failed"
             out["error"] = {"type": info.type, "message": info.message}
-        self._add_task_facts(promise.id, out)
+        self._add_task_facts(self.runtime.tasks.get(promise.id), out)
         return out
 
     def _pending_status(self, promise: Promise) -> dict[str, Any]:
@@ -187,7 +188,7 @@ class JobService:
         elif task is not None and task.state == "ready" and task.ready_at > now:
             out["status"] = "waiting"
             out["waiting_for"] = {"time": iso(task.ready_at), "reason": "scheduled start or retry"}
-        self._add_task_facts(promise.id, out)
+        self._add_task_facts(task, out)
         return out
 
     def _waiting_for(self, promise_id: str) -> dict[str, Any]:
@@ -203,8 +204,8 @@ class JobService:
             out["link"] = self.approval_link(promise_id)
         return out
 
-    def _add_task_facts(self, job_id: str, out: dict[str, Any]) -> None:
-        task = self.runtime.tasks.get(job_id)
+    @staticmethod
+    def _add_task_facts(task: TaskInfo | None, out: dict[str, Any]) -> None:
         if task is None:
             return
         out["attempts"] = task.attempts

@@ -35,7 +35,7 @@ from mcp_types import INVALID_PARAMS, CallToolRequestParams, RequestParams
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent_tools.jobs import KIND_TAG, JobError, JobService, iso
-from promises import PromiseError, PromiseNotFound, Value
+from promises import Promise, PromiseError, PromiseNotFound, Value
 
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 _PREFIX = "mcp-task."
@@ -60,6 +60,10 @@ def _declared(ctx: ServerRequestContext[Any, Any]) -> bool:
     return bool(
         capabilities and capabilities.extensions and TASKS_EXTENSION in capabilities.extensions
     )
+
+
+def _job_id(mapping: Promise) -> str:
+    return str(json.loads(mapping.value.data or "{}")["job_id"])
 
 
 def _detail(job_id: str, status: dict[str, Any]) -> dict[str, Any]:
@@ -167,21 +171,23 @@ class DurableTasks(Extension):
             store.settle_in(conn, mapping, "resolve", value=Value(json.dumps({"job_id": job_id})))
         return task_id
 
-    def _job_of(self, task_id: str) -> str:
+    def _mapping(self, task_id: str) -> Promise:
         try:
-            mapping = self.service.store.get(self._mapping_id(task_id))
+            return self.service.store.get(self._mapping_id(task_id))
         except (PromiseNotFound, PromiseError) as exc:
             raise MCPError(
                 code=INVALID_PARAMS, message="Failed to retrieve task: Task not found"
             ) from exc
-        return str(json.loads(mapping.value.data or "{}")["job_id"])
+
+    def _job_of(self, task_id: str) -> str:
+        return _job_id(self._mapping(task_id))
 
     # -- the task as the client sees it ------------------------------------------------------
 
     def _task(self, task_id: str) -> dict[str, Any]:
-        job_id = self._job_of(task_id)
+        mapping = self._mapping(task_id)
+        job_id = _job_id(mapping)
         status = self.service.probe([job_id])[0]
-        mapping = self.service.store.get(self._mapping_id(task_id))
         retention = int(self.service.store.retention.total_seconds() * 1000)
         progress = status.get("progress") or {}
         task: dict[str, Any] = {

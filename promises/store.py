@@ -299,11 +299,16 @@ class SqlStore:
         except (DBAPIError, sqlite3.Error) as exc:
             raise _translate(exc) from exc
 
+    @staticmethod
+    def notify_after_commit(conn: Connection, keys: list[str]) -> None:
+        """Wake this process's waiters on ``keys`` once ``conn``'s transaction commits."""
+        conn.info.setdefault(_NOTIFY, []).extend(keys)
+
     def _settled(self, conn: Connection, ids: list[str], now: int) -> None:
         """Bookkeeping for promises this transaction settled."""
         if not ids:
             return
-        conn.info.setdefault(_NOTIFY, []).extend(ids)
+        self.notify_after_commit(conn, ids)
         for hook in self.settle_hooks:
             hook(conn, ids, now)
 

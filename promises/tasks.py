@@ -156,7 +156,7 @@ class Tasks:
             {"id": job_id, "state": "ready", "ready_at": ready_at, "counter": 0, "attempts": 0,
              "step_attempt": 0, "updated_at": self.store.clock()},
         )  # fmt: skip
-        conn.info.setdefault("promises.notify", []).append(TASKS_KEY)
+        self.store.notify_after_commit(conn, [TASKS_KEY])
 
     def fence_in(self, conn: Connection, claim: Claim) -> None:
         """Refuse the rest of this transaction unless ``claim`` still holds the task."""
@@ -169,7 +169,7 @@ class Tasks:
     def on_settled(self, conn: Connection, ids: list[str], now: int) -> None:
         conn.execute(_FINISH, {"b_ids": ids, "b_now": now})
         if conn.execute(_WAKE_WAITERS, {"b_ids": ids, "b_now": now}).rowcount:
-            conn.info.setdefault("promises.notify", []).append(TASKS_KEY)
+            self.store.notify_after_commit(conn, [TASKS_KEY])
 
     # -- owner operations -------------------------------------------------------------
 
@@ -215,7 +215,7 @@ class Tasks:
                     updated_at=self.store.clock(),
                 )
             )
-            conn.info.setdefault("promises.notify", []).append(TASKS_KEY)
+            self.store.notify_after_commit(conn, [TASKS_KEY])
 
     def note_step_failure_in(
         self, conn: Connection, claim: Claim, step_id: str, attempt: int
@@ -273,7 +273,7 @@ class Tasks:
                     .where(_t.c.id == tid, _t.c.counter == counter, _t.c.state == "claimed")
                     .values(lease_expires_at=0)
                 )
-            conn.info.setdefault("promises.notify", []).append(TASKS_KEY)
+            self.store.notify_after_commit(conn, [TASKS_KEY])
         return len(dead)
 
     # -- reads ------------------------------------------------------------------------

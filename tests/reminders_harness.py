@@ -63,16 +63,20 @@ def scripted_reply(messages: list[dict[str, Any]]) -> dict[str, Any]:
     return {"role": "assistant", "content": "Done: I reminded you to call Ana at 09:00 UTC."}
 
 
+def chat_completion(message: dict[str, Any]) -> httpx.Response:
+    """An OpenAI chat-completion response carrying one assistant ``message``."""
+    finish = "tool_calls" if message.get("tool_calls") else "stop"
+    return httpx.Response(200, json={
+        "id": "cmpl", "object": "chat.completion", "created": 0, "model": "test-model",
+        "choices": [{"index": 0, "finish_reason": finish, "message": message}],
+    })  # fmt: skip
+
+
 def completion(request: httpx.Request, log: Path) -> httpx.Response:
     body = json.loads(request.content)
     with log.open("a") as f:
         f.write(json.dumps({"pid": os.getpid(), "messages": len(body["messages"])}) + "\n")
-    message = scripted_reply(body["messages"])
-    return httpx.Response(200, json={
-        "id": "cmpl", "object": "chat.completion", "created": 0, "model": body["model"],
-        "choices": [{"index": 0, "finish_reason": "tool_calls" if "tool_calls" in message else "stop",
-                     "message": message}],
-    })  # fmt: skip
+    return chat_completion(scripted_reply(body["messages"]))
 
 
 async def main(db: str, clock_file: str, model_log: str) -> None:

@@ -15,6 +15,7 @@ import respx
 from mcp import Client, StdioServerParameters
 
 from examples.clients.agent_loop import run_agent, stdio_server
+from tests.reminders_harness import chat_completion
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).parent.parent
@@ -68,31 +69,13 @@ def scripted_model(request: httpx.Request) -> httpx.Response:
                 "role": "assistant",
                 "content": f"{done['job_id']} is {done['status']}: {done['result']}",
             }
-            return httpx.Response(
-                200,
-                json={
-                    "id": "x",
-                    "object": "chat.completion",
-                    "created": 0,
-                    "model": "m",
-                    "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
-                },
-            )
+            return chat_completion(message)
     message = {
         "role": "assistant",
         "content": None,
         "tool_calls": [{"id": f"c{len(messages)}", "type": "function", "function": call}],
     }
-    return httpx.Response(
-        200,
-        json={
-            "id": "x",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "m",
-            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": message}],
-        },
-    )
+    return chat_completion(message)
 
 
 async def test_an_openai_agent_starts_a_job_and_rejoins_it_through_mcp(

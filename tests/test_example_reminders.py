@@ -16,7 +16,7 @@ import pytest
 
 from examples.reminders import agent
 from promises import TIMER_TAG, Runtime, open_store
-from tests.reminders_harness import WAKE_AT, FileClock
+from tests.reminders_harness import WAKE_AT, FileClock, chat_completion
 
 ROOT = Path(__file__).parent.parent
 START = int(datetime(2027, 1, 15, 20, 30, tzinfo=UTC).timestamp() * 1000)  # "tomorrow at 9"
@@ -95,8 +95,6 @@ def test_a_schedule_without_a_time_zone_fails_the_job_clearly(
     from tests.reminders_harness import BASE_URL
 
     def naive(request: object) -> object:
-        import httpx
-
         message = {
             "role": "assistant",
             "content": None,
@@ -111,16 +109,7 @@ def test_a_schedule_without_a_time_zone_fails_the_job_clearly(
                 }
             ],
         }
-        return httpx.Response(
-            200,
-            json={
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "m",
-                "choices": [{"index": 0, "finish_reason": "tool_calls", "message": message}],
-            },
-        )
+        return chat_completion(message)
 
     async def run() -> object:
         with (
