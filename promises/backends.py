@@ -1,37 +1,53 @@
-"""Engines for the two backends, and the few statements that differ between them.
+"""The two backends: how to connect, the settings each connection gets, and how driver
+errors become the store's errors.
 
 SQLite is the embedded default; every setting lives in ``_sqlite_pragmas`` with its
-reason. PostgreSQL is for several machines sharing the work; the same schema and
-statements run on it through SQLAlchemy.
+reason. PostgreSQL is for several machines sharing the work. The store talks to both
+through their DB-API drivers (``sqlite3``, ``psycopg``) with the statements in
+``promises.sql``; SQLAlchemy is used for migrations only.
 """
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Engine, create_engine, event
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import NullPool
 
-from promises.errors import InvalidArgument
+from promises.errors import InvalidArgument, InvariantViolation, PromiseError, StoreUnavailable
+from promises.schema import IMMUTABLE_MESSAGE
 
 Synchronous = Literal["FULL", "NORMAL"]
+Dialect = Literal["sqlite", "postgresql"]
+
+try:  # psycopg is a dependency, but SQLite-only installs may go without its binary part
+    import psycopg
+except ImportError:  # pragma: no cover
+    psycopg = None  # type: ignore[assignment]
+
+#: Every error the drivers raise, for the one place that translates them.
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error,) + (
+    (psycopg.Error,) if psycopg is not None else ()
+)
 
 
-def _sqlite_pragmas(synchronous: Synchronous, busy_timeout_ms: int = 30_000) -> list[str]:
+def _sqlite_pragmas(synchronous: Synchronous, busy_timeout_ms: int) -> list[str]:
     return [
-        # Readers never block the writer and the writer never blocks readers.
-        "PRAGMA journal_mode=WAL",
+        # Several processes share one file: wait for the write lock instead of failing
+        # (?busy_timeout=ms; SQLite's lock is not fair, so keep this generous).
+        f"PRAGMA busy_timeout={busy_timeout_ms}",
         # FULL fsyncs the WAL at every commit: an acknowledged write survives power loss.
         # NORMAL is faster and still never corrupts, but may lose the last commits on
         # power loss (not on a process crash). Choose it with ?synchronous=NORMAL.
         f"PRAGMA synchronous={synchronous}",
-        # Several processes share one file: wait for the write lock instead of failing
-        # (?busy_timeout=ms; SQLite's lock is not fair, so keep this generous).
-        f"PRAGMA busy_timeout={busy_timeout_ms}",
-        # promise_tags rows go with their promise.
+        # promise_tags and tasks rows go with their promise.
         "PRAGMA foreign_keys=ON",
         # Temporary b-trees (sorts) in memory.
         "PRAGMA temp_store=MEMORY",
@@ -43,36 +59,21 @@ def _sqlite_pragmas(synchronous: Synchronous, busy_timeout_ms: int = 30_000) -> 
 
 @dataclass(frozen=True)
 class Backend:
-    """An engine plus what differs per dialect."""
+    """Where the store lives and how to open connections to it."""
 
-    name: Literal["sqlite", "postgresql"]
+    name: Dialect
+    url: URL
+    #: For migrations (SQLAlchemy + alembic); no pooled connections are kept.
     engine: Engine
-    #: Runs single-statement reads (on SQLite, outside any transaction).
-    #: ``write_engine`` is the same pool, but a transaction begun on it takes the write lock at once
-    #: (``BEGIN IMMEDIATE`` on SQLite), so a read-then-write never needs an upgrade
-    #: that could fail with "database is locked".
-    write_engine: Engine
-    #: Like ``write_engine``, but its commits are not flushed to disk one by one:
-    #: ``synchronous=NORMAL`` on SQLite, ``synchronous_commit=off`` on PostgreSQL. Both
-    #: keep commit order, so the next flushed commit makes these durable too; a power
-    #: loss (not a process crash) may lose the ones since the last flush.
-    lazy_write_engine: Engine
-    insert: Callable[[Any], Any]
-    id_pattern: Callable[[Any, str], ColumnElement[bool]]
-
-
-def _sqlite_glob(column: Any, pattern: str) -> ColumnElement[bool]:
-    # GLOB is case-sensitive and uses the id index for a literal prefix. Only '*' is a
-    # wildcard for callers, so the other GLOB metacharacters are escaped as classes.
-    escaped = "".join(f"[{c}]" if c in "[]?" else c for c in pattern)
-    result: ColumnElement[bool] = column.op("GLOB")(escaped)
-    return result
-
-
-def _postgres_like(column: Any, pattern: str) -> ColumnElement[bool]:
-    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    result: ColumnElement[bool] = column.like(escaped.replace("*", "%"), escape="\\")
-    return result
+    #: Opens a new DB-API connection: ``role`` names it (``writer``, ``reader``, ``listen``);
+    #: only the writer's is transactional (PostgreSQL autocommit is off), unless
+    #: ``transactional`` says otherwise.
+    connect: Callable[..., Any]
+    #: SQLite: the file, and the synchronous setting commits get by default.
+    path: Path | None = None
+    synchronous: Synchronous = "FULL"
+    #: PostgreSQL: the application_name prefix of this store's connections.
+    application_name: str = "promises"
 
 
 def open_backend(url: str) -> Backend:
@@ -93,7 +94,45 @@ def open_backend(url: str) -> Backend:
     )
 
 
-def _open_sqlite(parsed: Any) -> Backend:
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only (job arguments, results and
+    approval context are private); SQLite gives its -wal and -shm files the same mode."""
+    if not path.parent.is_dir():
+        raise InvalidArgument(
+            f"cannot create the database {str(path)!r}: the directory {str(path.parent)!r} "
+            "does not exist"
+        )
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot create the database {str(path)!r}: {exc}") from exc
+    os.close(fd)
+
+
+def _set_wal(conn: sqlite3.Connection, busy_ms: int) -> None:
+    """Switch a new database to WAL. Several processes opening a brand-new file at the
+    same instant race for this; the loser is told "database is locked" without its busy
+    handler being called, so wait here as the busy timeout would."""
+    deadline = time.monotonic() + busy_ms / 1000
+    pause = 0.001
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() == "wal":
+                return
+            conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+
+def _open_sqlite(parsed: URL) -> Backend:
     query = dict(parsed.query)
     synchronous = str(query.pop("synchronous", "FULL")).upper()
     busy = str(query.pop("busy_timeout", "30000"))
@@ -101,71 +140,137 @@ def _open_sqlite(parsed: Any) -> Backend:
         raise InvalidArgument(f"busy_timeout={busy!r} must be a number of milliseconds")
     if synchronous not in ("FULL", "NORMAL"):
         raise InvalidArgument(f"synchronous={synchronous!r} is not allowed; use FULL or NORMAL")
+    if query:
+        raise InvalidArgument(
+            f"unknown SQLite option(s) {', '.join(sorted(query))}; "
+            "allowed: synchronous=FULL|NORMAL, busy_timeout=ms"
+        )
     if not parsed.database or parsed.database == ":memory:":
         raise InvalidArgument(
             "the store needs a SQLite file (sqlite:///path/to/file.db), not an in-memory "
             "database: promises must outlive the process"
         )
+    path = Path(parsed.database).expanduser()
+    busy_ms = int(busy)
+    pragmas = _sqlite_pragmas(synchronous, busy_ms)  # type: ignore[arg-type]
+
+    def connect(role: str = "reader", *, transactional: bool | None = None) -> sqlite3.Connection:
+        _create_private(path)
+        # isolation_level=None: we issue BEGIN ourselves (IMMEDIATE for writers), and a
+        # read of one statement needs no transaction (it reads a consistent snapshot).
+        conn = sqlite3.connect(
+            str(path),
+            timeout=busy_ms / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=512,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout={busy_ms}")
+            _set_wal(conn, busy_ms)
+            for pragma in pragmas:
+                conn.execute(pragma)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     engine = create_engine(
-        parsed.set(query=query),
-        pool_size=8,
-        max_overflow=56,
-        connect_args={"check_same_thread": False, "timeout": int(busy) / 1000},
+        parsed.set(query={}), poolclass=NullPool, connect_args={"check_same_thread": False}
     )
-    pragmas = _sqlite_pragmas(synchronous, int(busy))  # type: ignore[arg-type]
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # We emit BEGIN ourselves (below) instead of the sqlite3 module's implicit one.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
+        dbapi_connection.isolation_level = None  # SQLAlchemy's BEGIN below, not the driver's
+        dbapi_connection.execute(f"PRAGMA busy_timeout={busy_ms}")
+        _set_wal(dbapi_connection, busy_ms)
         for pragma in pragmas:
-            cursor.execute(pragma)
-        cursor.close()
+            dbapi_connection.execute(pragma)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        # Straight to the driver: this runs on every transaction, and SQLAlchemy's own
-        # execute path would cost more than the BEGIN. A read of one statement needs no
-        # transaction at all (``sqlite_begin`` unset): SQLite reads a consistent snapshot.
-        options = connection.get_execution_options()
-        mode = options.get("sqlite_begin")
-        if mode is None:
-            return
-        driver = connection.connection.driver_connection
-        wanted = options.get("sqlite_synchronous", synchronous)
-        info = connection.connection.info
-        if info.get("synchronous", synchronous) != wanted:
-            driver.execute(f"PRAGMA synchronous={wanted}")  # only outside a transaction
-            info["synchronous"] = wanted
-        driver.execute(f"BEGIN {mode}")
+        # Migrations take the write lock at once: two processes upgrading the same file
+        # wait for each other instead of failing halfway.
+        connection.connection.driver_connection.execute("BEGIN IMMEDIATE")
 
-    write = engine.execution_options(sqlite_begin="IMMEDIATE")
     return Backend(
         name="sqlite",
+        url=parsed,
         engine=engine,
-        write_engine=write,
-        lazy_write_engine=write.execution_options(sqlite_synchronous="NORMAL"),
-        insert=sqlite.insert,
-        id_pattern=_sqlite_glob,
+        connect=connect,
+        path=path,
+        synchronous=synchronous,  # type: ignore[arg-type]
     )
 
 
-def _open_postgres(parsed: Any) -> Backend:
+def _open_postgres(parsed: URL) -> Backend:
+    if psycopg is None:  # pragma: no cover
+        raise InvalidArgument("PostgreSQL needs psycopg: pip install 'psycopg[binary]'")
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
-    engine = create_engine(parsed, pool_size=8, max_overflow=24, pool_pre_ping=True)
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        if connection.get_execution_options().get("lazy_commit"):
-            connection.connection.driver_connection.execute("SET LOCAL synchronous_commit = off")
-
-    return Backend(
-        name="postgresql",
-        engine=engine,
-        write_engine=engine,
-        lazy_write_engine=engine.execution_options(lazy_commit=True),
-        insert=postgresql.insert,
-        id_pattern=_postgres_like,
+    query = dict(parsed.query)
+    prefix = str(query.pop("application_name", "promises"))
+    conninfo = parsed.set(drivername="postgresql", query=query).render_as_string(
+        hide_password=False
     )
+
+    def connect(role: str = "reader", *, transactional: bool | None = None) -> Any:
+        if transactional is None:
+            transactional = role == "writer"
+        conn = psycopg.connect(
+            conninfo,
+            application_name=f"{prefix}:{role}"[:63],
+            autocommit=not transactional,
+            connect_timeout=10,
+            prepare_threshold=None if role == "listen" else 0,
+        )
+        return conn
+
+    engine = create_engine(
+        parsed.set(query={**query, "application_name": f"{prefix}:migrate"}), poolclass=NullPool
+    )
+    return Backend(
+        name="postgresql", url=parsed, engine=engine, connect=connect, application_name=prefix
+    )
+
+
+_TRANSIENT_SQLSTATES = {
+    "40001",  # serialization_failure
+    "40P01",  # deadlock_detected
+    "55P03",  # lock_not_available
+    "57014",  # query_canceled (statement timeout)
+    "53300",  # too_many_connections
+}
+
+
+#: SQLite errors that pass: another process holds the lock, the disk is busy or full.
+_TRANSIENT_SQLITE = ("locked", "busy", "disk", "unable to open", "interrupted", "out of memory")
+
+
+def translate(exc: BaseException) -> PromiseError:
+    """The store's error for a driver error: ``StoreUnavailable`` (nothing changed, safe
+    to retry) for what is transient; ``InvariantViolation`` for what is a broken rule
+    or a bug, so that it is never retried in a loop."""
+    if isinstance(exc, PromiseError):
+        return exc
+    message = str(exc).strip() or type(exc).__name__
+    if IMMUTABLE_MESSAGE in message:
+        return InvariantViolation(IMMUTABLE_MESSAGE)
+    transient = isinstance(exc, ConnectionError | TimeoutError) or (
+        isinstance(exc, sqlite3.OperationalError)
+        and any(word in message.lower() for word in _TRANSIENT_SQLITE)
+    )
+    if psycopg is not None and isinstance(exc, psycopg.Error):
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        transient = (
+            isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+            or sqlstate in _TRANSIENT_SQLSTATES
+            or sqlstate.startswith("08")  # connection exceptions
+            or sqlstate.startswith("57P")  # admin shutdown, crash shutdown
+        )
+    if transient:
+        return StoreUnavailable(
+            f"the database could not complete the operation ({message}); nothing was "
+            "changed, it is safe to retry"
+        )
+    return InvariantViolation(f"the database refused an operation the store made: {message}")

@@ -27,6 +27,13 @@ TIMER_TAG = "promises:timer"
 #: Set by the runtime: a job promise's function name, and a step's name.
 JOB_TAG = "promises:job"
 STEP_TAG = "promises:step"
+#: A promise a job created for a *person* to decide (``ctx.approval``).
+APPROVAL_TAG = "promises:approval"
+
+#: 9999-12-31T23:59:59.999Z in ms: the latest instant a timeout may name. A promise
+#: created with this timeout has no deadline (a job started without one).
+MAX_TIMESTAMP = 253_402_300_799_999
+NO_DEADLINE = MAX_TIMESTAMP
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -62,6 +69,15 @@ class Promise:
     @property
     def timer(self) -> bool:
         return self.tags.get(TIMER_TAG) == "true"
+
+    @property
+    def approval(self) -> bool:
+        return self.tags.get(APPROVAL_TAG) == "true"
+
+    @property
+    def deadline(self) -> int | None:
+        """When it times out, or None for a promise without a deadline."""
+        return None if self.timeout_at >= NO_DEADLINE else self.timeout_at
 
 
 def expired_state(promise: Promise) -> State:

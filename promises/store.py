@@ -1,34 +1,34 @@
-"""The durable promise store: its contract (``PromiseStore``) and its SQL implementation.
-
-Open one with ``promises.open_store(url)``. The same ``SqlStore`` runs on SQLite
-(the embedded default) and PostgreSQL.
+"""The durable promise store on SQLite or PostgreSQL: ``open_store(url)``.
 
 Atomicity comes from the database. A fresh create is one ``INSERT … ON CONFLICT DO
 NOTHING``; a fresh settle is one ``UPDATE … WHERE state = 'pending' AND timeout_at >
 now``. Only when those touch nothing does the store read the row — under the write
 lock (``BEGIN IMMEDIATE`` on SQLite, ``SELECT … FOR UPDATE`` on PostgreSQL) — and
 apply the rules in ``transitions.py`` to tell a permitted duplicate from a refusal.
+
+Every write goes through ``promises.database`` (one writer per store, group commit);
+every read through its readers. The ``*_tx`` methods are the units the runtime
+combines with its own rows in one transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import json
-import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Any, Literal
 
-import anyio.to_thread
-from sqlalchemy import Connection, and_, bindparam, case, delete, select, text, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 
-from promises.backends import Backend, open_backend
+from promises import search as _search
+from promises import upkeep as _upkeep
+from promises.backends import DRIVER_ERRORS, Backend, open_backend
+from promises.changes import change_feed
+from promises.database import Database, Tx
 from promises.errors import (
     InvalidArgument,
     InvariantViolation,
@@ -36,6 +36,7 @@ from promises.errors import (
     PromiseNotFound,
     StoreUnavailable,
 )
+from promises.migrate import migrate
 from promises.records import (
     TIMER_TAG,
     Promise,
@@ -45,7 +46,7 @@ from promises.records import (
     Value,
     effective,
 )
-from promises.schema import IMMUTABLE_MESSAGE, metadata, promises_table, tags_table
+from promises.rows import promise_from_row
 from promises.transitions import (
     SETTLED_BY,
     SettleAction,
@@ -56,17 +57,17 @@ from promises.validation import (
     Limits,
     check_id,
     check_ikey,
-    check_search,
+    check_seconds,
     check_strict,
     check_tags,
     check_timestamp,
     check_value,
     dumps_mapping,
-    loads_mapping,
 )
-from promises.waiting import Notifier
+from promises.waiting import Waiters
 
 DEFAULT_LIMITS = Limits()
+_NO_TAGS: Mapping[str, str] = MappingProxyType({})
 
 #: Milliseconds since the epoch. Inject another to simulate time.
 Clock = Callable[[], int]
@@ -76,180 +77,20 @@ def system_clock() -> int:
     return time.time_ns() // 1_000_000
 
 
-class PromiseStore(Protocol):
-    """Durable promises: records with identity and state that outlive any process.
+@dataclass(frozen=True)
+class NewPromise:
+    """A create, checked: what ``create_tx`` writes."""
 
-    Thread-safety: every method may be called from any thread; the blocking methods
-    do I/O on the calling thread, so async code runs them in a worker thread
-    (``anyio.to_thread.run_sync``). ``wait`` is the one coroutine, for asyncio.
-
-    Atomicity: each create/resolve/reject/cancel is one database transaction. It
-    either makes a *fresh* transition (``Transition.fresh``), or finds a permitted
-    duplicate of an earlier call and changes nothing (``fresh`` false), or raises and
-    changes nothing. A returned transition is durable (committed; on SQLite with the
-    default ``synchronous=FULL``, fsynced).
-
-    Timeouts: a pending promise whose ``timeout_at`` has passed is settled —
-    ``rejected_timedout``, or ``resolved`` for a timer (tag ``promises:timer``) — as
-    of its timeout. Reads apply this without writing; writes persist it; ``sweep``
-    persists it in bulk.
-
-    Retention: ``collect`` deletes settled promises older than the retention age.
-    Idempotence lasts only as long as the record: after collection a create with the
-    old key makes a *new* promise, and a settle of the old id is *not found*.
-    """
-
-    def create(
-        self,
-        id: str,
-        *,
-        timeout_at: int,
-        param: Value | None = None,
-        tags: Mapping[str, str] | None = None,
-        ikey: str | None = None,
-        strict: bool = False,
-    ) -> Transition: ...
-
-    def resolve(
-        self, id: str, *, value: Value | None = None, ikey: str | None = None, strict: bool = False
-    ) -> Transition: ...
-
-    def reject(
-        self, id: str, *, value: Value | None = None, ikey: str | None = None, strict: bool = False
-    ) -> Transition: ...
-
-    def cancel(
-        self, id: str, *, value: Value | None = None, ikey: str | None = None, strict: bool = False
-    ) -> Transition: ...
-
-    def get(self, id: str) -> Promise: ...
-
-    def search(
-        self,
-        id: str = "*",
-        *,
-        state: SearchState | None = None,
-        tags: Mapping[str, str] | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> SearchPage: ...
-
-    def sweep(self, now: int | None = None) -> int: ...
-
-    def collect(self, max_age: timedelta | None = None) -> int: ...
-
-    async def wait(self, id: str, *, timeout: float) -> Promise: ...
-
-    def close(self) -> None: ...
-
-
-REJECTED_STATES = ("rejected", "rejected_canceled", "rejected_timedout")
-
-_p = promises_table
-_SETTLE = (
-    update(_p)
-    .where(
-        _p.c.id == bindparam("b_id"), _p.c.state == "pending", _p.c.timeout_at > bindparam("b_now")
-    )
-    .values(
-        state=bindparam("b_state"),
-        value_headers=bindparam("b_headers"),
-        value_data=bindparam("b_data"),
-        ikey_settle=bindparam("b_ikey"),
-        # max(now, created_at): another process's clock may run a little behind ours.
-        settled_at=case(
-            (_p.c.created_at > bindparam("b_now"), _p.c.created_at), else_=bindparam("b_now")
-        ),
-    )
-    .returning(*_p.c)
-)
-_PERSIST_TIMEOUT = (
-    update(_p)
-    .where(_p.c.id == bindparam("b_id"), _p.c.state == "pending")
-    .values(state=bindparam("b_state"), settled_at=bindparam("b_settled_at"))
-)
-_GET = select(_p).where(_p.c.id == bindparam("b_id"))
-_GET_FOR_UPDATE = _GET.with_for_update()
-_ANY_EXPIRED = (
-    select(_p.c.seq).where(_p.c.state == "pending", _p.c.timeout_at <= bindparam("b_now")).limit(1)
-)
-
-
-def _promise_from_row(row: Any) -> Promise:
-    # Positional unpacking in the table's column order: attribute access on SQLAlchemy
-    # rows costs more than everything else here, and search builds a page of these.
-    (_seq, id, state, _timer, param_headers, param_data, value_headers, value_data,
-     timeout_at, tags, ikey_create, ikey_settle, created_at, settled_at) = row  # fmt: skip
-    return Promise(
-        id=id,
-        state=state,
-        param=Value(param_data, loads_mapping(param_headers)),
-        value=Value(value_data, loads_mapping(value_headers)),
-        timeout_at=timeout_at,
-        tags=loads_mapping(tags),
-        ikey_create=ikey_create,
-        ikey_settle=ikey_settle,
-        created_at=created_at,
-        settled_at=settled_at,
-    )
-
-
-_COLUMNS = [c.name for c in _p.c]
-if _COLUMNS != ["seq", "id", "state", "timer", "param_headers", "param_data", "value_headers",
-                "value_data", "timeout_at", "tags", "ikey_create", "ikey_settle", "created_at",
-                "settled_at"]:  # fmt: skip
-    raise InvariantViolation(
-        f"promises table columns changed ({_COLUMNS}); update _promise_from_row"
-    )
-
-
-def _query_digest(pattern: str, state: str | None, tags: Mapping[str, str]) -> str:
-    material = json.dumps([pattern, state, sorted(tags.items())])
-    return hashlib.sha256(material.encode()).hexdigest()[:16]
-
-
-def _encode_cursor(seq: int, digest: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"s": seq, "q": digest}).encode()).decode()
-
-
-def _decode_cursor(cursor: object, digest: str) -> int | None:
-    if cursor is None:
-        return None
-    try:
-        if not isinstance(cursor, str):
-            raise TypeError
-        data = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        seq, query = data["s"], data["q"]
-        if not isinstance(seq, int) or isinstance(seq, bool):
-            raise TypeError
-    except Exception as exc:
-        raise InvalidArgument(
-            "cursor is not one this store handed out; pass the cursor from the previous "
-            "page's result unchanged, or None for the first page"
-        ) from exc
-    if query != digest:
-        raise InvalidArgument(
-            "cursor belongs to a search with other filters; use it only with the same "
-            "id pattern, state and tags, or pass None to start over"
-        )
-    return seq
-
-
-#: Called inside the transaction that settles promises (fresh settles, persisted
-#: timeouts, sweeps) with the connection, the settled ids and the time. The runtime
-#: uses it to wake the tasks waiting on them, atomically with the settle.
-SettleHook = Callable[[Connection, list[str], int], None]
-
-_NOTIFY = "promises.notify"
+    id: str
+    timeout_at: int
+    param: Value
+    tags: Mapping[str, str]
+    ikey: str | None
+    strict: bool
 
 
 class SqlStore:
-    """``PromiseStore`` on SQLite or PostgreSQL. Create it with ``open_store``.
-
-    Besides the ``PromiseStore`` methods, ``transaction()`` with ``create_in`` and
-    ``settle_in`` let code in this package (the runtime) put promise transitions and
-    its own rows in one atomic transaction.
-    """
+    """``PromiseStore`` on SQLite or PostgreSQL. Open it with ``open_store``."""
 
     def __init__(
         self,
@@ -257,62 +98,203 @@ class SqlStore:
         *,
         clock: Clock = system_clock,
         limits: Limits = DEFAULT_LIMITS,
-        poll_interval: float = 0.2,
+        poll_interval: float = 1.0,
         retention: timedelta = timedelta(days=7),
     ) -> None:
         self.backend = backend
+        self.db = Database(backend)
+        self.sql = self.db.sql
         self.clock = clock
         self.limits = limits
+        #: The slowest a waiter notices a settle if every notification were lost.
         self.poll_interval = poll_interval
         self.retention = retention
-        self.notifier = Notifier()
-        self.settle_hooks: list[SettleHook] = []
-        self._insert = (
-            backend.insert(_p).on_conflict_do_nothing(index_elements=["id"]).returning(_p.c.seq)
+        self.waiters = Waiters(
+            lambda: change_feed(backend, self.waiters.external), self._settled_among
+        )
+        self.db.on_commit = self.waiters.committed
+
+    # -- checks (on the caller's thread, before anything reaches the database) -------
+
+    def check_create(
+        self,
+        id: str,
+        *,
+        timeout_at: int,
+        param: Value | None = None,
+        tags: Mapping[str, str] | None = None,
+        ikey: str | None = None,
+        strict: bool = False,
+    ) -> NewPromise:
+        return NewPromise(
+            check_id(id),
+            check_timestamp(timeout_at, "timeout_at"),
+            check_value(param, "param", self.limits),
+            check_tags(tags, creating=True),
+            check_ikey(ikey),
+            check_strict(strict),
         )
 
-    # -- transactions ---------------------------------------------------------------
+    # -- units: run inside a write transaction --------------------------------------
 
-    @contextmanager
-    def transaction(self, *, durable: bool = True) -> Iterator[Connection]:
-        """A write transaction. Waiters on the promises it settled wake after it
-        commits. Driver errors leave as ``PromiseError``s.
+    def create_tx(self, tx: Tx, new: NewPromise) -> Transition:
+        """Create inside the caller's transaction. A refusal raises, which rolls back
+        the caller's whole unit."""
+        now = self.clock()
+        row = {
+            "id": new.id,
+            "state": "pending",
+            "timer": new.tags.get(TIMER_TAG) == "true",
+            "param_headers": dumps_mapping(new.param.headers),
+            "param_data": new.param.data,
+            "value_headers": None,
+            "value_data": None,
+            "timeout_at": new.timeout_at,
+            "tags": dumps_mapping(new.tags),
+            "ikey_create": new.ikey,
+            "ikey_settle": None,
+            "created_at": now,
+            "settled_at": None,
+        }
+        # On PostgreSQL (READ COMMITTED) a row deleted by retention between our insert
+        # and our read makes us insert again; under SQLite's write lock it cannot happen.
+        for _ in range(3):
+            seq = tx.scalar(self.sql.insert_promise, row)
+            if seq is not None:
+                if new.tags:
+                    tx.executemany(
+                        self.sql.insert_tag,
+                        [
+                            {"seq": seq, "key": k, "value": v, "pending": 1}
+                            for k, v in new.tags.items()
+                        ],
+                    )
+                fresh = Promise(
+                    id=new.id, state="pending", param=new.param, value=Value(),
+                    timeout_at=new.timeout_at, tags=new.tags, ikey_create=new.ikey,
+                    ikey_settle=None, created_at=now, settled_at=None,
+                )  # fmt: skip
+                return Transition(self._apply_timeout_tx(tx, fresh, now), fresh=True)
+            existing = tx.one(self.sql.get_for_update, {"id": new.id})
+            if existing is not None:
+                current = self._apply_timeout_tx(tx, promise_from_row(existing), now)
+                check_duplicate_create(current, new.ikey, new.strict)
+                return Transition(current, fresh=False)
+        raise StoreUnavailable(f"promise {new.id!r} kept changing while being created; try again")
 
-        ``durable=False`` commits without flushing to disk (the runtime's internal
-        checkpoints): still atomic and ordered, and durable with the next flushed
-        commit, but a power loss may lose it. Never use it for a transition a caller
-        outside is told about."""
-        engine = self.backend.write_engine if durable else self.backend.lazy_write_engine
-        try:
-            with engine.begin() as conn:
-                yield conn
-                settled: list[str] = conn.info.pop(_NOTIFY, [])
-        except (DBAPIError, sqlite3.Error) as exc:  # sqlite3's own: from the BEGIN we emit
-            raise _translate(exc) from exc
-        self.notifier.notify(settled)
+    def record_tx(
+        self,
+        tx: Tx,
+        id: str,
+        action: Literal["resolve", "reject"],
+        param: Value,
+        value: Value,
+        *,
+        timeout_at: int,
+    ) -> Promise:
+        """Create ``id`` already settled, in one statement: a create and a settle with
+        the id as both keys (how the runtime records a finished step). If it exists, a
+        pending one is settled now and a settled one is returned as it is: the first
+        outcome stands."""
+        now = self.clock()
+        row = {
+            "id": id, "state": SETTLED_BY[action], "timer": False,
+            "param_headers": dumps_mapping(param.headers), "param_data": param.data,
+            "value_headers": dumps_mapping(value.headers), "value_data": value.data,
+            "timeout_at": timeout_at, "tags": None, "ikey_create": id, "ikey_settle": id,
+            "created_at": now, "settled_at": now,
+        }  # fmt: skip
+        if tx.scalar(self.sql.insert_promise, row) is not None:
+            tx.settled.append(id)
+            return Promise(
+                id=id, state=SETTLED_BY[action], param=param, value=value, timeout_at=timeout_at,
+                tags=_NO_TAGS, ikey_create=id, ikey_settle=id, created_at=now, settled_at=now,
+            )  # fmt: skip
+        existing = tx.one(self.sql.get_for_update, {"id": id})
+        if existing is None:
+            raise StoreUnavailable(f"promise {id!r} kept changing while being recorded; try again")
+        current = self._apply_timeout_tx(tx, promise_from_row(existing), now)
+        if not current.pending:
+            return current
+        return self.settle_tx(tx, id, action, value=value, ikey=id).promise
 
-    @contextmanager
-    def read(self) -> Iterator[Connection]:
-        try:
-            with self.backend.engine.connect() as conn:
-                yield conn
-        except (DBAPIError, sqlite3.Error) as exc:
-            raise _translate(exc) from exc
+    def settle_tx(
+        self,
+        tx: Tx,
+        id: str,
+        action: SettleAction,
+        *,
+        value: Value | None = None,
+        ikey: str | None = None,
+        strict: bool = False,
+    ) -> Transition:
+        """Resolve, reject or cancel inside the caller's transaction (arguments as
+        checked by ``check_settle``)."""
+        now = self.clock()
+        value = value or Value()
+        params = {
+            "id": id,
+            "now": now,
+            "state": SETTLED_BY[action],
+            "headers": dumps_mapping(value.headers),
+            "data": value.data,
+            "ikey": ikey,
+        }
+        row = tx.one(self.sql.settle, params)
+        if row is None:
+            existing = tx.one(self.sql.get_for_update, {"id": id})
+            if existing is None:
+                raise PromiseNotFound(id)
+            current = self._apply_timeout_tx(tx, promise_from_row(existing), now)
+            if not current.pending:
+                check_duplicate_settle(current, action, ikey, strict)
+                return Transition(current, fresh=False)
+            # Created by another transaction between our two statements; we hold its
+            # row lock now, so this settle is the fresh one.
+            row = tx.one(self.sql.settle, params)
+            if row is None:
+                raise InvariantViolation(f"pending promise {id!r} could not be settled")
+        settled = promise_from_row(row)
+        if settled.state != SETTLED_BY[action] or settled.value.data != value.data:
+            raise InvariantViolation(
+                f"promise {id!r} was written as {settled.state}, "
+                f"but the store was asked to {action} it"
+            )
+        tx.settled.append(id)
+        tx.tasks_changed = True  # a task waiting on it is ready now (the trigger did it)
+        return Transition(settled, fresh=True)
 
-    @staticmethod
-    def notify_after_commit(conn: Connection, keys: list[str]) -> None:
-        """Wake this process's waiters on ``keys`` once ``conn``'s transaction commits."""
-        conn.info.setdefault(_NOTIFY, []).extend(keys)
+    def check_settle(
+        self, id: str, value: Value | None, ikey: str | None, strict: bool
+    ) -> tuple[str, Value, str | None, bool]:
+        return (
+            check_id(id),
+            check_value(value, "value", self.limits),
+            check_ikey(ikey),
+            check_strict(strict),
+        )
 
-    def _settled(self, conn: Connection, ids: list[str], now: int) -> None:
-        """Bookkeeping for promises this transaction settled."""
-        if not ids:
-            return
-        self.notify_after_commit(conn, ids)
-        for hook in self.settle_hooks:
-            hook(conn, ids, now)
+    def _apply_timeout_tx(self, tx: Tx, current: Promise, now: int) -> Promise:
+        """Store the timeout of an expired pending promise (we hold its row)."""
+        if effective(current, now) is current:
+            return current
+        return self.persist_timeouts_tx(tx, [current.id], now)[current.id]
 
-    # -- create -------------------------------------------------------------------
+    def persist_timeouts_tx(self, tx: Tx, ids: Sequence[str], now: int) -> dict[str, Promise]:
+        """Store the timeouts of those of ``ids`` that expired; return all of them as
+        they are stored now."""
+        rows = tx.all(self.sql.persist_timeouts, {"ids": self.sql.ids(ids), "now": now})
+        found = {p.id: p for p in map(promise_from_row, rows)}
+        if found:
+            tx.settled.extend(found)
+            tx.tasks_changed = True
+        missing = [i for i in ids if i not in found]
+        if missing:
+            rows = tx.all(self.sql.get_many, {"ids": self.sql.ids(missing)})
+            found.update((p.id, p) for p in map(promise_from_row, rows))
+        return found
+
+    # -- create and settle -----------------------------------------------------------
 
     def create(
         self,
@@ -324,14 +306,13 @@ class SqlStore:
         ikey: str | None = None,
         strict: bool = False,
     ) -> Transition:
-        with self.transaction() as conn:
-            return self.create_in(
-                conn, id, timeout_at=timeout_at, param=param, tags=tags, ikey=ikey, strict=strict
-            )
+        new = self.check_create(
+            id, timeout_at=timeout_at, param=param, tags=tags, ikey=ikey, strict=strict
+        )
+        return self.db.write(lambda tx: self.create_tx(tx, new))
 
-    def create_in(
+    async def acreate(
         self,
-        conn: Connection,
         id: str,
         *,
         timeout_at: int,
@@ -340,76 +321,34 @@ class SqlStore:
         ikey: str | None = None,
         strict: bool = False,
     ) -> Transition:
-        """``create`` inside the caller's ``transaction()``. A refusal raises, which
-        rolls back the caller's whole transaction."""
-        check_id(id)
-        check_timestamp(timeout_at, "timeout_at")
-        param = check_value(param, "param", self.limits)
-        checked_tags = check_tags(tags, creating=True)
-        ikey = check_ikey(ikey)
-        strict = check_strict(strict)
-        now = self.clock()
-        row = {
-            "id": id,
-            "state": "pending",
-            "timer": checked_tags.get(TIMER_TAG) == "true",
-            "param_headers": dumps_mapping(param.headers),
-            "param_data": param.data,
-            "value_headers": None,
-            "value_data": None,
-            "timeout_at": timeout_at,
-            "tags": dumps_mapping(checked_tags),
-            "ikey_create": ikey,
-            "ikey_settle": None,
-            "created_at": now,
-            "settled_at": None,
-        }
-        # On PostgreSQL (READ COMMITTED) a row deleted by retention between our insert
-        # and our read makes us insert again; under SQLite's write lock it cannot happen.
-        for _ in range(3):
-            seq = conn.execute(self._insert, row).scalar()
-            if seq is not None:
-                if checked_tags:
-                    conn.execute(
-                        tags_table.insert(),
-                        [{"seq": seq, "key": k, "value": v} for k, v in checked_tags.items()],
-                    )
-                fresh = Promise(
-                    id=id, state="pending", param=param, value=Value(), timeout_at=timeout_at,
-                    tags=checked_tags, ikey_create=ikey, ikey_settle=None, created_at=now,
-                    settled_at=None,
-                )  # fmt: skip
-                return Transition(effective(fresh, now), fresh=True)
-            existing = conn.execute(_GET_FOR_UPDATE, {"b_id": id}).first()
-            if existing is not None:
-                current = self._apply_timeout(conn, _promise_from_row(existing), now)
-                check_duplicate_create(current, ikey, strict)
-                return Transition(current, fresh=False)
-        raise StoreUnavailable(f"promise {id!r} kept changing while being created; try again")
+        new = self.check_create(
+            id, timeout_at=timeout_at, param=param, tags=tags, ikey=ikey, strict=strict
+        )
+        return await self.db.awrite(lambda tx: self.create_tx(tx, new))
 
-    # -- settle -------------------------------------------------------------------
+    def _settle_unit(
+        self, id: str, action: SettleAction, value: Value | None, ikey: str | None, strict: bool
+    ) -> Callable[[Tx], Transition]:
+        id, value, ikey, strict = self.check_settle(id, value, ikey, strict)
+        return lambda tx: self.settle_tx(tx, id, action, value=value, ikey=ikey, strict=strict)
 
     def resolve(
         self, id: str, *, value: Value | None = None, ikey: str | None = None, strict: bool = False
     ) -> Transition:
-        with self.transaction() as conn:
-            return self.settle_in(conn, id, "resolve", value=value, ikey=ikey, strict=strict)
+        return self.db.write(self._settle_unit(id, "resolve", value, ikey, strict))
 
     def reject(
         self, id: str, *, value: Value | None = None, ikey: str | None = None, strict: bool = False
     ) -> Transition:
-        with self.transaction() as conn:
-            return self.settle_in(conn, id, "reject", value=value, ikey=ikey, strict=strict)
+        return self.db.write(self._settle_unit(id, "reject", value, ikey, strict))
 
     def cancel(
         self, id: str, *, value: Value | None = None, ikey: str | None = None, strict: bool = False
     ) -> Transition:
-        with self.transaction() as conn:
-            return self.settle_in(conn, id, "cancel", value=value, ikey=ikey, strict=strict)
+        return self.db.write(self._settle_unit(id, "cancel", value, ikey, strict))
 
-    def settle_in(
+    async def asettle(
         self,
-        conn: Connection,
         id: str,
         action: SettleAction,
         *,
@@ -417,63 +356,70 @@ class SqlStore:
         ikey: str | None = None,
         strict: bool = False,
     ) -> Transition:
-        """Resolve, reject or cancel inside the caller's ``transaction()``."""
-        check_id(id)
-        value = check_value(value, "value", self.limits)
-        ikey = check_ikey(ikey)
-        strict = check_strict(strict)
+        return await self.db.awrite(self._settle_unit(id, action, value, ikey, strict))
+
+    # -- reads -------------------------------------------------------------------------
+
+    def _expired(self, promises: Sequence[Promise]) -> list[str]:
         now = self.clock()
-        params = {
-            "b_id": id,
-            "b_now": now,
-            "b_state": SETTLED_BY[action],
-            "b_headers": dumps_mapping(value.headers),
-            "b_data": value.data,
-            "b_ikey": ikey,
-        }
-        row = conn.execute(_SETTLE, params).first()
-        if row is None:
-            existing = conn.execute(_GET_FOR_UPDATE, {"b_id": id}).first()
-            if existing is None:
-                raise PromiseNotFound(id)
-            current = self._apply_timeout(conn, _promise_from_row(existing), now)
-            if not current.pending:
-                check_duplicate_settle(current, action, ikey, strict)
-                return Transition(current, fresh=False)
-            # Created by another transaction between our two statements; we hold its
-            # row lock now, so this settle is the fresh one.
-            row = conn.execute(_SETTLE, params).first()
-            if row is None:
-                raise InvariantViolation(f"pending promise {id!r} could not be settled")
-        settled = _promise_from_row(row)
-        if settled.state != SETTLED_BY[action] or settled.value.data != value.data:
-            raise InvariantViolation(
-                f"promise {id!r} was written as {settled.state}, "
-                f"but the store was asked to {action} it"
-            )
-        self._settled(conn, [id], now)
-        return Transition(settled, fresh=True)
-
-    def _apply_timeout(self, conn: Connection, current: Promise, now: int) -> Promise:
-        """Persist the timeout of an expired pending promise we hold locked."""
-        expired = effective(current, now)
-        if expired is not current:
-            conn.execute(
-                _PERSIST_TIMEOUT,
-                {"b_id": current.id, "b_state": expired.state, "b_settled_at": expired.settled_at},
-            )
-            self._settled(conn, [current.id], now)
-        return expired
-
-    # -- reads --------------------------------------------------------------------
+        return [p.id for p in promises if p.pending and now >= p.timeout_at]
 
     def get(self, id: str) -> Promise:
-        check_id(id)
-        with self.read() as conn:
-            row = conn.execute(_GET, {"b_id": id}).first()
-        if row is None:
-            raise PromiseNotFound(id)
-        return effective(_promise_from_row(row), self.clock())
+        return self.get_many([id], strict=True)[id]
+
+    async def aget(self, id: str) -> Promise:
+        return (await self.aget_many([id], strict=True))[id]
+
+    def get_many(self, ids: Sequence[str], *, strict: bool = False) -> dict[str, Promise]:
+        """The promises with these ids, timeouts applied (and stored). Unknown ids are
+        left out, or raise ``PromiseNotFound`` with ``strict``."""
+        wanted = self._check_ids(ids)
+        found = self.db.read(lambda tx: self._get_many_tx(tx, wanted))
+        expired = self._expired(list(found.values()))
+        if expired:
+            found.update(
+                self.db.write(lambda tx: self.persist_timeouts_tx(tx, expired, self.clock()))
+            )
+        return self._complete(wanted, found, strict)
+
+    async def aget_many(self, ids: Sequence[str], *, strict: bool = False) -> dict[str, Promise]:
+        wanted = self._check_ids(ids)
+        found = await self.db.aread(lambda tx: self._get_many_tx(tx, wanted))
+        expired = self._expired(list(found.values()))
+        if expired:
+            found.update(
+                await self.db.awrite(lambda tx: self.persist_timeouts_tx(tx, expired, self.clock()))
+            )
+        return self._complete(wanted, found, strict)
+
+    @staticmethod
+    def _check_ids(ids: Sequence[str]) -> list[str]:
+        if isinstance(ids, str) or not isinstance(ids, Sequence):
+            raise InvalidArgument(f"ids must be a list of promise ids, got {type(ids).__name__}")
+        return list(dict.fromkeys(check_id(i) for i in ids))
+
+    def _get_many_tx(self, tx: Tx, ids: list[str]) -> dict[str, Promise]:
+        if len(ids) == 1:
+            row = tx.one(self.sql.get, {"id": ids[0]})
+            return {} if row is None else {ids[0]: promise_from_row(row)}
+        rows = tx.all(self.sql.get_many, {"ids": self.sql.ids(ids)})
+        return {p.id: p for p in map(promise_from_row, rows)}
+
+    @staticmethod
+    def _complete(wanted: list[str], found: dict[str, Promise], strict: bool) -> dict[str, Promise]:
+        if strict:
+            for i in wanted:
+                if i not in found:
+                    raise PromiseNotFound(i)
+        return {i: found[i] for i in wanted if i in found}
+
+    def observe(self, promises: list[Promise]) -> list[Promise]:
+        """``promises`` as they stand, with the timeouts of expired ones stored."""
+        expired = self._expired(promises)
+        if not expired:
+            return promises
+        stored = self.db.write(lambda tx: self.persist_timeouts_tx(tx, expired, self.clock()))
+        return [stored.get(p.id, p) for p in promises]
 
     def search(
         self,
@@ -488,131 +434,62 @@ class SqlStore:
         first, in pages of at most ``limit``. ``state="rejected"`` matches every rejected
         kind; a tag value ``"*"`` matches any value of that tag. Pass the returned
         ``cursor`` with the same filters for the next page."""
-        pattern, state, limit = check_search(id, state, limit)
-        checked_tags = check_tags(tags, creating=False)
-        digest = _query_digest(pattern, state, checked_tags)
-        after = _decode_cursor(cursor, digest)
+        return _search.search(self, id, state=state, tags=tags, limit=limit, cursor=cursor)
+
+    def _settled_among(self, ids: list[str]) -> list[str]:
         now = self.clock()
-        if state in ("resolved", "rejected"):
-            # Settled-state filters must see promises whose timeout has passed.
-            self._sweep_if_needed(now)
+        rows = self.db.read(
+            lambda tx: tx.all(self.sql.settled_among, {"ids": self.sql.ids(ids), "now": now})
+        )
+        return [r[0] for r in rows]
 
-        stmt = select(_p)
-        # With tags, order by the first tag row's seq (equal to the promise's): the
-        # database then walks the (key, value, seq) index backwards and stops at a
-        # page, instead of sorting every match.
-        order_seq = _p.c.seq
-        for i, (key, value) in enumerate(sorted(checked_tags.items())):
-            t = tags_table.alias(f"t{i}")
-            matches = [t.c.seq == _p.c.seq, t.c.key == key]
-            if value != "*":  # "*" matches any value of the tag
-                matches.append(t.c.value == value)
-            stmt = stmt.join(t, and_(*matches))
-            if i == 0:
-                order_seq = t.c.seq
-        conditions: list[Any] = []
-        if pattern != "*":
-            conditions.append(self.backend.id_pattern(_p.c.id, pattern))
-        if state == "pending":
-            conditions += [_p.c.state == "pending", _p.c.timeout_at > now]
-        elif state == "resolved":
-            conditions.append(_p.c.state == "resolved")
-        elif state == "rejected":
-            conditions.append(_p.c.state.in_(REJECTED_STATES))
-        if after is not None:
-            conditions.append(order_seq < after)
-        stmt = stmt.where(*conditions).order_by(order_seq.desc()).limit(limit + 1)
-
-        with self.read() as conn:
-            rows = conn.execute(stmt).all()
-        page = rows[:limit]
-        next_cursor = _encode_cursor(page[-1][0], digest) if len(rows) > limit else None
-        return SearchPage([effective(_promise_from_row(r), now) for r in page], next_cursor)
-
-    # -- upkeep -------------------------------------------------------------------
+    # -- upkeep ------------------------------------------------------------------------
 
     def sweep(self, now: int | None = None, *, batch: int = 500) -> int:
-        """Persist the timeout of every pending promise expired at ``now``; returns how many."""
-        now = self.clock() if now is None else check_timestamp(now, "now")
-        candidates = (
-            select(_p.c.seq)
-            .where(_p.c.state == "pending", _p.c.timeout_at <= now)
-            .order_by(_p.c.timeout_at)
-            .limit(batch)
-            .scalar_subquery()
-        )
-        stmt = (
-            update(_p)
-            .where(_p.c.seq.in_(candidates), _p.c.state == "pending")
-            .values(
-                state=case((_p.c.timer, "resolved"), else_="rejected_timedout"),
-                settled_at=case(
-                    (_p.c.created_at > _p.c.timeout_at, _p.c.created_at), else_=_p.c.timeout_at
-                ),
-            )
-            .returning(_p.c.id)
-        )
-        total = 0
-        while True:
-            # Not flushed on its own: a timeout is re-derived from timeout_at if lost.
-            with self.transaction(durable=False) as conn:
-                ids = list(conn.execute(stmt).scalars())
-                self._settled(conn, ids, now)
-            total += len(ids)
-            if len(ids) < batch:
-                return total
-
-    def _sweep_if_needed(self, now: int) -> None:
-        with self.read() as conn:
-            any_expired = conn.execute(_ANY_EXPIRED, {"b_now": now}).first() is not None
-        if any_expired:
-            self.sweep(now)
+        """Store the timeout of every pending promise expired at ``now``; returns how many."""
+        return _upkeep.sweep(self, now, batch=batch)
 
     def collect(self, max_age: timedelta | None = None, *, batch: int = 1000) -> int:
         """Delete promises settled more than ``max_age`` (default: the store's retention)
         ago. Their idempotency keys are forgotten with them; returns how many went."""
-        age = self.retention if max_age is None else max_age
-        if age < timedelta(0):
-            raise InvalidArgument(f"max_age must not be negative, got {age}")
-        now = self.clock()
-        self.sweep(now)
-        cutoff = now - int(age.total_seconds() * 1000)
-        old = select(_p.c.seq).where(_p.c.settled_at < cutoff).limit(batch).scalar_subquery()
-        stmt = delete(_p).where(_p.c.seq.in_(old), _p.c.state != "pending")
-        total = 0
-        while True:
-            with self.transaction(durable=False) as conn:
-                count = conn.execute(stmt).rowcount
-            total += count
-            if count < batch:
-                return total
+        return _upkeep.collect(self, max_age, batch=batch)
 
-    # -- waiting ------------------------------------------------------------------
+    # -- waiting -----------------------------------------------------------------------
 
     async def wait(self, id: str, *, timeout: float) -> Promise:
         """Wait until promise ``id`` is settled, or ``timeout`` seconds pass; return it
-        as it is then (check ``.pending``). Wakes at once for a settle made in this
-        process, within ``poll_interval`` for one made in another, and at the promise's
-        own timeout. Raises ``PromiseNotFound`` for an unknown id. asyncio only."""
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
-            raise InvalidArgument(f"timeout must be a number of seconds >= 0, got {timeout!r:.40}")
+        as it is then (check ``.pending``). Wakes at once for a settle in this process,
+        at once for one in another (LISTEN/NOTIFY, or a watch on the SQLite file), and at
+        the promise's own timeout. Raises ``PromiseNotFound`` for an unknown id."""
+        return (await self.wait_all([id], timeout=timeout))[id]
+
+    async def wait_all(self, ids: Sequence[str], *, timeout: float) -> dict[str, Promise]:
+        """Wait until every promise in ``ids`` is settled, or ``timeout`` seconds pass;
+        return them all as they are then. Each wake-up reads them in one query."""
+        seconds = check_seconds(timeout, "timeout")
+        wanted = self._check_ids(ids)
+        if not wanted:
+            raise InvalidArgument("ids must name at least one promise")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        with self.notifier.listen(id) as settled:
+        deadline = loop.time() + seconds
+        with self.waiters.listen(wanted) as changed:
             while True:
-                settled.clear()
-                promise = await anyio.to_thread.run_sync(self.get, id)
+                changed.clear()
+                found = await self.aget_many(wanted, strict=True)
+                pending = [p for p in found.values() if p.pending]
                 remaining = deadline - loop.time()
-                if not promise.pending or remaining <= 0:
-                    return promise
-                until_timeout = max(promise.timeout_at - self.clock(), 0) / 1000
+                if not pending or remaining <= 0:
+                    return found
+                until_timeout = (min(p.timeout_at for p in pending) - self.clock()) / 1000
+                pause = min(remaining, self.poll_interval, max(until_timeout, 0) + 0.001)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        settled.wait(), min(remaining, self.poll_interval, until_timeout + 0.001)
-                    )
+                    await asyncio.wait_for(changed.wait(), pause)
+
+    # -- lifecycle ---------------------------------------------------------------------
 
     def close(self) -> None:
-        self.backend.engine.dispose()
+        self.waiters.stop()
+        self.db.close()
 
     def __enter__(self) -> SqlStore:
         return self
@@ -621,15 +498,7 @@ class SqlStore:
         self.close()
 
 
-def _translate(exc: DBAPIError | sqlite3.Error) -> PromiseError:
-    orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    message = str(orig) if orig is not None else str(exc)
-    if IMMUTABLE_MESSAGE in message:
-        return InvariantViolation(IMMUTABLE_MESSAGE)
-    return StoreUnavailable(
-        f"the database could not complete the operation ({message}); nothing was changed, "
-        "it is safe to retry"
-    )
+_OPEN_ERRORS: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, SQLAlchemyError)
 
 
 def open_store(
@@ -637,22 +506,21 @@ def open_store(
     *,
     clock: Clock = system_clock,
     max_payload_bytes: int = Limits.max_payload_bytes,
-    poll_interval: float = 0.2,
+    poll_interval: float = 1.0,
     retention: timedelta = timedelta(days=7),
 ) -> SqlStore:
-    """Open (creating its tables if needed) the store at ``url``:
+    """Open the store at ``url`` (creating or upgrading its tables if needed):
     ``sqlite:///path/file.db`` (add ``?synchronous=NORMAL`` to trade the last commits
     on power loss for speed) or ``postgresql+psycopg://user@host/dbname``."""
     backend = open_backend(url)
+    shown = backend.url.render_as_string(hide_password=True)
     try:
-        with backend.write_engine.begin() as conn:
-            if backend.name == "postgresql":
-                # Serialize concurrent first opens: CREATE TABLE IF NOT EXISTS can race.
-                conn.execute(text("SELECT pg_advisory_xact_lock(7243901)"))
-            metadata.create_all(conn)
-    except DBAPIError as exc:
-        backend.engine.dispose()
-        raise StoreUnavailable(f"cannot open the store at {url!r}: {exc.orig}") from exc
+        migrate(backend)
+    except PromiseError:
+        raise
+    except _OPEN_ERRORS as exc:
+        orig: Any = getattr(exc, "orig", None) or exc
+        raise StoreUnavailable(f"cannot open the store at {shown}: {orig}") from exc
     return SqlStore(
         backend,
         clock=clock,
@@ -662,4 +530,4 @@ def open_store(
     )
 
 
-__all__ = ["Clock", "PromiseStore", "SqlStore", "open_store", "system_clock"]
+__all__ = ["Clock", "NewPromise", "SqlStore", "open_store", "system_clock"]

@@ -1,26 +1,46 @@
-"""Checks on everything a caller hands the store. Each failure says what is allowed."""
+"""Checks on everything a caller hands the store. Each failure says what is allowed.
+
+Both backends must answer alike, so text is checked here, before any database sees
+it: no unpaired surrogates (not UTF-8; SQLite's driver would raise a raw
+``UnicodeEncodeError``) and no NUL characters (PostgreSQL cannot keep them in text).
+"""
 
 from __future__ import annotations
 
 import functools
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from promises.errors import InvalidArgument
-from promises.records import JOB_TAG, SEARCH_STATES, STEP_TAG, TIMER_TAG, SearchState, Value
+from promises.records import (
+    APPROVAL_TAG,
+    JOB_TAG,
+    MAX_TIMESTAMP,
+    SEARCH_STATES,
+    STEP_TAG,
+    TIMER_TAG,
+    SearchState,
+    Value,
+)
 
 MAX_ID_LENGTH = 512
+#: Ids a caller chooses (jobs, timers, schedules) leave room for the ids derived from
+#: them: steps (``id.0.3``), cron ticks (``id@1767225600000``), settle keys.
+MAX_JOB_ID_LENGTH = 200
 MAX_KEY_LENGTH = 512
 MAX_TAGS = 64
 MAX_TAG_KEY_LENGTH = 256
 MAX_TAG_VALUE_LENGTH = 1024
 MAX_SEARCH_LIMIT = 1000
-#: 9999-12-31T23:59:59.999Z in ms: the latest instant a timeout may name.
-MAX_TIMESTAMP = 253_402_300_799_999
 RESERVED_TAG_PREFIX = "promises:"
+#: Derived ids end like this; a chosen id may not, so the two can never collide.
+_DERIVED_SUFFIX = re.compile(r"[.@][0-9]+$")
+_MAX_SEQ = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -31,6 +51,23 @@ class Limits:
 
 def _is_clean_text(s: str) -> bool:
     return all(c >= " " and c != "\x7f" for c in s)
+
+
+def check_text(s: str, what: str) -> str:
+    """Refuse text a database cannot store faithfully on both backends."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgument(
+            f"{what} contains an unpaired surrogate ({s[exc.start]!r}), which is not valid "
+            "Unicode text; send valid UTF-8"
+        ) from None
+    if "\x00" in s:
+        raise InvalidArgument(
+            f"{what} contains a NUL character (\\0), which the store cannot keep; "
+            "remove it or escape it (JSON writes it as \\u0000)"
+        )
+    return s
 
 
 def check_id(promise_id: object, what: str = "promise id") -> str:
@@ -44,7 +81,26 @@ def check_id(promise_id: object, what: str = "promise id") -> str:
         raise InvalidArgument(
             f"{what} {promise_id!r} contains control characters; use printable text"
         )
-    return promise_id
+    return check_text(promise_id, what)
+
+
+def check_job_id(job_id: object, what: str = "job id") -> str:
+    """An id a caller chooses for a job, timer or schedule."""
+    if isinstance(job_id, str) and not job_id:
+        raise InvalidArgument(f"{what} must not be empty; leave it out to get a generated one")
+    job_id = check_id(job_id, what)
+    if len(job_id) > MAX_JOB_ID_LENGTH:
+        raise InvalidArgument(
+            f"{what} is {len(job_id)} characters; the maximum is {MAX_JOB_ID_LENGTH} "
+            "(longer ids leave no room for the ids of its steps)"
+        )
+    if _DERIVED_SUFFIX.search(job_id):
+        raise InvalidArgument(
+            f"{what} {job_id!r} ends like the id of a job's step or of a scheduled run "
+            "('.<number>' or '@<number>'); choose an id that does not, e.g. "
+            f"{job_id.replace('.', '-').replace('@', '-')!r}"
+        )
+    return job_id
 
 
 def check_ikey(ikey: object) -> str | None:
@@ -55,7 +111,7 @@ def check_ikey(ikey: object) -> str | None:
             f"an idempotency key must be None or a string of 1 to {MAX_KEY_LENGTH} characters, "
             f"got {ikey!r:.80}"
         )
-    return ikey
+    return check_text(ikey, "the idempotency key")
 
 
 def check_strict(strict: object) -> bool:
@@ -77,6 +133,15 @@ def check_timestamp(value: object, what: str) -> int:
     return value
 
 
+def check_seconds(value: object, what: str) -> float:
+    """A finite, non-negative number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgument(f"{what} must be a number of seconds, got {value!r:.40}")
+    if not math.isfinite(value) or value < 0:
+        raise InvalidArgument(f"{what} must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
 def check_value(value: object, what: str, limits: Limits) -> Value:
     if value is None:
         return Value()
@@ -84,10 +149,12 @@ def check_value(value: object, what: str, limits: Limits) -> Value:
         raise InvalidArgument(
             f"{what} must be a promises.Value or None, got {type(value).__name__}"
         )
-    if value.data is not None and not isinstance(value.data, str):
-        raise InvalidArgument(
-            f"{what}.data must be text (str) or None, got {type(value.data).__name__}"
-        )
+    if value.data is not None:
+        if not isinstance(value.data, str):
+            raise InvalidArgument(
+                f"{what}.data must be text (str) or None, got {type(value.data).__name__}"
+            )
+        check_text(value.data, f"{what}.data")
     headers = _check_str_mapping(value.headers, f"{what}.headers")
     size = len((value.data or "").encode()) + sum(
         len(k.encode()) + len(v.encode()) for k, v in headers.items()
@@ -106,7 +173,12 @@ def _check_str_mapping(m: object, what: str) -> Mapping[str, str]:
     for k, v in m.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise InvalidArgument(f"{what} must map str to str; {k!r:.40}: {v!r:.40} is not")
+        check_text(k, f"a key of {what}")
+        check_text(v, f"{what}[{k!r:.40}]")
     return MappingProxyType(dict(m))
+
+
+_RESERVED_SETTABLE = {(TIMER_TAG, "true"), (APPROVAL_TAG, "true")}
 
 
 def check_tags(tags: object, *, creating: bool) -> Mapping[str, str]:
@@ -121,7 +193,7 @@ def check_tags(tags: object, *, creating: bool) -> Mapping[str, str]:
                 f"tag {k!r:.60} is too long: keys are 1 to {MAX_TAG_KEY_LENGTH} characters, "
                 f"values at most {MAX_TAG_VALUE_LENGTH}"
             )
-        reserved_ok = (k, v) == (TIMER_TAG, "true") or k in (JOB_TAG, STEP_TAG)
+        reserved_ok = (k, v) in _RESERVED_SETTABLE or k in (JOB_TAG, STEP_TAG)
         if creating and k.startswith(RESERVED_TAG_PREFIX) and not reserved_ok:
             raise InvalidArgument(
                 f"tag {k!r} uses the reserved prefix {RESERVED_TAG_PREFIX!r}; "
@@ -143,6 +215,13 @@ def check_search(
             f"limit must be an integer from 1 to {MAX_SEARCH_LIMIT}, got {limit!r:.40}"
         )
     return pattern, state, limit  # type: ignore[return-value]
+
+
+def check_seq(seq: object) -> int:
+    """A position taken from a cursor: an integer the databases can hold."""
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= _MAX_SEQ:
+        raise TypeError("not a position")
+    return seq
 
 
 def dumps_mapping(m: Mapping[str, str]) -> str | None:

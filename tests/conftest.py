@@ -8,6 +8,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -96,6 +97,18 @@ def store_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Ite
 def store(store_url: str, clock: FakeClock) -> Iterator[SqlStore]:
     with open_store(store_url, clock=clock, poll_interval=0.05) as s:
         yield s
+
+
+def raw(store: SqlStore, statement: str) -> list[Any]:
+    """Run raw SQL in a write transaction of ``store`` (for tests that look beneath the
+    store, or break it on purpose)."""
+    return store.db.write(
+        lambda tx: (
+            tx.all(statement)
+            if statement.lstrip().upper().startswith("SELECT")
+            else [tx.execute(statement)]
+        )
+    )
 
 
 @pytest.fixture

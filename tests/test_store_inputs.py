@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from promises import InvalidArgument, SqlStore, StoreUnavailable, Value, open_store
+from promises import InvalidArgument, SqlStore, Value, open_store
 from tests.conftest import FakeClock
 
 HOUR = 3_600_000
@@ -142,6 +142,7 @@ def test_a_bad_store_url_is_refused(url: str, message: str) -> None:
         open_store(url)
 
 
-def test_an_unwritable_database_path_is_store_unavailable(tmp_path: object) -> None:
-    with pytest.raises(StoreUnavailable, match="cannot open the store"):
+def test_a_database_in_a_missing_directory_is_refused_saying_which(tmp_path: object) -> None:
+    # Not "unavailable, retry": the path is wrong, and retrying will not fix it.
+    with pytest.raises(InvalidArgument, match="no/such/dir' does not exist"):
         open_store(f"sqlite:///{tmp_path}/no/such/dir/x.db")
