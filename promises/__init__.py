@@ -6,26 +6,43 @@ store.create("job-42", timeout_at=store.clock() + 3_600_000, ikey="start-42")
 store.resolve("job-42", value=Value('{"ok": true}'))
 """
 
-from promises.codec import ErrorInfo, NotSerializable, StoredError
-from promises.context import (
-    Context,
-    NonDeterministicReplay,
-    PromiseHandle,
-    StepInfo,
-    current_step,
+from promises.approvals import (
+    Approval,
+    Decision,
+    decide,
+    get_approval,
+    list_approvals,
 )
+from promises.codec import ErrorInfo, StoredError
+from promises.context import Context, PromiseHandle, StepInfo, current_step
+from promises.contract import PromiseStore
 from promises.errors import (
+    AlreadyDecided,
+    ApprovalClosed,
+    ApprovalExpired,
+    ApprovalWithdrawn,
     InvalidArgument,
     InvariantViolation,
+    JobConflict,
+    LeaseLost,
+    NonDeterministicReplay,
+    NotAnApproval,
+    NotSerializable,
     PromiseAlreadyExists,
     PromiseAlreadySettled,
     PromiseError,
     PromiseNotFound,
     StoreUnavailable,
+    UnknownJob,
+    WaitPastDeadline,
 )
-from promises.functions import DurableFunction, UnknownJob, durable
+from promises.functions import DurableFunction, durable
+from promises.observe import NullObserver, Observer
+from promises.presence import KindAvailability, WorkerInfo
 from promises.records import (
+    APPROVAL_TAG,
     JOB_TAG,
+    NO_DEADLINE,
     SEARCH_STATES,
     STATES,
     STEP_TAG,
@@ -38,33 +55,50 @@ from promises.records import (
     Value,
 )
 from promises.retry import Constant, Exponential, Linear, Never, NonRetryableError, RetryPolicy
-from promises.runtime import JobConflict, Runtime
+from promises.runtime import Runtime
 from promises.schedules import Schedule, Schedules
-from promises.store import Clock, PromiseStore, SqlStore, open_store, system_clock
-from promises.tasks import LeaseLost, TaskInfo
+from promises.store import Clock, SqlStore, open_store, system_clock
+from promises.tasks import Progress, TaskInfo
+from promises.validation import MAX_JOB_ID_LENGTH, check_job_id
+from promises.views import JobView
 from promises.worker import Worker
 
 __all__ = [
+    "APPROVAL_TAG",
     "JOB_TAG",
+    "MAX_JOB_ID_LENGTH",
+    "NO_DEADLINE",
     "SEARCH_STATES",
     "STATES",
     "STEP_TAG",
     "TIMER_TAG",
+    "AlreadyDecided",
+    "Approval",
+    "ApprovalClosed",
+    "ApprovalExpired",
+    "ApprovalWithdrawn",
     "Clock",
     "Constant",
     "Context",
+    "Decision",
     "DurableFunction",
     "ErrorInfo",
     "Exponential",
     "InvalidArgument",
     "InvariantViolation",
     "JobConflict",
+    "JobView",
+    "KindAvailability",
     "LeaseLost",
     "Linear",
     "Never",
     "NonDeterministicReplay",
     "NonRetryableError",
+    "NotAnApproval",
     "NotSerializable",
+    "NullObserver",
+    "Observer",
+    "Progress",
     "Promise",
     "PromiseAlreadyExists",
     "PromiseAlreadySettled",
@@ -87,9 +121,15 @@ __all__ = [
     "Transition",
     "UnknownJob",
     "Value",
+    "WaitPastDeadline",
     "Worker",
+    "WorkerInfo",
+    "check_job_id",
     "current_step",
+    "decide",
     "durable",
+    "get_approval",
+    "list_approvals",
     "open_store",
     "system_clock",
 ]

@@ -17,11 +17,7 @@ from typing import Any
 import pydantic
 import pydantic_core
 
-from promises.errors import InvalidArgument
-
-
-class NotSerializable(InvalidArgument):
-    """A value a job takes or returns is not JSON."""
+from promises.errors import NotSerializable
 
 
 def to_json(value: object, what: str) -> str:

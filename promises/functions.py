@@ -1,10 +1,15 @@
 """Durable functions: registering them by a stable name, and checking their arguments.
 
-    @durable(retry=Exponential(), timeout=timedelta(hours=1))
+    @durable(retry=Exponential())
     async def gather(ctx: Context, city: str, months: list[str]) -> dict: ...
 
 A registered function is a ``DurableFunction``; jobs refer to it by ``name``. See
 ``promises.context`` for what ``ctx`` offers and ``promises.runtime`` for running jobs.
+
+Deadlines: a job has none unless ``timeout=`` is given (as in DBOS and Temporal). A
+job's own waits — ``ctx.sleep``, ``ctx.promise``, ``ctx.approval`` — are never cut
+short by a default; a job *with* a deadline that asks to wait past it gets
+``WaitPastDeadline`` at that wait, not a silent time-out later.
 """
 
 from __future__ import annotations
@@ -19,15 +24,11 @@ from typing import TYPE_CHECKING, Any, overload
 import pydantic
 
 from promises.codec import adapter
-from promises.errors import InvalidArgument
+from promises.errors import InvalidArgument, UnknownJob
 from promises.retry import Exponential, RetryPolicy
 
 if TYPE_CHECKING:
     from promises.context import Context
-
-
-class UnknownJob(InvalidArgument):
-    """No durable function is registered under that name."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,8 @@ class DurableFunction:
     fn: Callable[..., Awaitable[Any]]
     name: str
     retry: RetryPolicy
-    timeout: timedelta
+    #: The job's deadline after its start, or None (the default): no deadline.
+    timeout: timedelta | None
     description: str
 
     @property
@@ -57,7 +59,7 @@ def durable(fn: Callable[..., Awaitable[Any]], /) -> DurableFunction: ...
 
 @overload
 def durable(
-    *, name: str | None = None, retry: RetryPolicy | None = None, timeout: timedelta = ...
+    *, name: str | None = None, retry: RetryPolicy | None = None, timeout: timedelta | None = ...
 ) -> Callable[[Callable[..., Awaitable[Any]]], DurableFunction]: ...
 
 
@@ -66,16 +68,19 @@ def durable(
     *,
     name: str | None = None,
     retry: RetryPolicy | None = None,
-    timeout: timedelta = timedelta(hours=1),
+    timeout: timedelta | None = None,
 ) -> DurableFunction | Callable[[Callable[..., Awaitable[Any]]], DurableFunction]:
     """Register an ``async def f(ctx, ...)`` as a durable function under a stable name
-    (default: ``module:qualname``). Use bare or with arguments."""
+    (default: ``module:qualname``). Use bare or with arguments. ``timeout``: the job's
+    deadline after its start; none by default."""
 
     def register(f: Callable[..., Awaitable[Any]]) -> DurableFunction:
         if not inspect.iscoroutinefunction(f):
             raise InvalidArgument(f"@durable needs an async function, got {f!r}")
-        if timeout <= timedelta(0):
-            raise InvalidArgument(f"timeout must be positive, got {timeout}")
+        if timeout is not None and (not isinstance(timeout, timedelta) or timeout <= timedelta(0)):
+            raise InvalidArgument(
+                f"timeout must be a positive timedelta or None (no deadline), got {timeout!r}"
+            )
         wrapped = DurableFunction(
             fn=f,
             name=name or f"{f.__module__}:{f.__qualname__}",

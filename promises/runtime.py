@@ -2,45 +2,92 @@
 
 Workers (``promises.worker``) claim tasks and call ``Runtime.execute``; the job
 function gets a ``promises.context.Context``. See ``promises.functions`` for
-``@durable``.
+``@durable``. A job started in a process whose worker has room (and has its kind) is
+claimed by that worker in the same transaction that creates it, and runs at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import json
 import logging
+import re
 import uuid
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
-from promises.codec import ErrorInfo, NotSerializable, StoredError, from_json, to_json
-from promises.context import Context, Interrupted, JobStopped, Suspend, ms
-from promises.errors import InvalidArgument, PromiseAlreadyExists, StoreUnavailable
-from promises.functions import REGISTRY, DurableFunction, UnknownJob, lookup, validated_arguments
-from promises.records import JOB_TAG, Promise, Transition, Value
-from promises.store import SqlStore
-from promises.tasks import Claim, LeaseLost, Tasks
-from promises.validation import check_id
+from promises.codec import ErrorInfo, StoredError, from_json, to_json
+from promises.context import Context, Interrupted, JobStopped, Run, Suspend, ms
+from promises.database import Tx
+from promises.errors import (
+    InvalidArgument,
+    JobConflict,
+    LeaseLost,
+    NotSerializable,
+    PromiseAlreadyExists,
+    PromiseError,
+    StoreUnavailable,
+    UnknownJob,
+)
+from promises.functions import REGISTRY, DurableFunction, lookup, validated_arguments
+from promises.observe import NullObserver, Observer, emit
+from promises.presence import Presence, WorkerInfo
+from promises.records import JOB_TAG, NO_DEADLINE, TIMER_TAG, Promise, Transition, Value
+from promises.rows import promise_from_row
+from promises.store import NewPromise, SqlStore
+from promises.tasks import Claim, Owner, Tasks
+from promises.validation import check_id, check_job_id, check_timestamp
+from promises.views import JobView, aviews, view, views
 
 log = logging.getLogger("promises.runtime")
 
+#: The part of a child id after its job's id and the dot: ``3`` or ``1.0``.
+_CHILD_SUFFIX = re.compile(r"[0-9]+(\.[0-9]+)*")
 
-class JobConflict(InvalidArgument):
-    """A job id already in use by a job with other arguments."""
+
+class LocalWorker(Protocol):
+    """What the runtime needs of a worker in its process to hand it new jobs."""
+
+    owner: Owner
+    lease_ms: int
+
+    def reserve(self, kind: str) -> bool: ...
+
+    def unreserve(self) -> None: ...
+
+    def adopt(self, claim: Claim, job: Promise) -> None: ...
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """A start, checked: what ``start_tx`` writes."""
+
+    function: DurableFunction
+    promise: NewPromise
+    begin: int
 
 
 class Runtime:
     """Starts jobs and runs claimed ones. Workers (``promises.worker``) drive it."""
 
     def __init__(
-        self, store: SqlStore, registry: Mapping[str, DurableFunction] | None = None
+        self,
+        store: SqlStore,
+        registry: Mapping[str, DurableFunction] | None = None,
+        *,
+        observer: Observer | None = None,
     ) -> None:
         self.store = store
         self.tasks = Tasks(store)
+        self.presence = Presence(store)
         self.registry = REGISTRY if registry is None else registry
+        self.observer: Observer = observer or NullObserver()
+        #: Set by a worker running in this process: new jobs go straight to it.
+        self.local_worker: LocalWorker | None = None
 
     def encode(self, value: object, what: str) -> str:
         data = to_json(value, what)
@@ -51,6 +98,83 @@ class Runtime:
                 "Store large data elsewhere and return a reference to it"
             )
         return data
+
+    # -- starting ---------------------------------------------------------------------
+
+    def prepare(
+        self,
+        fn: DurableFunction | str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        *,
+        id: str | None = None,
+        start_at: int | None = None,
+        tags: Mapping[str, str] | None = None,
+        chosen: bool = True,
+    ) -> StartRequest:
+        """Check a start (the function, its arguments, the id) before any write.
+        ``chosen=False``: the id is derived by the runtime (a cron tick's), not chosen."""
+        function = lookup(fn, self.registry) if isinstance(fn, str) else fn
+        validated_arguments(function, args, kwargs)
+        if id is None:
+            job_id = f"{function.name.split(':')[-1]}-{uuid.uuid4().hex}"
+        else:
+            job_id = check_job_id(id, "job id") if chosen else check_id(id, "job id")
+        spec = self.encode(
+            {"fn": function.name, "args": list(args), "kwargs": dict(kwargs)},
+            f"the arguments of job {job_id!r}",
+        )
+        now = self.store.clock()
+        begin = now if start_at is None else max(check_timestamp(start_at, "start_at"), now)
+        timeout_at = (
+            NO_DEADLINE
+            if function.timeout is None
+            else min(begin + ms(function.timeout, "timeout"), NO_DEADLINE)
+        )
+        new = self.store.check_create(
+            job_id, timeout_at=timeout_at, param=Value(spec),
+            tags={**(tags or {}), JOB_TAG: function.name},
+            ikey=hashlib.sha256(spec.encode()).hexdigest()[:32],
+        )  # fmt: skip
+        return StartRequest(function, new, begin)
+
+    def start_tx(
+        self, tx: Tx, request: StartRequest, owner: Owner | None = None, lease_ms: int = 0
+    ) -> tuple[Transition, Claim | None]:
+        try:
+            transition = self.store.create_tx(tx, request.promise)
+        except PromiseAlreadyExists as exc:
+            raise JobConflict(
+                f"job {request.promise.id!r} already exists with other arguments or another "
+                f"function (it is {exc.state}); start it with the same arguments to get it, "
+                "or use a new id"
+            ) from exc
+        claim = None
+        if transition.fresh:
+            claim = self.tasks.add_tx(
+                tx, request.promise.id, request.function.name, request.begin,
+                owner=owner, lease_ms=lease_ms,
+            )  # fmt: skip
+        return transition, claim
+
+    def _local(self, request: StartRequest) -> LocalWorker | None:
+        worker = self.local_worker
+        if worker is None or request.begin > self.store.clock():
+            return None
+        return worker if worker.reserve(request.function.name) else None
+
+    def _started(
+        self, worker: LocalWorker | None, transition: Transition, claim: Claim | None
+    ) -> Transition:
+        if worker is not None:
+            if claim is not None:
+                worker.adopt(claim, transition.promise)
+            else:
+                worker.unreserve()
+        if transition.fresh:
+            kind = transition.promise.tags.get(JOB_TAG, "")
+            emit(self.observer.job_started, transition.promise.id, kind)
+        return transition
 
     def start(
         self,
@@ -63,50 +187,67 @@ class Runtime:
     ) -> Transition:
         """Start a job (at once, or at ``start_at`` ms). Durable when this returns.
         The same ``id`` with the same arguments returns the existing job."""
-        with self.store.transaction() as conn:
-            return self.start_in(conn, fn, args, kwargs, id=id, start_at=start_at, tags=tags)
+        request = self.prepare(fn, args, kwargs, id=id, start_at=start_at, tags=tags)
+        worker = self._local(request)
+        owner, lease = (worker.owner, worker.lease_ms) if worker else (None, 0)
+        try:
+            transition, claim = self.store.db.write(
+                lambda tx: self.start_tx(tx, request, owner, lease)
+            )
+        except BaseException:
+            if worker is not None:
+                worker.unreserve()
+            raise
+        return self._started(worker, transition, claim)
 
-    def start_in(
+    async def astart(
         self,
-        conn: Any,
         fn: DurableFunction | str,
-        args: tuple[Any, ...] | list[Any],
-        kwargs: Mapping[str, Any],
-        *,
+        *args: Any,
         id: str | None = None,
         start_at: int | None = None,
         tags: Mapping[str, str] | None = None,
+        **kwargs: Any,
     ) -> Transition:
-        function = lookup(fn, self.registry) if isinstance(fn, str) else fn
-        validated_arguments(function, args, kwargs)
-        job_id = (
-            check_id(id, "job id")
-            if id is not None
-            else f"{function.name.split(':')[-1]}-{uuid.uuid4().hex}"
-        )
-        spec = self.encode(
-            {"fn": function.name, "args": list(args), "kwargs": dict(kwargs)},
-            f"the arguments of job {job_id!r}",
-        )
-        now = self.store.clock()
-        begin = now if start_at is None else max(start_at, now)
-        ikey = hashlib.sha256(spec.encode()).hexdigest()[:32]
+        """``start`` for asyncio."""
+        request = self.prepare(fn, args, kwargs, id=id, start_at=start_at, tags=tags)
+        worker = self._local(request)
+        owner, lease = (worker.owner, worker.lease_ms) if worker else (None, 0)
         try:
-            transition = self.store.create_in(
-                conn, job_id, timeout_at=begin + ms(function.timeout, "timeout"),
-                param=Value(spec), tags={**(tags or {}), JOB_TAG: function.name}, ikey=ikey,
-            )  # fmt: skip
+            transition, claim = await self.store.db.awrite(
+                lambda tx: self.start_tx(tx, request, owner, lease)
+            )
+        except BaseException:
+            if worker is not None:
+                worker.unreserve()
+            raise
+        return self._started(worker, transition, claim)
+
+    def timer(
+        self, id: str | None, fire_at: int, *, tags: Mapping[str, str] | None = None
+    ) -> Transition:
+        """A durable timer that resolves at ``fire_at`` (ms). The same id and time again
+        returns it while it waits; an id in use otherwise (also a timer that already
+        fired or was cancelled) is a ``JobConflict``."""
+        timer_id = check_job_id(id, "timer id") if id is not None else f"timer-{uuid.uuid4().hex}"
+        new = self.store.check_create(
+            timer_id, timeout_at=check_timestamp(fire_at, "fire_at"),
+            tags={**(tags or {}), TIMER_TAG: "true"}, ikey=f"timer@{fire_at}", strict=True,
+        )  # fmt: skip
+        try:
+            return self.store.db.write(lambda tx: self.store.create_tx(tx, new))
         except PromiseAlreadyExists as exc:
+            state = {"resolved": "already fired", "rejected_canceled": "cancelled"}.get(
+                exc.state, f"in use ({exc.state})"
+            )
             raise JobConflict(
-                f"job {job_id!r} already exists with other arguments or another function "
-                f"(it is {exc.state}); start it with the same arguments to get it, or use a new id"
+                f"the id {timer_id!r} is {state}: an id names one timer or job for as long as "
+                "it is kept. Choose a new id for a new timer"
             ) from exc
-        if transition.fresh:
-            self.tasks.add_in(conn, job_id, ready_at=begin)
-        return transition
 
     def cancel(self, job_id: str) -> Transition:
-        """Cancel a job: it stops at its next step or wait; a waiting job never wakes."""
+        """Cancel a job: a running one is stopped at once (its coroutine is cancelled,
+        here or in another process); a waiting one never wakes."""
         return self.store.cancel(
             job_id, value=Value(ErrorInfo("Cancelled", "the job was cancelled").to_json())
         )
@@ -122,74 +263,211 @@ class Runtime:
             raise StoredError(ErrorInfo("TimeoutError", f"job {job.id!r} timed out"))
         raise StoredError(ErrorInfo.from_json(job.value.data))
 
-    # -- running a claimed task -------------------------------------------------------------
+    # -- reading ------------------------------------------------------------------------
 
-    async def execute(self, claim: Claim) -> None:
+    def view(self, id: str) -> JobView:
+        """A job's (or timer's) state in one read; ``PromiseNotFound`` for an unknown id."""
+        return view(self, id)
+
+    def views(self, ids: Sequence[str]) -> dict[str, JobView]:
+        """``view`` for many ids in one query; unknown ids are left out."""
+        return views(self, ids)
+
+    async def aviews(self, ids: Sequence[str]) -> dict[str, JobView]:
+        return await aviews(self, ids)
+
+    def workers(self) -> list[WorkerInfo]:
+        """The workers that run (or ran) on this store, newest first."""
+        return self.presence.workers(max_age_s=0)
+
+    # -- running a claimed task -------------------------------------------------------
+
+    async def execute(
+        self,
+        claim: Claim,
+        job: Promise,
+        *,
+        to_thread: Callable[[Callable[[], Any]], Awaitable[Any]] = asyncio.to_thread,
+        woke_after_ms: int | None = None,
+    ) -> None:
         """Run (or replay) the claimed job until it settles, suspends or is stopped."""
-        job = await asyncio.to_thread(self.store.get, claim.id)
+        if job.pending and self.store.clock() >= job.timeout_at:
+            # Its deadline passed while it waited: store that (its task is done with it).
+            stored = await self.store.db.awrite(
+                lambda tx: self.store.persist_timeouts_tx(tx, [job.id], self.store.clock())
+            )
+            job = stored.get(job.id, job)
+        kind = job.tags.get(JOB_TAG, "")
         if not job.pending:
-            # Settled (or expired, not yet swept) while the task waited: finish the task.
-            await asyncio.to_thread(self._finish_settled, claim)
-            return
+            return  # settled while the task waited; the database marked the task done
         try:
             spec = json.loads(job.param.data or "")
             function = lookup(spec["fn"], self.registry)
             args, kwargs = validated_arguments(function, spec["args"], spec["kwargs"])
-        except (UnknownJob, InvalidArgument, ValueError, KeyError, TypeError) as exc:
-            await asyncio.to_thread(self._finish, claim, "reject", ErrorInfo.of(exc).to_json())
+        except UnknownJob:
+            # Claims filter by kind, so only a job whose kind this worker claimed but whose
+            # function it lacks gets here: give it back for a worker that has it.
+            log.error(
+                "job %s is of kind %r, which this worker lacks; handing it back", job.id, kind
+            )
+            await self.tasks.release(claim)
             return
+        except (InvalidArgument, ValueError, KeyError, TypeError) as exc:
+            await self._finish(claim, job, kind, "reject", ErrorInfo.of(exc).to_json())
+            return
+        children = {} if claim.attempts <= 1 else await self._children(job.id)
+        runner = asyncio.current_task()
+        if runner is None:
+            raise InvalidArgument("Runtime.execute must run in an asyncio task")
+        closing = asyncio.Event()
+        watch = asyncio.create_task(self._stop_when_settled(job, runner, closing))
+        try:
+            await self._execute(claim, job, kind, function, args, kwargs, children, to_thread,
+                                woke_after_ms, closing)  # fmt: skip
+        finally:
+            watch.cancel()
+
+    async def _stop_when_settled(
+        self, job: Promise, runner: asyncio.Task[Any], closing: asyncio.Event
+    ) -> None:
+        """Cancel the run as soon as its job settles elsewhere (cancelled here or in
+        another process) or its deadline passes — unless the run itself is ending."""
+        clock = self.store.clock
+        with self.store.waiters.listen([job.id]) as changed:
+            while True:
+                left = None if job.deadline is None else max(job.timeout_at - clock(), 0) / 1000
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), left)
+                changed.clear()
+                if closing.is_set():
+                    return
+                try:
+                    current = await self.store.aget(job.id)  # stores a passed deadline
+                except PromiseError:
+                    continue  # the store is away: the run finds out by itself
+                if not current.pending and not closing.is_set():
+                    log.info("job %s was %s; stopping its run", job.id, current.state)
+                    runner.cancel()
+                    return
+
+    async def _execute(
+        self,
+        claim: Claim,
+        job: Promise,
+        kind: str,
+        function: DurableFunction,
+        args: Any,
+        kwargs: Any,
+        children: dict[str, Promise],
+        to_thread: Callable[[Callable[[], Any]], Awaitable[Any]],
+        woke_after_ms: int | None,
+        closing: asyncio.Event,
+    ) -> None:
         pause = 0.25
         while True:
+            closing.clear()
+            run = Run(
+                store=self.store, tasks=self.tasks, encode=self.encode, observer=self.observer,
+                claim=claim, job=job, kind=kind, children=children, to_thread=to_thread,
+                closing=closing,
+            )  # fmt: skip
+            emit(self.observer.run_started, job.id, kind, claim.attempts, woke_after_ms)
             try:
-                await self._run_once(claim, job, function, args, kwargs)
+                await self._run_once(run, function, args, kwargs)
                 return
-            except Interrupted:
+            except Interrupted as exc:
                 # The store failed under the job. Keep the claim (every write stays
                 # fenced) and replay after a pause: finished steps are skipped.
-                log.warning("job %s interrupted by the store; replaying in %.2f s", job.id, pause)
+                emit(self.observer.run_ended, job.id, kind, "interrupted", "StoreUnavailable")
+                log.warning(
+                    "job %s interrupted by the store (%s); replaying in %.2f s", job.id, exc, pause
+                )
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
+                children = run.children
 
-    async def _run_once(
-        self, claim: Claim, job: Promise, function: DurableFunction, args: Any, kwargs: Any
-    ) -> None:
-        ctx = Context(self, claim, job, job.id, function.retry)
+    async def _children(self, job_id: str) -> dict[str, Promise]:
+        sql = self.store.sql
+        bounds = {"lo": job_id + ".", "hi": job_id + "/"}
+        rows = await self.store.db.aread(lambda tx: tx.all(sql.children, bounds))
+        start = len(job_id) + 1
+        return {
+            p.id: p
+            for p in map(promise_from_row, rows)
+            if _CHILD_SUFFIX.fullmatch(p.id, start) is not None
+        }
+
+    async def _run_once(self, run: Run, function: DurableFunction, args: Any, kwargs: Any) -> None:
+        job, kind = run.job, run.kind
+        ctx = Context(run, job.id, function.retry)
+        outcome: tuple[Literal["resolve", "reject"], str]
         try:
             result = await function.fn(ctx, *args, **kwargs)
-            outcome: tuple[Literal["resolve", "reject"], str] = (
-                "resolve", self.encode(result, f"the result of job {job.id!r}"),
-            )  # fmt: skip
+            await run.flush()
+            outcome = ("resolve", self.encode(result, f"the result of job {job.id!r}"))
         except Suspend as signal:
-            try:
-                await asyncio.to_thread(
-                    self.tasks.suspend, claim, signal.ready_at, signal.waiting_on
-                )
-            except LeaseLost:
-                pass
-            except StoreUnavailable as exc:
-                raise Interrupted(str(exc)) from exc
+            await run.flush()
+            run.closing.set()
+            await self._suspend(run, signal)
             return
         except JobStopped:
+            emit(self.observer.run_ended, job.id, kind, "lost", None)
             return
+        except asyncio.CancelledError:
+            emit(self.observer.run_ended, job.id, kind, "cancelled", None)
+            raise
         except Exception as exc:
             outcome = ("reject", ErrorInfo.of(exc).to_json())
-        if ctx.broken:
-            outcome = ("reject", ErrorInfo.of(ctx.broken[0]).to_json())
-        await asyncio.to_thread(self._finish, claim, *outcome)
+        if run.broken:
+            outcome = ("reject", ErrorInfo.of(run.broken[0]).to_json())
+        run.closing.set()
+        await self._finish(run.claim, job, kind, *outcome)
 
-    def _finish_settled(self, claim: Claim) -> None:
-        with self.store.transaction(durable=False) as conn:
-            self.tasks.fence_in(conn, claim)
-            self.tasks.on_settled(conn, [claim.id], self.store.clock())
+    async def _suspend(self, run: Run, signal: Suspend) -> None:
+        claim, store = run.claim, self.store
 
-    def _finish(self, claim: Claim, action: Literal["resolve", "reject"], data: str) -> None:
+        def unit(tx: Tx) -> None:
+            if signal.create is not None:
+                store.create_tx(tx, signal.create)
+            self.tasks.suspend_tx(tx, claim, signal.ready_at, signal.waiting_on)
+
         try:
-            with self.store.transaction() as conn:
-                self.tasks.fence_in(conn, claim)
-                self.store.settle_in(
-                    conn, claim.id, action, value=Value(data), ikey=f"{claim.id}:done"
-                )
+            await store.db.awrite(unit, durable=False)
         except LeaseLost:
-            pass  # another worker owns it now; its run decides
+            emit(self.observer.run_ended, run.job.id, run.kind, "lost", None)
+            return
+        except PromiseAlreadyExists as exc:
+            message = (
+                f"the id {exc.promise_id!r} of a timer of job {run.job.id!r} is taken by "
+                "something else; the job cannot go on (start it again with another id)"
+            )
+            await self._finish(claim, run.job, run.kind, "reject",
+                               ErrorInfo("InvalidArgument", message).to_json())  # fmt: skip
+            return
         except StoreUnavailable as exc:
             raise Interrupted(str(exc)) from exc
+        emit(self.observer.waiting, run.job.id, run.kind, signal.waiting_on, signal.ready_at)
+        emit(self.observer.run_ended, run.job.id, run.kind, "suspended", None)
+
+    async def _finish(
+        self, claim: Claim, job: Promise, kind: str, action: Literal["resolve", "reject"], data: str
+    ) -> None:
+        def unit(tx: Tx) -> Transition:
+            self.tasks.fence_tx(tx, claim)
+            return self.store.settle_tx(
+                tx, job.id, action, value=Value(data), ikey=f"{job.id}:done"
+            )
+
+        try:
+            await self.store.db.awrite(unit)
+        except LeaseLost:
+            emit(self.observer.run_ended, job.id, kind, "lost", None)
+            return  # another worker owns it now; its run decides
+        except StoreUnavailable as exc:
+            raise Interrupted(str(exc)) from exc
+        error = None if action == "resolve" else ErrorInfo.from_json(data).type
+        emit(self.observer.run_ended, job.id, kind,
+             "completed" if action == "resolve" else "failed", error)  # fmt: skip
+
+
+__all__ = ["JobConflict", "LocalWorker", "Runtime", "StartRequest"]

@@ -4,29 +4,42 @@ Firing is idempotent: the job of a tick has the id ``<schedule>@<tick ms>`` and 
 created with the same idempotency key by whichever worker fires it, so there is one
 job per schedule per tick, whatever the number of workers. A schedule that missed
 ticks (every worker was down) fires once, for the latest missed tick, then resumes.
+
+A schedule is checked when it is made: exactly five cron fields, a known time zone,
+and arguments its kind accepts. One failing schedule never stops the others: its error
+is recorded on it (``last_error``, ``failures``), the tick is passed, and the next
+tick tries again. A schedule can be paused and resumed; a cancelled one is gone for
+good (its id cannot be reused while it is kept).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadCronError, croniter
-from sqlalchemy import select, update
 
-from promises.errors import InvalidArgument, PromiseNotFound
-from promises.schema import schedules_table
-from promises.validation import check_id
+from promises.database import Tx
+from promises.errors import InvalidArgument, PromiseError
+from promises.functions import lookup, validated_arguments
+from promises.logs import Throttled
+from promises.records import NO_DEADLINE
+from promises.validation import check_job_id, check_text
 
 if TYPE_CHECKING:
     from promises.functions import DurableFunction
     from promises.runtime import Runtime
 
-_s = schedules_table
+log = logging.getLogger("promises.schedules")
+ScheduleState = Literal["active", "paused", "cancelled"]
+SCHEDULE_STATES: tuple[ScheduleState, ...] = ("active", "paused", "cancelled")
+_MAX_TIMEZONE = 64
 
 
 @dataclass(frozen=True)
@@ -36,26 +49,70 @@ class Schedule:
     timezone: str
     fn: str
     args: Mapping[str, Any]
-    state: str
+    state: ScheduleState
     next_fire_at: int
+    created_at: int
+    last_fired_at: int | None
+    last_job_id: str | None
+    last_error: str | None
+    last_error_at: int | None
+    failures: int
+
+    @classmethod
+    def from_row(cls, row: Any) -> Schedule:
+        (id, cron, timezone, fn, args, state, next_fire_at, created_at, last_fired_at,
+         last_job_id, last_error, last_error_at, failures) = row  # fmt: skip
+        return cls(
+            id, cron, timezone, fn, json.loads(args), state, next_fire_at, created_at,
+            last_fired_at, last_job_id, last_error, last_error_at, failures,
+        )  # fmt: skip
 
 
-def next_tick(cron: str, timezone: str, after_ms: int) -> int:
-    """The first tick of ``cron`` (in ``timezone``) strictly after ``after_ms``."""
+def check_timezone(timezone: object) -> ZoneInfo:
+    if not isinstance(timezone, str) or not 1 <= len(timezone) <= _MAX_TIMEZONE:
+        raise InvalidArgument(
+            f"time zone must be an IANA name like 'Europe/Lisbon' or 'UTC', got {timezone!r:.40}"
+        )
+    check_text(timezone, "time zone")
     try:
-        zone = ZoneInfo(timezone)
+        return ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise InvalidArgument(
             f"unknown time zone {timezone!r}; use an IANA name like 'Europe/Lisbon' or 'UTC'"
         ) from exc
+
+
+def check_cron(cron: object) -> str:
+    """Five fields, as cron has them. Six (seconds first, the Quartz habit) would be read
+    differently by different tools, so they are refused, not guessed at."""
+    bad = (
+        f"bad cron expression {cron!r:.80}; use five fields: minute hour day-of-month month "
+        "day-of-week, e.g. '0 9 * * 1-5' for 09:00 on weekdays"
+    )
+    if not isinstance(cron, str):
+        raise InvalidArgument(bad)
+    check_text(cron, "cron expression")
+    fields = cron.split()
+    if len(fields) != 5:
+        raise InvalidArgument(
+            f"{bad} (it has {len(fields)} field{'s' if len(fields) != 1 else ''}; seconds are "
+            "not supported: '0 0 9 * * *' is written '0 9 * * *')"
+        )
+    try:
+        croniter(cron)
+    except (CroniterBadCronError, ValueError, KeyError) as exc:
+        raise InvalidArgument(f"{bad} ({exc})") from exc
+    return cron
+
+
+def next_tick(cron: str, timezone: str, after_ms: int) -> int:
+    """The first tick of ``cron`` (in ``timezone``) strictly after ``after_ms``."""
+    zone = check_timezone(timezone)
     start = datetime.fromtimestamp(after_ms / 1000, tz=zone)
     try:
-        tick: datetime = croniter(cron, start).get_next(datetime)
+        tick: datetime = croniter(check_cron(cron), start).get_next(datetime)
     except (CroniterBadCronError, ValueError, KeyError) as exc:
-        raise InvalidArgument(
-            f"bad cron expression {cron!r} ({exc}); use five fields: minute hour day month "
-            "weekday, e.g. '0 9 * * 1-5' for 09:00 on weekdays"
-        ) from exc
+        raise InvalidArgument(f"cannot compute the next tick of {cron!r}: {exc}") from exc
     return int(tick.timestamp() * 1000)
 
 
@@ -63,6 +120,8 @@ class Schedules:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.store = runtime.store
+        self.sql = runtime.store.sql
+        self._log = Throttled(log)
 
     def add(
         self,
@@ -74,95 +133,163 @@ class Schedules:
         **kwargs: Any,
     ) -> Schedule:
         """Create a schedule (the same id and definition again returns it)."""
-        from promises.functions import lookup
-
-        check_id(schedule_id, "schedule id")
+        check_job_id(schedule_id, "schedule id")
         function = lookup(fn, self.runtime.registry) if isinstance(fn, str) else fn
+        check_cron(cron)
+        validated_arguments(function, args, kwargs)
         spec = {"args": list(args), "kwargs": kwargs}
         payload = self.runtime.encode(spec, f"the arguments of schedule {schedule_id!r}")
         now = self.store.clock()
         row = {
             "id": schedule_id, "cron": cron, "timezone": timezone, "fn": function.name,
-            "args": payload, "state": "active", "next_fire_at": next_tick(cron, timezone, now),
-            "created_at": now,
+            "args": payload, "next_fire_at": next_tick(cron, timezone, now), "now": now,
         }  # fmt: skip
-        with self.store.transaction() as conn:
-            conn.execute(
-                self.store.backend.insert(_s).on_conflict_do_nothing(index_elements=["id"]), row
+
+        def unit(tx: Tx) -> Schedule:
+            tx.execute(self.sql.insert_schedule, row)
+            tx.tasks_changed = True  # the worker's next cron tick may be sooner now
+            return Schedule.from_row(tx.one(self.sql.schedule, {"id": schedule_id}))
+
+        existing = self.store.db.write(unit)
+        if existing.state == "cancelled":
+            raise InvalidArgument(
+                f"schedule {schedule_id!r} was cancelled; a cancelled schedule is not "
+                "restarted. Use a new id for a new schedule"
             )
-            existing = self._get(conn, schedule_id)
-        if existing is None:
-            raise PromiseNotFound(schedule_id)
         if (existing.cron, existing.timezone, existing.fn) != (
             cron,
             timezone,
             function.name,
-        ) or existing.args != spec:
+        ) or existing.args != json.loads(payload):
             raise InvalidArgument(
                 f"schedule {schedule_id!r} already exists with another definition; "
                 "cancel it first or use a new id"
             )
         return existing
 
-    def cancel(self, schedule_id: str) -> Schedule:
-        with self.store.transaction() as conn:
-            conn.execute(update(_s).where(_s.c.id == schedule_id).values(state="cancelled"))
-            found = self._get(conn, schedule_id)
-        if found is None:
+    def _set_state(self, schedule_id: str, state: ScheduleState) -> Schedule:
+        current = self.get(schedule_id)
+        if current is None:
             raise InvalidArgument(f"no schedule is named {schedule_id!r}")
-        return found
+        if current.state == "cancelled":
+            if state == "cancelled":
+                return current
+            raise InvalidArgument(f"schedule {schedule_id!r} was cancelled; it cannot be {state}")
+        next_fire_at = current.next_fire_at
+        if state == "active" and current.state != "active":
+            # Resuming fires at the next tick from now, not the ticks missed while paused.
+            next_fire_at = next_tick(current.cron, current.timezone, self.store.clock())
+        params = {"id": schedule_id, "state": state, "next_fire_at": next_fire_at}
+
+        def unit(tx: Tx) -> Schedule:
+            tx.execute(self.sql.set_schedule_state, params)
+            tx.tasks_changed = True
+            return Schedule.from_row(tx.one(self.sql.schedule, {"id": schedule_id}))
+
+        return self.store.db.write(unit)
+
+    def cancel(self, schedule_id: str) -> Schedule:
+        return self._set_state(schedule_id, "cancelled")
+
+    def pause(self, schedule_id: str) -> Schedule:
+        return self._set_state(schedule_id, "paused")
+
+    def resume(self, schedule_id: str) -> Schedule:
+        return self._set_state(schedule_id, "active")
 
     def get(self, schedule_id: str) -> Schedule | None:
-        with self.store.read() as conn:
-            return self._get(conn, schedule_id)
+        row = self.store.db.read(lambda tx: tx.one(self.sql.schedule, {"id": schedule_id}))
+        return None if row is None else Schedule.from_row(row)
 
-    @staticmethod
-    def _get(conn: Any, schedule_id: str) -> Schedule | None:
-        row = conn.execute(select(_s).where(_s.c.id == schedule_id)).first()
-        if row is None:
-            return None
-        return Schedule(
-            row.id,
-            row.cron,
-            row.timezone,
-            row.fn,
-            json.loads(row.args),
-            row.state,
-            row.next_fire_at,
-        )
+    def list(
+        self, *, state: ScheduleState | None = None, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[Schedule], str | None]:
+        """Schedules by id, ``limit`` at a time; pass the returned cursor for more."""
+        if state is not None and state not in SCHEDULE_STATES:
+            raise InvalidArgument(
+                f"state must be one of {', '.join(SCHEDULE_STATES)}, got {state!r:.40}"
+            )
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise InvalidArgument(f"limit must be an integer from 1 to 1000, got {limit!r:.40}")
+        after = cursor or ""
+        if not isinstance(after, str):
+            raise InvalidArgument("cursor must be the next_cursor of a previous page")
+        statement = self.sql.schedules_page if state is None else self.sql.schedules_in_state
+        params: dict[str, Any] = {"after": after, "limit": limit + 1, "state": state}
+        rows = self.store.db.read(lambda tx: tx.all(statement, params))
+        found = [Schedule.from_row(r) for r in rows[:limit]]
+        return found, (found[-1].id if len(rows) > limit else None)
+
+    # -- firing ------------------------------------------------------------------------
 
     def fire_due(self) -> int:
-        """Start the job of every due tick; returns how many ticks this call fired."""
+        """Start the job of every due tick; returns how many ticks this call fired. A
+        schedule that fails records its error and passes its tick; the others fire."""
         now = self.store.clock()
-        with self.store.read() as conn:
-            due = (
-                conn.execute(
-                    select(_s.c.id).where(_s.c.state == "active", _s.c.next_fire_at <= now)
-                )
-                .scalars()
-                .all()
-            )
+        due = self.store.db.read(lambda tx: tx.all(self.sql.due_schedules, {"now": now}))
         fired = 0
-        for schedule_id in due:
-            with self.store.transaction() as conn:
-                schedule = self._get(conn, schedule_id)
-                if schedule is None or schedule.state != "active" or schedule.next_fire_at > now:
-                    continue
-                tick = schedule.next_fire_at
-                following = next_tick(schedule.cron, schedule.timezone, tick)
-                while following <= now:  # missed ticks: fire only the latest
-                    tick, following = (
-                        following,
-                        next_tick(schedule.cron, schedule.timezone, following),
-                    )
-                self.runtime.start_in(
-                    conn, schedule.fn, schedule.args["args"], schedule.args["kwargs"],
-                    id=f"{schedule.id}@{tick}",
-                )  # fmt: skip
-                moved = conn.execute(
-                    update(_s)
-                    .where(_s.c.id == schedule.id, _s.c.next_fire_at == schedule.next_fire_at)
-                    .values(next_fire_at=following)
-                ).rowcount
-                fired += moved
+        for (schedule_id,) in due:
+            try:
+                fired += self.store.db.write(
+                    functools.partial(self._fire_tx, id=schedule_id, now=now)
+                )
+            except PromiseError as exc:
+                self._fail(schedule_id, now, exc)
         return fired
+
+    async def afire_due(self) -> int:
+        now = self.store.clock()
+        due = await self.store.db.aread(lambda tx: tx.all(self.sql.due_schedules, {"now": now}))
+        fired = 0
+        for (schedule_id,) in due:
+            try:
+                fired += await self.store.db.awrite(
+                    functools.partial(self._fire_tx, id=schedule_id, now=now)
+                )
+            except PromiseError as exc:
+                await self.store.db.awrite(
+                    functools.partial(self._fail_tx, id=schedule_id, now=now, exc=exc)
+                )
+        return fired
+
+    def _fire_tx(self, tx: Tx, *, id: str, now: int) -> int:
+        row = tx.one(self.sql.schedule_for_update, {"id": id})
+        if row is None:
+            return 0
+        schedule = Schedule.from_row(row)
+        if schedule.state != "active" or schedule.next_fire_at > now:
+            return 0
+        tick = schedule.next_fire_at
+        following = next_tick(schedule.cron, schedule.timezone, tick)
+        while following <= now:  # missed ticks: fire only the latest
+            tick, following = following, next_tick(schedule.cron, schedule.timezone, following)
+        job_id = f"{schedule.id}@{tick}"
+        request = self.runtime.prepare(
+            schedule.fn, schedule.args["args"], schedule.args["kwargs"], id=job_id, chosen=False
+        )
+        self.runtime.start_tx(tx, request)
+        params = {"id": schedule.id, "following": following, "tick": tick, "job_id": job_id,
+                  "next_fire_at": schedule.next_fire_at}  # fmt: skip
+        return tx.execute(self.sql.schedule_fired, params)
+
+    def _fail(self, schedule_id: str, now: int, exc: PromiseError) -> None:
+        try:
+            self.store.db.write(functools.partial(self._fail_tx, id=schedule_id, now=now, exc=exc))
+        except PromiseError as again:
+            self._log.warning(schedule_id, "schedule %s: cannot record its failure (%s)",
+                              schedule_id, again)  # fmt: skip
+
+    def _fail_tx(self, tx: Tx, *, id: str, now: int, exc: PromiseError) -> None:
+        schedule_id = id
+        row = tx.one(self.sql.schedule, {"id": schedule_id})
+        if row is None:
+            return
+        schedule = Schedule.from_row(row)
+        try:
+            following = next_tick(schedule.cron, schedule.timezone, max(now, schedule.next_fire_at))
+        except InvalidArgument:
+            following = NO_DEADLINE  # it can never fire again; its error says why
+        params = {"id": schedule_id, "following": following, "error": str(exc)[:2000],
+                  "now": now, "next_fire_at": schedule.next_fire_at}  # fmt: skip
+        tx.execute(self.sql.schedule_failed, params)
+        self._log.warning(schedule_id, "schedule %s failed at its tick: %s", schedule_id, exc)

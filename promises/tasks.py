@@ -6,96 +6,37 @@ A pending job promise has one task row. Its life::
       ▲                                   │
       └──suspend (ready_at, waiting_on)───┘   (also: lease expired or owner dead)
 
-* ``claim`` takes ready tasks whose ``ready_at`` has come, and claimed tasks whose lease
-  expired, atomically (``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)``).
-* Every write an owner makes (``fence_in``) carries the counter it claimed with; after
+* A task is claimable when it is ``ready`` and its ``ready_at`` has come, or
+  ``claimed`` with an expired lease — and its ``kind`` is one the worker has loaded.
+  Claims are atomic (``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's write
+  lock) and take many tasks at once.
+* Every write an owner makes is fenced: it carries the counter it claimed with; after
   another claim the counter has moved and the write is refused with ``LeaseLost``.
-* When a promise settles, the store's settle hook (``on_settled``) marks its own task
-  done and makes every task waiting on it ready — in the settling transaction.
+* When a promise settles, the database (a trigger, see ``schema.py``) marks its own
+  task done and makes every task waiting on it ready — whoever settled it.
+* A task suspending on a promise locks that promise first (``FOR SHARE`` on
+  PostgreSQL), then writes ``waiting_on``: a settle racing with it either commits
+  first (and the suspend sees it settled) or waits for the suspend to commit (and its
+  trigger then sees the waiting task). No wake-up is lost in between.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any, Literal
 
-from sqlalchemy import Connection, bindparam, func, select, update
-
-from promises.errors import InvariantViolation, PromiseError
-from promises.schema import promises_table, tasks_table
+from promises.database import Tx
+from promises.errors import InvariantViolation, LeaseLost
+from promises.records import Promise
+from promises.rows import progress_from_text, promise_from_row
 from promises.store import SqlStore
 
-_t = tasks_table
-#: The notifier key a worker listens on: some task may have become claimable.
-TASKS_KEY = "promises:tasks"
-
-_FENCE = (
-    update(_t)
-    .where(
-        _t.c.id == bindparam("b_id"),
-        _t.c.counter == bindparam("b_counter"),
-        _t.c.state == "claimed",
-    )
-    .values(updated_at=bindparam("b_now"))
-)
-_FINISH = (
-    update(_t)
-    .where(_t.c.id.in_(bindparam("b_ids", expanding=True)), _t.c.state != "done")
-    .values(state="done", owner=None, lease_expires_at=None, updated_at=bindparam("b_now"))
-)
-_WAKE_WAITERS = (
-    update(_t)
-    .where(_t.c.waiting_on.in_(bindparam("b_ids", expanding=True)), _t.c.state == "ready")
-    .values(ready_at=bindparam("b_now"), updated_at=bindparam("b_now"))
-)
-# Claims lock the ids first, then update exactly those: on PostgreSQL an
-# ``IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`` may be re-evaluated and claim more.
-_READY_IDS = (
-    select(_t.c.id)
-    .where(_t.c.state == "ready", _t.c.ready_at <= bindparam("b_now"))
-    .order_by(_t.c.ready_at)
-    .limit(bindparam("b_limit"))
-    .with_for_update(skip_locked=True)
-)
-_EXPIRED_IDS = (
-    select(_t.c.id)
-    .where(_t.c.state == "claimed", _t.c.lease_expires_at <= bindparam("b_now"))
-    .limit(bindparam("b_limit"))
-    .with_for_update(skip_locked=True)
-)
-_CLAIM = (
-    update(_t)
-    .where(_t.c.id.in_(bindparam("b_ids", expanding=True)))
-    .values(
-        state="claimed",
-        owner=bindparam("b_owner"),
-        owner_host=bindparam("b_host"),
-        owner_pid=bindparam("b_pid"),
-        lease_expires_at=bindparam("b_lease_end"),
-        counter=_t.c.counter + 1,
-        attempts=_t.c.attempts + 1,
-        waiting_on=None,
-        updated_at=bindparam("b_now"),
-    )
-    .returning(_t.c.id, _t.c.counter, _t.c.attempts, _t.c.step_id, _t.c.step_attempt)
-)
-_NEXT_READY = select(
-    select(func.min(_t.c.ready_at)).where(_t.c.state == "ready").scalar_subquery(),
-    select(func.min(_t.c.lease_expires_at)).where(_t.c.state == "claimed").scalar_subquery(),
-)
-
-
-class LeaseLost(PromiseError):
-    """This worker no longer owns the task (another claimed it, or the job settled)."""
-
-    def __init__(self, task_id: str) -> None:
-        self.task_id = task_id
-        super().__init__(
-            f"task {task_id!r} is no longer held by this worker (its lease expired and "
-            "another worker claimed it, or its job was settled); its writes were refused"
-        )
+TaskState = Literal["ready", "claimed", "done"]
 
 
 @dataclass(frozen=True)
@@ -120,15 +61,38 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Progress:
+    message: str
+    fraction: float | None
+    at: int
+
+
+@dataclass(frozen=True)
 class TaskInfo:
     id: str
-    state: str
+    kind: str
+    state: TaskState
     ready_at: int
     waiting_on: str | None
     owner: str | None
     attempts: int
-    progress: str | None
+    step_id: str | None
+    step_attempt: int
+    progress: Progress | None
     updated_at: int
+    lease_expires_at: int | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> TaskInfo:
+        (id, kind, state, ready_at, waiting_on, owner, attempts, step_id, step_attempt,
+         progress, updated_at, lease_expires_at, _counter) = row  # fmt: skip
+        loaded = progress_from_text(progress)
+        return cls(
+            id, kind, state, ready_at, waiting_on, owner, attempts, step_id, step_attempt,
+            None if loaded is None
+            else Progress(str(loaded["message"]), loaded.get("fraction"), int(loaded["at"])),
+            updated_at, lease_expires_at,
+        )  # fmt: skip
 
 
 def _pid_alive(pid: int) -> bool:
@@ -144,153 +108,155 @@ def _pid_alive(pid: int) -> bool:
 class Tasks:
     def __init__(self, store: SqlStore) -> None:
         self.store = store
-        if self.on_settled not in store.settle_hooks:
-            store.settle_hooks.append(self.on_settled)
+        self.sql = store.sql
 
-    # -- inside other transactions ----------------------------------------------------
+    # -- units -------------------------------------------------------------------------
 
-    def add_in(self, conn: Connection, job_id: str, ready_at: int) -> None:
-        stmt = self.store.backend.insert(_t).on_conflict_do_nothing(index_elements=["id"])
-        conn.execute(
-            stmt,
-            {"id": job_id, "state": "ready", "ready_at": ready_at, "counter": 0, "attempts": 0,
-             "step_attempt": 0, "updated_at": self.store.clock()},
+    def add_tx(
+        self,
+        tx: Tx,
+        job_id: str,
+        kind: str,
+        ready_at: int,
+        *,
+        owner: Owner | None = None,
+        lease_ms: int = 0,
+    ) -> Claim | None:
+        """The task of a new job; claimed at once by ``owner`` when given (a job started
+        where a worker has room runs there without a claim round trip)."""
+        now = self.store.clock()
+        claimed = owner is not None
+        tx.execute(
+            self.sql.insert_task,
+            {
+                "id": job_id, "kind": kind, "state": "claimed" if claimed else "ready",
+                "ready_at": ready_at, "owner": owner.id if owner else None,
+                "owner_host": owner.host if owner else None,
+                "owner_pid": owner.pid if owner else None,
+                "lease_expires_at": now + lease_ms if claimed else None,
+                "counter": 1 if claimed else 0, "attempts": 1 if claimed else 0, "now": now,
+            },
         )  # fmt: skip
-        self.store.notify_after_commit(conn, [TASKS_KEY])
+        tx.tasks_changed = tx.tasks_changed or not claimed
+        return Claim(job_id, 1, 1, None, 0) if claimed else None
 
-    def fence_in(self, conn: Connection, claim: Claim) -> None:
-        """Refuse the rest of this transaction unless ``claim`` still holds the task."""
-        result = conn.execute(
-            _FENCE, {"b_id": claim.id, "b_counter": claim.counter, "b_now": self.store.clock()}
-        )
-        if result.rowcount != 1:
+    def fence_tx(self, tx: Tx, claim: Claim) -> None:
+        """Refuse the rest of this unit unless ``claim`` still holds the task."""
+        params = {"id": claim.id, "counter": claim.counter, "now": self.store.clock()}
+        if tx.execute(self.sql.fence, params) != 1:
             raise LeaseLost(claim.id)
 
-    def on_settled(self, conn: Connection, ids: list[str], now: int) -> None:
-        conn.execute(_FINISH, {"b_ids": ids, "b_now": now})
-        if conn.execute(_WAKE_WAITERS, {"b_ids": ids, "b_now": now}).rowcount:
-            self.store.notify_after_commit(conn, [TASKS_KEY])
-
-    # -- owner operations -------------------------------------------------------------
-
-    def claim(self, owner: Owner, limit: int, lease_ms: int) -> list[Claim]:
+    def claim_tx(
+        self, tx: Tx, owner: Owner, kinds: Collection[str], limit: int, lease_ms: int
+    ) -> list[tuple[Claim, Promise, int]]:
+        """Claim up to ``limit`` due tasks of ``kinds``: each with its job and the time
+        it became ready."""
         now = self.store.clock()
-        params = {"b_now": now, "b_owner": owner.id, "b_host": owner.host, "b_pid": owner.pid,
-                  "b_lease_end": now + lease_ms}  # fmt: skip
-        claims: list[Claim] = []
-        with self.store.transaction(durable=False) as conn:
-            for candidates in (_READY_IDS, _EXPIRED_IDS):
-                wanted = limit - len(claims)
-                if wanted <= 0:
-                    break
-                ids = list(conn.execute(candidates, {"b_now": now, "b_limit": wanted}).scalars())
-                if ids:
-                    rows = conn.execute(_CLAIM, {**params, "b_ids": ids}).all()
-                    claims += [Claim(*row) for row in rows]
+        wanted = self.sql.ids(sorted(kinds))
+        ids: list[str] = []
+        for candidates in (self.sql.ready_ids, self.sql.expired_ids):
+            room = limit - len(ids)
+            if room <= 0:
+                break
+            params = {"now": now, "kinds": wanted, "limit": room}
+            ids += [r[0] for r in tx.all(candidates, params)]
+        if not ids:
+            return []
+        rows = tx.all(
+            self.sql.claim,
+            {"ids": self.sql.ids(ids), "owner": owner.id, "host": owner.host, "pid": owner.pid,
+             "lease_end": now + lease_ms, "now": now},
+        )  # fmt: skip
+        if len(rows) != len(ids):
+            raise InvariantViolation(f"claimed {len(rows)} tasks of the {len(ids)} selected")
+        claims = {row[0]: (Claim(*row[:5]), row[5]) for row in rows}
+        jobs = tx.all(self.sql.get_many, {"ids": self.sql.ids(ids)})
+        by_id = {p.id: p for p in map(promise_from_row, jobs)}
+        return [(claims[i][0], by_id[i], claims[i][1]) for i in ids if i in by_id]
+
+    def suspend_tx(self, tx: Tx, claim: Claim, ready_at: int, waiting_on: str | None) -> None:
+        """Give the task back until ``ready_at``, or until ``waiting_on`` settles."""
+        now = self.store.clock()
+        if waiting_on is not None:
+            # Lock the awaited promise first: see the module's docstring.
+            state = tx.scalar(self.sql.lock_promise, {"id": waiting_on})
+            if state != "pending":
+                ready_at = now  # settled while we were suspending
+        params = {"id": claim.id, "counter": claim.counter, "ready_at": ready_at,
+                  "waiting_on": waiting_on, "now": now}  # fmt: skip
+        if tx.execute(self.sql.suspend, params) != 1:
+            raise LeaseLost(claim.id)
+        tx.tasks_changed = True
+
+    def note_step_failure_tx(self, tx: Tx, claim: Claim, step_id: str, attempt: int) -> None:
+        params = {"id": claim.id, "counter": claim.counter, "step_id": step_id,
+                  "attempt": attempt, "now": self.store.clock()}  # fmt: skip
+        if tx.execute(self.sql.note_step_failure, params) != 1:
+            raise LeaseLost(claim.id)
+
+    def set_progress_tx(self, tx: Tx, claim: Claim, message: str, fraction: float | None) -> None:
+        progress = json.dumps({"message": message, "fraction": fraction, "at": self.store.clock()})
+        params = {"id": claim.id, "counter": claim.counter, "progress": progress}
+        tx.execute(self.sql.set_progress, params)
+
+    def heartbeat_tx(self, tx: Tx, owner: Owner, lease_ms: int) -> set[tuple[str, int]]:
+        """Extend every lease ``owner`` holds; returns them as ``(id, counter)``."""
+        now = self.store.clock()
+        rows = tx.all(self.sql.heartbeat, {"owner": owner.id, "lease_end": now + lease_ms})
+        tx.execute(self.sql.worker_seen, {"id": owner.id, "now": now})
+        return {(r[0], r[1]) for r in rows}
+
+    # -- operations ----------------------------------------------------------------------
+
+    async def claim(
+        self, owner: Owner, kinds: Collection[str], limit: int, lease_ms: int
+    ) -> list[tuple[Claim, Promise, int]]:
+        claims = await self.store.db.awrite(
+            lambda tx: self.claim_tx(tx, owner, kinds, limit, lease_ms), durable=False
+        )
         if len(claims) > limit:
             raise InvariantViolation(f"claimed {len(claims)} tasks when asked for at most {limit}")
         return claims
 
-    def suspend(self, claim: Claim, ready_at: int, waiting_on: str | None) -> None:
-        """Give the task back until ``ready_at``, or until ``waiting_on`` settles."""
-        with self.store.transaction(durable=False) as conn:
-            self.fence_in(conn, claim)
-            if waiting_on is not None:
-                state = conn.execute(
-                    select(promises_table.c.state, promises_table.c.timeout_at).where(
-                        promises_table.c.id == waiting_on
-                    )
-                ).first()
-                if state is None or state[0] != "pending":
-                    ready_at = self.store.clock()  # settled while we were suspending
-            conn.execute(
-                update(_t)
-                .where(_t.c.id == claim.id, _t.c.counter == claim.counter)
-                .values(
-                    state="ready",
-                    ready_at=ready_at,
-                    waiting_on=waiting_on,
-                    owner=None,
-                    lease_expires_at=None,
-                    updated_at=self.store.clock(),
-                )
-            )
-            self.store.notify_after_commit(conn, [TASKS_KEY])
-
-    def note_step_failure_in(
-        self, conn: Connection, claim: Claim, step_id: str, attempt: int
-    ) -> None:
-        conn.execute(
-            update(_t)
-            .where(_t.c.id == claim.id, _t.c.counter == claim.counter)
-            .values(step_id=step_id, step_attempt=attempt)
+    async def suspend(self, claim: Claim, ready_at: int, waiting_on: str | None) -> None:
+        await self.store.db.awrite(
+            lambda tx: self.suspend_tx(tx, claim, ready_at, waiting_on), durable=False
         )
 
-    def heartbeat(self, claims: list[Claim], lease_ms: int) -> list[Claim]:
-        """Extend the leases of ``claims``; returns the ones this worker has lost."""
-        if not claims:
-            return []
-        now = self.store.clock()
-        lost = []
-        with self.store.transaction(durable=False) as conn:
-            for claim in claims:
-                result = conn.execute(
-                    update(_t)
-                    .where(
-                        _t.c.id == claim.id, _t.c.counter == claim.counter, _t.c.state == "claimed"
-                    )
-                    .values(lease_expires_at=now + lease_ms, updated_at=now)
-                )
-                if result.rowcount != 1:
-                    lost.append(claim)
-        return lost
+    async def release(self, claim: Claim) -> None:
+        """Hand the task back, claimable at once (a worker shutting down)."""
+        await self.suspend(claim, self.store.clock(), None)
 
-    def set_progress(self, claim: Claim, progress: str) -> None:
-        with self.store.transaction(durable=False) as conn:
-            conn.execute(
-                update(_t)
-                .where(_t.c.id == claim.id, _t.c.counter == claim.counter)
-                .values(progress=progress)
-            )
+    async def heartbeat(self, owner: Owner, lease_ms: int) -> set[tuple[str, int]]:
+        return await self.store.db.awrite(
+            lambda tx: self.heartbeat_tx(tx, owner, lease_ms), durable=False
+        )
 
-    def reclaim_dead_owners(self, owner: Owner) -> int:
+    async def next_due(self, kinds: Collection[str]) -> tuple[int | None, int | None, int | None]:
+        """When the next task of these kinds is ready, the next lease of one ends, and
+        the next cron tick is due (ms; None: none)."""
+        wanted = self.sql.ids(sorted(kinds))
+        row = await self.store.db.aread(lambda tx: tx.one(self.sql.next_due, {"kinds": wanted}))
+        return row[0], row[1], row[2]
+
+    async def reclaim_dead_owners(self, owner: Owner) -> int:
         """Expire at once the leases held by processes on this host that have died."""
-        with self.store.read() as conn:
-            rows = conn.execute(
-                select(_t.c.id, _t.c.counter, _t.c.owner_pid).where(
-                    _t.c.state == "claimed", _t.c.owner_host == owner.host, _t.c.owner != owner.id
-                )
-            ).all()
+        params = {"host": owner.host, "owner": owner.id}
+        rows = await self.store.db.aread(lambda tx: tx.all(self.sql.claimed_on_host, params))
         dead = [
             (tid, counter) for tid, counter, pid in rows if pid is not None and not _pid_alive(pid)
         ]
         if not dead:
             return 0
-        with self.store.transaction(durable=False) as conn:
+
+        def unit(tx: Tx) -> int:
             for tid, counter in dead:
-                conn.execute(
-                    update(_t)
-                    .where(_t.c.id == tid, _t.c.counter == counter, _t.c.state == "claimed")
-                    .values(lease_expires_at=0)
-                )
-            self.store.notify_after_commit(conn, [TASKS_KEY])
-        return len(dead)
+                tx.execute(self.sql.expire_lease, {"id": tid, "counter": counter})
+            tx.tasks_changed = True
+            return len(dead)
 
-    # -- reads ------------------------------------------------------------------------
-
-    def next_ready_at(self) -> int | None:
-        """When the next task becomes claimable (a ready time or a lease's end)."""
-        with self.store.read() as conn:
-            ready, lease = conn.execute(_NEXT_READY).one()
-        times = [t for t in (ready, lease) if t is not None]
-        return min(times) if times else None
+        return await self.store.db.awrite(unit, durable=False)
 
     def get(self, task_id: str) -> TaskInfo | None:
-        with self.store.read() as conn:
-            row = conn.execute(
-                select(
-                    _t.c.id, _t.c.state, _t.c.ready_at, _t.c.waiting_on, _t.c.owner,
-                    _t.c.attempts, _t.c.progress, _t.c.updated_at,
-                ).where(_t.c.id == task_id)
-            ).first()  # fmt: skip
-        return None if row is None else TaskInfo(*row)
+        row = self.store.db.read(lambda tx: tx.one(self.sql.task, {"id": task_id}))
+        return None if row is None else TaskInfo.from_row(row)

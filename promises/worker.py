@@ -1,34 +1,48 @@
-"""The worker: claims tasks, runs their jobs, keeps their leases, and keeps time.
+"""The worker: claims tasks of the kinds it has, runs their jobs, keeps their leases.
 
 Embed it in an asyncio program (``await Worker(runtime).run()``, as the MCP server
 does) or run it alone::
 
     python -m promises.worker --db sqlite:///work.db --jobs my_app.jobs
 
-It wakes at once when a job is started or a waited-on promise settles in this
-process, at the next ``ready_at`` it knows of, and otherwise every ``poll_interval``
-(what another process did is seen within that bound). Every ``upkeep_interval`` it
-sweeps expired promises, reclaims tasks of dead processes on this host, fires due
-cron schedules, and (hourly) collects promises past retention.
+It claims only the kinds it has loaded; jobs of other kinds stay pending for a worker
+that has them. It wakes when a task of its kinds may have become claimable — at once
+for a job started or a promise settled in this process, through the store's change
+feed for other processes, at the next ready time or cron tick it knows of — and
+otherwise every ``poll_interval`` as a fallback. It reads before it writes: an idle
+worker takes no write lock.
+
+Upkeep runs beside it, each part on its own and isolated from the others' failures:
+reclaiming tasks of dead processes on this host, firing due cron schedules, storing
+timeouts nobody read, and (hourly) retention. A store outage never stops a worker:
+it logs (throttled) and tries again.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
 import importlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import timedelta
+from typing import Any
 
+from promises.changes import wait_ready
 from promises.errors import PromiseError
+from promises.logs import Throttled
+from promises.records import Promise
 from promises.runtime import Runtime
 from promises.schedules import Schedules
 from promises.store import open_store
-from promises.tasks import TASKS_KEY, Claim, Owner
+from promises.tasks import Claim, Owner
+from promises.upkeep import sweep_if_needed
 
 log = logging.getLogger("promises.worker")
 
@@ -38,10 +52,11 @@ class Worker:
         self,
         runtime: Runtime,
         *,
+        kinds: Collection[str] | None = None,
         concurrency: int = 16,
         lease: timedelta = timedelta(seconds=30),
-        poll_interval: float = 0.5,
-        upkeep_interval: float = 1.0,
+        poll_interval: float = 5.0,
+        upkeep_interval: float = 2.0,
         owner: Owner | None = None,
     ) -> None:
         if concurrency < 1:
@@ -49,72 +64,149 @@ class Worker:
         self.runtime = runtime
         self.store = runtime.store
         self.schedules = Schedules(runtime)
+        self.kinds = frozenset(runtime.registry if kinds is None else kinds)
         self.concurrency = concurrency
         self.lease_ms = int(lease.total_seconds() * 1000)
         self.poll_interval = poll_interval
         self.upkeep_interval = upkeep_interval
         self.owner = owner or Owner.here()
         self.running: dict[str, tuple[Claim, asyncio.Task[None]]] = {}
+        self._lock = threading.Lock()
+        self._reserved = 0
         self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
-        self._next_upkeep = 0.0
-        self._next_collect = 0.0
+        self._steps = concurrent.futures.ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="promises-step"
+        )
+        self._log = Throttled(log)
+
+    # -- control ---------------------------------------------------------------------
 
     def wake(self) -> None:
-        """Look for work now (thread-safe through the store's notifier)."""
-        self.store.notifier.notify([TASKS_KEY])
+        """Look for work now (thread-safe)."""
+        loop, event = self._loop, self._wake
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(event.set)
 
     def stop(self) -> None:
         self._stopping = True
-        if self._wake is not None:
-            self._wake.set()
+        self.wake()
+
+    # -- jobs handed over by the runtime (``LocalWorker``) -----------------------------
+
+    def reserve(self, kind: str) -> bool:
+        """Hold a slot for a job about to be started in this process (thread-safe)."""
+        with self._lock:
+            if (
+                self._stopping
+                or self._loop is None
+                or kind not in self.kinds
+                or len(self.running) + self._reserved >= self.concurrency
+            ):
+                return False
+            self._reserved += 1
+            return True
+
+    def unreserve(self) -> None:
+        with self._lock:
+            self._reserved -= 1
+        self.wake()
+
+    def adopt(self, claim: Claim, job: Promise) -> None:
+        """Run a job claimed for this worker when it was started (thread-safe)."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None:
+            return  # stopped meanwhile: the lease runs out and another worker takes it
+        if running is loop:
+            self._adopt(claim, job)
+        else:
+            loop.call_soon_threadsafe(self._adopt, claim, job)
+
+    def _adopt(self, claim: Claim, job: Promise) -> None:
+        with self._lock:
+            self._reserved -= 1
+        self._spawn(claim, job, None)
+
+    # -- the loop ----------------------------------------------------------------------
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        with self.store.notifier.listen(TASKS_KEY) as wake:
-            self._wake = wake
-            heartbeats = asyncio.create_task(self._heartbeats())
+        feed = self.store.waiters.feed()
+        await loop.run_in_executor(None, wait_ready, feed)
+        await self._retrying("registering the worker", lambda: self.runtime.presence.register(
+            self.owner, self.kinds, feed.listener))  # fmt: skip
+        with self.store.waiters.listen_tasks(self.kinds) as wake:
+            self._loop, self._wake = loop, wake
+            if self.runtime.local_worker is None:
+                self.runtime.local_worker = self
+            background = [
+                asyncio.create_task(self._heartbeats(), name="promises heartbeats"),
+                asyncio.create_task(self._upkeep(), name="promises upkeep"),
+            ]
             try:
                 while not self._stopping:
                     wake.clear()
-                    if loop.time() >= self._next_upkeep:
-                        await self._upkeep()
-                        self._next_upkeep = loop.time() + self.upkeep_interval
                     try:
-                        if await self._claim_some():
-                            continue  # maybe more is ready; the loop waits when slots are full
-                        await self._idle(wake, loop)
-                    except PromiseError:
-                        # The store is unavailable (locked too long, connection lost): keep
-                        # the worker alive and try again after a pause.
-                        log.exception("the store failed; retrying in %.1f s", self.poll_interval)
-                        await asyncio.sleep(self.poll_interval)
+                        pause = await self._work()
+                        self._log.recovered("loop", "the store answers again")
+                    except PromiseError as exc:
+                        self._log.warning("loop", "the store failed (%s); retrying", exc, exc=exc)
+                        pause = min(self.poll_interval, 1.0)
+                    if self._stopping:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), pause)
             finally:
-                heartbeats.cancel()
+                if self.runtime.local_worker is self:
+                    self.runtime.local_worker = None
+                with self._lock:
+                    self._loop = None
+                for task in background:
+                    task.cancel()
                 await self._release_all()
+                with contextlib.suppress(PromiseError):
+                    await self.runtime.presence.stopped(self.owner)
                 self._wake = None
+                self._steps.shutdown(wait=False)
 
-    async def _claim_some(self) -> bool:
-        """Claim up to the free slots; true when every free slot was filled."""
-        free = self.concurrency - len(self.running)
-        if free <= 0:
-            return False
-        claims = await asyncio.to_thread(self.runtime.tasks.claim, self.owner, free, self.lease_ms)
-        for claim in claims:
-            self._spawn(claim)
-        return bool(claims) and len(claims) == free
+    async def _retrying(self, what: str, action: Callable[[], Awaitable[Any]]) -> None:
+        pause = 0.1
+        while not self._stopping:
+            try:
+                await action()
+                return
+            except PromiseError as exc:
+                self._log.warning(what, "%s failed (%s); retrying", what, exc, exc=exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
-    async def _idle(self, wake: asyncio.Event, loop: asyncio.AbstractEventLoop) -> None:
-        timeout = min(self.poll_interval, max(self._next_upkeep - loop.time(), 0))
-        if len(self.running) < self.concurrency:
-            next_ready = await asyncio.to_thread(self.runtime.tasks.next_ready_at)
-            if next_ready is not None:
-                timeout = min(timeout, max(next_ready - self.store.clock(), 0) / 1000)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), timeout)
+    async def _work(self) -> float:
+        """Claim what is due and fire due cron ticks; returns how long to idle."""
+        while True:
+            now = self.store.clock()
+            ready, lease, tick = await self.runtime.tasks.next_due(self.kinds)
+            if tick is not None and tick <= now:
+                await self.schedules.afire_due()
+                continue  # the ticks moved on; the jobs they started are tasks now
+            free = self.concurrency - len(self.running) - self._reserved
+            if free > 0 and any(t is not None and t <= now for t in (ready, lease)):
+                claims = await self.runtime.tasks.claim(self.owner, self.kinds, free, self.lease_ms)
+                for claim, job, ready_at in claims:
+                    self._spawn(claim, job, max(now - ready_at, 0))
+                if claims:
+                    continue  # maybe more is due; with every slot full we wait for one
+            coming = [tick, *((ready, lease) if free > 0 else ())]
+            waits = [(t - now) / 1000 for t in coming if t is not None and t > now]
+            return float(max(min([self.poll_interval, *waits]), 0.001))
 
-    def _spawn(self, claim: Claim) -> None:
-        task = asyncio.create_task(self._execute(claim), name=f"job {claim.id}")
+    def _spawn(self, claim: Claim, job: Promise, woke_after_ms: int | None) -> None:
+        task = asyncio.create_task(self._execute(claim, job, woke_after_ms), name=f"job {claim.id}")
         self.running[claim.id] = (claim, task)
 
         def done(_: asyncio.Task[None]) -> None:
@@ -125,45 +217,70 @@ class Worker:
 
         task.add_done_callback(done)
 
-    async def _execute(self, claim: Claim) -> None:
+    async def _execute(self, claim: Claim, job: Promise, woke_after_ms: int | None) -> None:
+        loop = asyncio.get_running_loop()
+
+        def to_thread(fn: Callable[[], Any]) -> Awaitable[Any]:
+            # The step sees the context it was called in (``current_step()``).
+            return loop.run_in_executor(self._steps, contextvars.copy_context().run, fn)
+
         try:
-            await self.runtime.execute(claim)
+            await self.runtime.execute(claim, job, to_thread=to_thread, woke_after_ms=woke_after_ms)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except BaseException as exc:
             # The job's own errors are stored by the runtime; this is the runtime failing
             # (e.g. the database went away). The lease expires and the job runs again.
-            log.exception("running job %s failed; it will be retried after its lease", claim.id)
+            self._log.warning(
+                f"job:{type(exc).__name__}",
+                "running job %s failed (%s); it runs again after its lease", claim.id, exc, exc=exc,
+            )  # fmt: skip
 
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.lease_ms / 3000)
-            claims = [claim for claim, _ in self.running.values()]
+            if not self.running:
+                continue  # an idle worker writes nothing
             try:
-                lost = await asyncio.to_thread(self.runtime.tasks.heartbeat, claims, self.lease_ms)
-            except Exception:
-                log.exception("heartbeat failed; retrying")
+                held = await self.runtime.tasks.heartbeat(self.owner, self.lease_ms)
+                self._log.recovered("heartbeat", "heartbeats succeed again")
+            except PromiseError as exc:
+                self._log.warning("heartbeat", "heartbeat failed (%s); retrying", exc, exc=exc)
                 continue
-            for claim in lost:
-                entry = self.running.get(claim.id)
-                if entry is not None and entry[0] == claim:
-                    log.info(
-                        "lost the lease of %s (settled elsewhere or reclaimed); stopping it",
-                        claim.id,
-                    )
-                    entry[1].cancel()
+            for claim, task in list(self.running.values()):
+                if (claim.id, claim.counter) not in held and not task.done():
+                    log.info("lost the lease of %s (settled elsewhere or reclaimed); stopping it",
+                             claim.id)  # fmt: skip
+                    task.cancel()
 
     async def _upkeep(self) -> None:
-        try:
-            await asyncio.to_thread(self.store.sweep)
-            await asyncio.to_thread(self.runtime.tasks.reclaim_dead_owners, self.owner)
-            await asyncio.to_thread(self.schedules.fire_due)
-            loop = asyncio.get_running_loop()
-            if loop.time() >= self._next_collect:
-                await asyncio.to_thread(self.store.collect)
-                self._next_collect = loop.time() + 3600
-        except Exception:
-            log.exception("upkeep failed; retrying at the next interval")
+        """Each chore on its own clock; one failing never stops the others."""
+        loop = asyncio.get_running_loop()
+        chores: list[tuple[str, float, Callable[[], Awaitable[Any]]]] = [
+            ("reclaim", self.upkeep_interval,
+             lambda: self.runtime.tasks.reclaim_dead_owners(self.owner)),
+            ("sweep", 30.0, lambda: loop.run_in_executor(
+                None, sweep_if_needed, self.store, self.store.clock())),
+            ("retention", 3600.0, lambda: loop.run_in_executor(None, self._retention)),
+        ]  # fmt: skip
+        due = dict.fromkeys((name for name, _, _ in chores), loop.time())
+        while True:
+            for name, every, chore in chores:
+                if loop.time() < due[name]:
+                    continue
+                due[name] = loop.time() + every
+                try:
+                    await chore()
+                    self._log.recovered(name, "upkeep (%s) succeeds again", name)
+                except Exception as exc:
+                    self._log.warning(name, "upkeep (%s) failed: %s", name, exc, exc=exc)
+            await asyncio.sleep(max(min(due.values()) - loop.time(), 0.01))
+
+    def _retention(self) -> None:
+        self.store.collect()
+        self.store.db.write(
+            lambda tx: self.runtime.presence.prune_tx(tx, self.store.retention), durable=False
+        )
 
     async def _release_all(self) -> None:
         """On shutdown: stop running jobs and hand their tasks back at once."""
@@ -174,7 +291,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.runtime.tasks.suspend, claim, self.store.clock(), None)
+                await self.runtime.tasks.release(claim)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,22 +305,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--jobs",
         action="append",
         default=[],
-        help="module defining @durable functions (repeatable)",
+        help="module defining @durable functions (repeatable); the worker runs only these kinds",
     )
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--poll-interval", type=float, default=0.5)
+    parser.add_argument("--concurrency", type=int, default=16, help="jobs run at once")
+    parser.add_argument(
+        "--poll-interval", type=float, default=5.0, help="fallback poll, seconds (default 5)"
+    )
     parser.add_argument("--lease", type=float, default=30.0, help="lease length in seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )
+    from promises.functions import REGISTRY
+
+    kinds: set[str] = set()
     for module in args.jobs:
-        importlib.import_module(module)
+        loaded = importlib.import_module(module)
+        kinds |= {name for name, f in REGISTRY.items() if f.fn.__module__ == loaded.__name__}
     store = open_store(args.db)
     worker = Worker(
-        Runtime(store), concurrency=args.concurrency, poll_interval=args.poll_interval,
-        lease=timedelta(seconds=args.lease),
+        Runtime(store), kinds=kinds, concurrency=args.concurrency,
+        poll_interval=args.poll_interval, lease=timedelta(seconds=args.lease),
     )  # fmt: skip
+    shown = store.backend.url.render_as_string(hide_password=True)
+    log.info("worker on %s running kinds: %s", shown, ", ".join(sorted(kinds)) or "none")
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()

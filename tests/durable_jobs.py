@@ -186,8 +186,18 @@ async def long_steps(ctx: Context, n: int, pause: float) -> int:
 
 @durable(name="tests.timeboxed", retry=FAST, timeout=__import__("datetime").timedelta(seconds=1))
 async def timeboxed(ctx: Context) -> str:
+    """Asks to sleep past its own deadline: refused at the sleep."""
     await ctx.sleep(30)
     return "woke"
+
+
+@durable(name="tests.timeboxed_work", retry=FAST, timeout=__import__("datetime").timedelta(seconds=1))
+async def timeboxed_work(ctx: Context, n: int, pause: float) -> int:
+    """Works (step after step) longer than its deadline allows."""
+    total = 0
+    for i in range(n):
+        total += int(await ctx.run(square, i, pause))
+    return total
 
 
 # A job whose code "changes" between runs: the step it calls first depends on an

@@ -13,7 +13,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from promises import SqlStore, open_store
 from promises.codec import StoredError
 from promises.runtime import Runtime
 from tests import durable_jobs as jobs
+from tests.waiting import until
 
 ROOT = Path(__file__).parent.parent
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ class Workers:
 
     def start(self, concurrency: int = 8, **env: str) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "promises.worker", "--db", self.url]
-        command += ["--jobs", "tests.durable_jobs", "--poll-interval", "0.05"]
+        command += ["--jobs", "tests.durable_jobs"]
         command += ["--concurrency", str(concurrency)]
         proc = subprocess.Popen(
             command,
@@ -81,12 +81,11 @@ def workers(tmp_path: Path) -> object:
 
 
 def wait_settled(store: SqlStore, ids: list[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while any(store.get(i).pending for i in ids):
-        if time.monotonic() > deadline:
-            pending = [i for i in ids if store.get(i).pending]
-            raise TimeoutError(f"still pending after {timeout}s: {pending}")
-        time.sleep(0.05)
+    until(
+        lambda: not any(p.pending for p in store.get_many(ids).values()),
+        timeout,
+        what=f"jobs {ids} settle",
+    )
 
 
 def test_jobs_survive_random_sigkills_with_completed_steps_never_run_again(
@@ -97,18 +96,25 @@ def test_jobs_survive_random_sigkills_with_completed_steps_never_run_again(
     with open_store(url) as store:
         runtime = Runtime(store)
         ids = [f"job-{i}" for i in range(12)]
+        total_steps = sum(6 + i % 3 for i in range(12))
         for i, job_id in enumerate(ids):
             runtime.start(jobs.squares, 6 + i % 3, 0.03, id=job_id)
         w = workers(url)  # type: ignore[operator]
         kills_mid_work = 0
-        for _ in range(8):
+        for _ in range(6):
+            # Kill each worker after it has run a random number of steps: an observed
+            # event, so the kills land mid-work on a fast machine and a slow one alike.
+            before = len(w.entries())
+            if before >= total_steps:
+                break
             proc = w.start()
-            time.sleep(rng.uniform(0.4, 1.2))  # start-up takes ~0.4 s; kill at a random point after
-            if any(store.get(i).pending for i in ids):
+            target = min(before + rng.randint(1, 8), total_steps)
+            until(lambda t=target: len(w.entries()) >= t, what="steps ran")  # type: ignore[misc]
+            if any(p.pending for p in store.get_many(ids).values()):
                 kills_mid_work += 1
             w.kill(proc)
         w.start()
-        wait_settled(store, ids, timeout=60)
+        wait_settled(store, ids, timeout=120)
 
         # Same results as a run without crashes.
         for i, job_id in enumerate(ids):
@@ -124,7 +130,7 @@ def test_jobs_survive_random_sigkills_with_completed_steps_never_run_again(
             assert all(int(e["start"]) <= settled_at for e in executions), step_id  # type: ignore[call-overload]
             # Only a killed process may have left a run whose result was not recorded.
             assert all(e["pid"] in w.killed for e in executions[:-1]), step_id
-        assert len(runs) == sum(6 + i % 3 for i in range(12))
+        assert len(runs) == total_steps
         assert kills_mid_work >= 3, "the test must actually kill workers while jobs run"
 
 
@@ -134,10 +140,7 @@ def test_a_job_sleeping_across_a_crash_wakes_at_its_time(tmp_path: Path, workers
         Runtime(store).start(jobs.sleeper, 3.0, id="nap")
         w = workers(url)  # type: ignore[operator]
         proc = w.start()
-        deadline = time.monotonic() + 20
-        while store.search("nap.1").promises == []:  # the timer exists: it is asleep
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        until(lambda: store.search("nap.1").promises, what="the job sleeps")
         w.kill(proc)
         timer = store.get("nap.1")
         w.start()
@@ -187,10 +190,7 @@ def test_changing_a_step_between_crash_and_restart_fails_with_the_replay_error(
         Runtime(store).start(jobs.changing, id="chg")
         w = workers(url)  # type: ignore[operator]
         proc = w.start(CHANGING_SLEEP="2")
-        deadline = time.monotonic() + 20
-        while store.search("chg.1").promises == []:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        until(lambda: store.search("chg.1").promises, what="the job sleeps")
         w.kill(proc)
         w.start(CHANGED="1", CHANGING_SLEEP="2")
         wait_settled(store, ["chg"], timeout=30)

@@ -183,7 +183,7 @@ async def test_progress_is_recorded_for_the_job(real_store: SqlStore) -> None:
         Runtime(real_store).start(progressing, id="prog")
         await finish(real_store, "prog")
     task = Runtime(real_store).tasks.get("prog")
-    assert task is not None and json.loads(task.progress or "")["message"] == "half way"
+    assert task is not None and task.progress is not None and task.progress.message == "half way"
 
 
 # -- retries, with an injected clock ------------------------------------------------------
@@ -271,14 +271,34 @@ async def test_a_job_error_round_trips_through_the_store(store_url: str) -> None
     assert (failed.value.type, failed.value.message) == ("ValueError", "the sky fell")
 
 
-async def test_a_job_timeout_rejects_its_promise_and_stops_it(real_store: SqlStore) -> None:
+async def test_a_job_timeout_rejects_its_promise_and_stops_it(
+    real_store: SqlStore, log: Callable[[], list[dict[str, object]]]
+) -> None:
+    async with worker_for(real_store) as worker:
+        Runtime(real_store).start(jobs.timeboxed_work, 1000, 0.05, id="boxed")
+        job = await real_store.wait("boxed", timeout=10)
+        assert job.state == "rejected_timedout"
+        # The run was stopped at the deadline: no step runs after it, and the task is done.
+        await until(lambda: "boxed" not in worker.running)
+        ran = len(log())
+        assert 0 < ran < 1000
+        assert all(int(e["start"]) <= job.timeout_at for e in log())  # type: ignore[call-overload]
+        task = Runtime(real_store).tasks.get("boxed")
+        assert task is not None and task.state == "done"
+
+
+async def test_a_job_asking_to_sleep_past_its_deadline_fails_at_that_sleep(
+    real_store: SqlStore,
+) -> None:
     async with worker_for(real_store):
         Runtime(real_store).start(jobs.timeboxed, id="boxed")
         job = await real_store.wait("boxed", timeout=10)
-        assert job.state == "rejected_timedout"
-        # The worker's sweep persists the timeout; the settle hook then finishes the task.
-        tasks = Runtime(real_store).tasks
-        await until(lambda: (t := tasks.get("boxed")) is not None and t.state == "done")
+    with pytest.raises(StoredError) as failed:
+        Runtime.result(job)
+    assert failed.value.type == "WaitPastDeadline"
+    assert (
+        "asked to sleep until" in failed.value.message and "longer timeout" in failed.value.message
+    )
 
 
 async def test_cancelling_a_running_job_stops_it_at_its_next_step(
@@ -357,19 +377,21 @@ def test_durable_refuses_sync_functions_and_name_clashes() -> None:
         async def other(ctx: object) -> None: ...
 
 
-async def test_a_job_of_an_unregistered_function_fails_clearly(real_store: SqlStore) -> None:
-    from promises.records import JOB_TAG
-
-    with real_store.transaction() as conn:
-        spec = Value('{"fn": "gone.job", "args": [], "kwargs": {}}')
-        deadline = real_store.clock() + 60_000
-        real_store.create_in(
-            conn, "ghost", timeout_at=deadline, param=spec, tags={JOB_TAG: "gone.job"}
-        )
-        Runtime(real_store).tasks.add_in(conn, "ghost", real_store.clock())
-    async with worker_for(real_store):
-        with pytest.raises(StoredError, match=r"no durable function is named 'gone\.job'"):
-            await finish(real_store, "ghost")
+async def test_a_worker_leaves_jobs_of_kinds_it_lacks_pending_for_one_that_has_them(
+    real_store: SqlStore,
+) -> None:
+    runtime = Runtime(real_store)
+    runtime.start(jobs.inner, 3, id="other-kind")
+    runtime.start(jobs.squares, 2, id="mine")
+    async with worker_for(real_store, kinds={"tests.squares"}):
+        assert await finish(real_store, "mine") == [0, 1]
+        view = runtime.view("other-kind")
+        assert view.promise.pending and view.task is not None
+        assert (view.task.state, view.task.attempts) == ("ready", 0)  # never claimed, never failed
+        assert view.worker is not None and view.worker.kind == "tests.inner"
+        assert not view.worker.alive and view.worker.last_seen is None
+    async with worker_for(real_store):  # a worker that has every kind
+        assert await finish(real_store, "other-kind") == 9 + 16
 
 
 async def test_a_cron_schedule_starts_one_job_per_tick_whatever_the_number_of_firers(
@@ -421,7 +443,7 @@ async def test_a_store_outage_under_a_running_job_interrupts_it_and_never_fails_
             blocker.execute("COMMIT")
             blocker.close()
             assert await finish(store, "outage") == sum(i * i for i in range(6))
-    assert "job outage interrupted by the store; replaying" in caplog.text
+    assert "replaying in" in caplog.text
 
 
 def test_a_bad_busy_timeout_is_refused(tmp_path: Path) -> None:

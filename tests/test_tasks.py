@@ -1,20 +1,32 @@
-"""Leases and fencing, on every backend: claims respect their limit and never overlap,
-a stale owner's writes are refused, expired leases and dead owners are reclaimed."""
+"""Leases and fencing, on every backend: claims respect their limit, their kinds and
+never overlap; a stale owner's writes are refused; expired leases and dead owners are
+reclaimed; a task waiting on a promise wakes when anyone settles it — a bare store in
+another process included — and a settle racing a suspend is never lost."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import threading
+import uuid
+from collections.abc import Collection
 
+import psycopg
 import pytest
 
-from promises import SqlStore
+from promises import SqlStore, Value, open_store
+from promises.database import Tx
+from promises.records import Promise
 from promises.runtime import Runtime
-from promises.tasks import LeaseLost, Owner
+from promises.tasks import Claim, LeaseLost, Owner
+from promises.worker import Worker
 from tests import durable_jobs as jobs
-from tests.conftest import FakeClock
+from tests.conftest import PG_URL, FakeClock, requires_postgres
+from tests.waiting import eventually, until
 
 LEASE = 30_000
+ALL = frozenset(["tests.squares", "tests.inner", "tests.timeboxed", "tests.approval"])
 pytestmark = pytest.mark.anyio
 
 
@@ -25,79 +37,158 @@ def _start(store: SqlStore, n: int) -> Runtime:
     return runtime
 
 
+def claim(runtime: Runtime, owner: Owner, limit: int, kinds: Collection[str] = ALL) -> list[Claim]:
+    found = runtime.store.db.write(
+        lambda tx: runtime.tasks.claim_tx(tx, owner, kinds, limit, LEASE), durable=False
+    )
+    return [c for c, _job, _ready in found]
+
+
+def fence(runtime: Runtime, held: Claim) -> None:
+    runtime.store.db.write(lambda tx: runtime.tasks.fence_tx(tx, held))
+
+
 def test_claims_respect_their_limit_and_never_overlap(store: SqlStore) -> None:
     runtime = _start(store, 10)
     a, b = Owner.here(), Owner.here()
-    first = runtime.tasks.claim(a, 4, LEASE)
-    second = Runtime(store).tasks.claim(b, 4, LEASE)
-    third = runtime.tasks.claim(a, 4, LEASE)
+    first = claim(runtime, a, 4)
+    second = claim(Runtime(store), b, 4)
+    third = claim(runtime, a, 4)
     assert [len(first), len(second), len(third)] == [4, 4, 2]
     ids = [c.id for c in first + second + third]
     assert sorted(ids) == sorted(f"t-{i}" for i in range(10))
-    assert runtime.tasks.claim(b, 4, LEASE) == []
+    assert claim(runtime, b, 4) == []
+
+
+def test_a_worker_claims_only_the_kinds_it_has(store: SqlStore) -> None:
+    runtime = Runtime(store)
+    runtime.start(jobs.squares, 1, id="sq")
+    runtime.start(jobs.inner, 1, id="in")
+    assert claim(runtime, Owner.here(), 10, kinds={"tests.unknown"}) == []
+    assert [c.id for c in claim(runtime, Owner.here(), 10, kinds={"tests.inner"})] == ["in"]
+    assert [c.id for c in claim(runtime, Owner.here(), 10, kinds={"tests.squares"})] == ["sq"]
 
 
 def test_a_stale_owner_is_fenced_off_after_its_lease_expires_and_another_claims(
     store: SqlStore, clock: FakeClock
 ) -> None:
     runtime = _start(store, 1)
-    stale = runtime.tasks.claim(Owner.here(), 1, LEASE)[0]
+    a, b = Owner.here(), Owner.here()
+    stale = claim(runtime, a, 1)[0]
     clock.advance(LEASE)  # the lease expires without a heartbeat
-    fresh = runtime.tasks.claim(Owner.here(), 1, LEASE)[0]
+    fresh = claim(runtime, b, 1)[0]
     assert fresh.id == stale.id and fresh.counter == stale.counter + 1
-    with pytest.raises(LeaseLost, match="no longer held"), store.transaction() as conn:
-        runtime.tasks.fence_in(conn, stale)
-    assert runtime.tasks.heartbeat([stale, fresh], LEASE) == [stale]
-    with store.transaction() as conn:
-        runtime.tasks.fence_in(conn, fresh)  # the new owner's writes go through
+    with pytest.raises(LeaseLost, match="no longer held"):
+        fence(runtime, stale)
+    held_by_a = store.db.write(lambda tx: runtime.tasks.heartbeat_tx(tx, a, LEASE))
+    held_by_b = store.db.write(lambda tx: runtime.tasks.heartbeat_tx(tx, b, LEASE))
+    assert held_by_a == set() and held_by_b == {(fresh.id, fresh.counter)}
+    fence(runtime, fresh)  # the new owner's writes go through
 
 
 def test_a_heartbeat_keeps_the_lease_so_nobody_else_claims(
     store: SqlStore, clock: FakeClock
 ) -> None:
     runtime = _start(store, 1)
-    claim = runtime.tasks.claim(Owner.here(), 1, LEASE)[0]
+    owner = Owner.here()
+    held = claim(runtime, owner, 1)[0]
     clock.advance(LEASE - 1)
-    assert runtime.tasks.heartbeat([claim], LEASE) == []
+    assert store.db.write(lambda tx: runtime.tasks.heartbeat_tx(tx, owner, LEASE)) == {
+        (held.id, held.counter)
+    }
     clock.advance(LEASE - 1)
-    assert runtime.tasks.claim(Owner.here(), 1, LEASE) == []
+    assert claim(runtime, Owner.here(), 1) == []
 
 
-def test_a_dead_owner_on_this_host_is_reclaimed_at_once(store: SqlStore) -> None:
+async def test_a_dead_owner_on_this_host_is_reclaimed_at_once(store: SqlStore) -> None:
     runtime = _start(store, 1)
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     here = Owner.here()
     dead = Owner(f"{here.host}:{gone.stdout.strip()}:x", here.host, int(gone.stdout))
-    runtime.tasks.claim(dead, 1, LEASE)
-    assert runtime.tasks.claim(here, 1, LEASE) == []  # its lease is still running
-    assert runtime.tasks.reclaim_dead_owners(here) == 1
-    assert [c.id for c in runtime.tasks.claim(here, 1, LEASE)] == ["t-0"]
+    claim(runtime, dead, 1)
+    assert claim(runtime, here, 1) == []  # its lease is still running
+    assert await runtime.tasks.reclaim_dead_owners(here) == 1
+    assert [c.id for c in claim(runtime, here, 1)] == ["t-0"]
 
 
 def test_settling_a_job_finishes_its_task_and_wakes_tasks_waiting_on_it(
     store: SqlStore, clock: FakeClock
 ) -> None:
     runtime = _start(store, 1)
-    claim = runtime.tasks.claim(Owner.here(), 1, LEASE)[0]
+    held = claim(runtime, Owner.here(), 1)[0]
     store.create("outside", timeout_at=clock() + 10 * LEASE)
-    runtime.tasks.suspend(claim, clock() + 10 * LEASE, "outside")
-    assert runtime.tasks.claim(Owner.here(), 1, LEASE) == []
+    store.db.write(lambda tx: runtime.tasks.suspend_tx(tx, held, clock() + 10 * LEASE, "outside"))
+    assert claim(runtime, Owner.here(), 1) == []
     store.resolve("outside")
-    assert [c.id for c in runtime.tasks.claim(Owner.here(), 1, LEASE)] == ["t-0"]
+    assert [c.id for c in claim(runtime, Owner.here(), 1)] == ["t-0"]
     runtime.cancel("t-0")
     task = runtime.tasks.get("t-0")
     assert task is not None and task.state == "done"
 
 
-async def test_a_claimed_task_whose_job_already_settled_is_finished_not_run(
+def test_a_settle_by_a_bare_store_in_another_process_makes_the_waiting_task_ready(
+    store_url: str,
+) -> None:
+    with open_store(store_url) as store:
+        runtime = _start(store, 1)
+        held = claim(runtime, Owner.here(), 1)[0]
+        far = store.clock() + 10 * LEASE
+        store.create("outside", timeout_at=far)
+        store.db.write(lambda tx: runtime.tasks.suspend_tx(tx, held, far, "outside"))
+        settle = (
+            "import sys; from promises import open_store, Value; "
+            "open_store(sys.argv[1]).resolve('outside', value=Value('\"yes\"'))"
+        )
+        subprocess.run([sys.executable, "-c", settle, store_url], check=True, timeout=60)
+        task = runtime.tasks.get("t-0")
+        assert task is not None and task.state == "ready" and task.ready_at <= store.clock()
+        assert [c.id for c in claim(runtime, Owner.here(), 1)] == ["t-0"]
+
+
+async def test_a_job_waiting_on_a_promise_resumes_at_once_when_another_process_settles_it(
+    store_url: str,
+) -> None:
+    # The worker never polls within the test (poll_interval=60): only the change feed
+    # can tell it that a bare store in another process settled the promise.
+    with open_store(store_url, poll_interval=60) as store:
+        runtime = Runtime(store)
+        worker = Worker(runtime, poll_interval=60)
+        running = asyncio.create_task(worker.run())
+        try:
+            runtime.start(jobs.approval, 5, 600, id="ask")
+            await eventually(lambda: _waiting_on(runtime, "ask"), timeout=20)
+            settle = (
+                "import sys; from promises import open_store, Value; "
+                "open_store(sys.argv[1]).resolve('ask.0', value=Value('\"ok\"'))"
+            )
+            await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-c", settle, store_url], check=True, timeout=60
+            )
+            done = await store.wait("ask", timeout=20)
+        finally:
+            worker.stop()
+            await running
+    assert Runtime.result(done) == {"id": "ask.0", "decided": True, "answer": "ok"}
+
+
+def _waiting_on(runtime: Runtime, job_id: str) -> bool:
+    task = runtime.tasks.get(job_id)
+    return task is not None and task.state == "ready" and task.waiting_on is not None
+
+
+async def test_a_claimed_task_whose_job_already_timed_out_is_finished_not_run(
     store: SqlStore, clock: FakeClock
 ) -> None:
-    runtime = _start(store, 1)
-    claim = runtime.tasks.claim(Owner.here(), 1, LEASE)[0]
-    clock.advance(10 * 3_600_000)  # the job's timeout passes; nothing has swept it yet
-    await runtime.execute(claim)
+    runtime = Runtime(store)
+    runtime.start(jobs.timeboxed, id="t-0")
+    found = store.db.write(
+        lambda tx: runtime.tasks.claim_tx(tx, Owner.here(), ALL, 1, LEASE), durable=False
+    )
+    held, job, _ready = found[0]
+    clock.advance(10_000)  # the job's deadline passes; nothing has read it yet
+    await runtime.execute(held, job)
     task = runtime.tasks.get("t-0")
     assert task is not None and task.state == "done"
     assert store.get("t-0").state == "rejected_timedout"
@@ -110,7 +201,79 @@ def test_retention_collects_a_settled_jobs_task_with_its_promise(
 
     runtime = _start(store, 2)
     runtime.cancel("t-0")
-    clock.advance(60_000)  # t-1 is still within its one-hour timeout
+    clock.advance(60_000)
     assert store.collect(max_age=timedelta(seconds=30)) == 1
     assert runtime.tasks.get("t-0") is None
     assert runtime.tasks.get("t-1") is not None  # still pending: kept
+
+
+# -- the suspend/settle race on PostgreSQL, forced in both orders ------------------------
+
+
+def _blocked_on_a_lock(application_name: str) -> bool:
+    with psycopg.connect(PG_URL.replace("+psycopg", ""), autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name = %s AND wait_event_type = 'Lock'",
+            (application_name,),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def _waiting_task(store: SqlStore) -> tuple[Runtime, Claim, int]:
+    runtime = _start(store, 1)
+    held = claim(runtime, Owner.here(), 1)[0]
+    far = store.clock() + 100 * LEASE
+    store.create("outside", timeout_at=far)
+    return runtime, held, far
+
+
+@requires_postgres
+def test_a_settle_arriving_during_a_suspend_waits_for_it_and_then_wakes_the_task(
+    pg_url: str,
+) -> None:
+    name = f"race-{uuid.uuid4().hex[:8]}"
+    with open_store(f"{pg_url}&application_name={name}") as store:
+        runtime, held, far = _waiting_task(store)
+        # The suspend's transaction has locked the promise and written waiting_on, but
+        # not committed yet.
+        suspending = store.backend.connect("suspend", transactional=True)
+        runtime.tasks.suspend_tx(Tx(suspending.cursor(), store.sql), held, far, "outside")
+        settled: list[Promise] = []
+        settler = threading.Thread(target=lambda: settled.append(store.resolve("outside").promise))
+        settler.start()
+        until(lambda: _blocked_on_a_lock(f"{name}:writer"))  # the settle waits for the suspend
+        suspending.commit()
+        suspending.close()
+        settler.join(20)
+        assert settled and settled[0].state == "resolved"
+        task = runtime.tasks.get(held.id)
+        assert task is not None and task.state == "ready" and task.ready_at <= store.clock()
+
+
+@requires_postgres
+def test_a_suspend_arriving_during_a_settle_waits_for_it_and_sees_it_settled(
+    pg_url: str,
+) -> None:
+    name = f"race-{uuid.uuid4().hex[:8]}"
+    with open_store(f"{pg_url}&application_name={name}") as store:
+        runtime, held, far = _waiting_task(store)
+        # The settle's transaction has settled the promise (its trigger found no task
+        # waiting on it yet) but not committed.
+        settling = store.backend.connect("settle", transactional=True)
+        store.settle_tx(Tx(settling.cursor(), store.sql), "outside", "resolve", value=Value("1"))
+        suspended: list[bool] = []
+
+        def suspend() -> None:
+            store.db.write(lambda tx: runtime.tasks.suspend_tx(tx, held, far, "outside"))
+            suspended.append(True)
+
+        suspender = threading.Thread(target=suspend)
+        suspender.start()
+        until(lambda: _blocked_on_a_lock(f"{name}:writer"))  # the suspend waits for the settle
+        settling.commit()
+        settling.close()
+        suspender.join(20)
+        assert suspended
+        task = runtime.tasks.get(held.id)
+        assert task is not None and task.state == "ready" and task.ready_at <= store.clock()
