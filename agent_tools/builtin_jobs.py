@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from promises import Context, Never, durable
+from promises import Context, Never, StoredError, durable
 
 
 @durable(name="approval", retry=Never())
@@ -13,16 +13,21 @@ async def approval(
 ) -> dict[str, Any]:
     """Ask a person to approve or reject something; completes with their decision.
 
-    While it waits, probe_status shows the approval id; a person decides with
-    `agent-tools approve ID` / `agent-tools reject ID` (or the approval page)."""
-    decision = ctx.promise(
-        timeout=deadline_hours * 3600, data={"question": question, "details": details}
-    )
+    While it waits, probe_status shows the approval id and a link; a person decides with
+    `agent-tools approve ID` / `agent-tools reject ID`, the approval page, or in the chat
+    of a client that supports it. After deadline_hours without a decision it completes
+    with decided=false."""
+    asked = ctx.approval(question, details=details, timeout=deadline_hours * 3600)
     try:
-        answer = await decision
-    except Exception as exc:  # the deadline passed with no decision
-        return {"approved": False, "decided": False, "reason": str(exc)}
-    return {"decided": True, **(answer if isinstance(answer, dict) else {"approved": bool(answer)})}
+        decision = await asked
+    except StoredError:  # the deadline passed with no decision
+        return {"approved": False, "decided": False, "reason": "no decision by the deadline"}
+    return {
+        "decided": True,
+        "approved": decision.approved,
+        "comment": decision.comment,
+        "by": decision.by,
+    }
 
 
 @durable(name="sleep", retry=Never())

@@ -176,7 +176,7 @@ class JobService:
         return out
 
     def _pending_status(self, promise: Promise) -> dict[str, Any]:
-        out: dict[str, Any] = {"deadline": iso(promise.timeout_at)}
+        out: dict[str, Any] = {"deadline": iso(promise.deadline)}
         if promise.timer:
             return {**out, "status": "waiting", "waiting_for": {"time": iso(promise.timeout_at)}}
         task = self.runtime.tasks.get(promise.id)
@@ -210,11 +210,10 @@ class JobService:
             return
         out["attempts"] = task.attempts
         if task.progress:
-            progress = json.loads(task.progress)
             out["progress"] = {
-                "message": progress["message"],
-                "fraction": progress["fraction"],
-                "at": iso(progress["at"]),
+                "message": task.progress.message,
+                "fraction": task.progress.fraction,
+                "at": iso(task.progress.at),
             }
 
     def probe(self, job_ids: list[str]) -> list[dict[str, Any]]:

@@ -163,12 +163,9 @@ class DurableTasks(Extension):
     def _new_task(self, job_id: str) -> str:
         store = self.service.store
         task_id = secrets.token_urlsafe(24)
-        with store.transaction() as conn:
-            mapping = self._mapping_id(task_id)
-            store.create_in(
-                conn, mapping, timeout_at=store.clock() + 60_000, tags={KIND_TAG: "mcp-task"}
-            )
-            store.settle_in(conn, mapping, "resolve", value=Value(json.dumps({"job_id": job_id})))
+        mapping = self._mapping_id(task_id)
+        store.create(mapping, timeout_at=store.clock() + 60_000, tags={KIND_TAG: "mcp-task"})
+        store.resolve(mapping, value=Value(json.dumps({"job_id": job_id})))
         return task_id
 
     def _mapping(self, task_id: str) -> Promise:

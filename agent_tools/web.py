@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import time
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -331,7 +330,7 @@ class WebPages:
         if decision not in ("approve", "reject"):
             return _message("Choose Approve or Reject", "The form did not say which.", 400)
         comment = str(form.get("comment", "")).strip()[:2000] or None
-        value = {"approved": decision == "approve", "comment": comment, "at": time.time()}
+        value = {"approved": decision == "approve", "comment": comment, "at": self.store.clock()}
         try:
             transition = await asyncio.to_thread(
                 self.store.resolve,

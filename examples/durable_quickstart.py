@@ -16,7 +16,7 @@ def fetch_month(city: str, month: str) -> dict:
 
 
 # --8<-- [start:durable]
-@durable(name="gather", retry=Exponential(max_attempts=5), timeout=timedelta(hours=1))
+@durable(name="gather", retry=Exponential(max_attempts=5))  # no deadline unless you give one
 async def gather(ctx: Context, city: str, months: list[str]) -> dict:
     rows = [await ctx.run(fetch_month, city, m) for m in months]  # each step checkpointed
     await ctx.sleep(timedelta(seconds=1))  # a durable timer: survives restarts
@@ -29,14 +29,17 @@ async def gather(ctx: Context, city: str, months: list[str]) -> dict:
 async def main() -> None:
     store = open_store(f"sqlite:///{db}")
     runtime = Runtime(store)
-    worker = asyncio.create_task(Worker(runtime).run())  # or: python -m promises.worker
-    job = runtime.start(gather, "Lisbon", ["2026-01", "2026-02"], id="gather-lisbon")
-    while store.search("gather-lisbon.3").promises == []:
-        await asyncio.sleep(0.1)  # until the job asks for its approval (step 3)
-    store.resolve("gather-lisbon.3", value=Value("true"))  # e.g. from a web page or a CLI
+    worker = Worker(runtime)  # or in another process: python -m promises.worker
+    running = asyncio.create_task(worker.run())
+    job = await runtime.astart(gather, "Lisbon", ["2026-01", "2026-02"], id="gather-lisbon")
+    approval = "gather-lisbon.3"  # the job's step 3: the promise it waits for
+    while (await runtime.aviews([job.promise.id]))[job.promise.id].waited_on != approval:
+        await asyncio.sleep(0.1)
+    await store.asettle(approval, "resolve", value=Value("true"))  # from a page, a CLI...
     done = await store.wait(job.promise.id, timeout=30)
     print(done.state, Runtime.result(done)["approved"])
-    worker.cancel()
+    worker.stop()
+    await running
 
 
 # --8<-- [end:durable]

@@ -201,9 +201,11 @@ def test_the_dashboard_lists_filters_and_pages_1000_jobs(
 ) -> None:
     runtime = Runtime(store)
     later = store.clock() + 3_600_000
-    with store.transaction() as conn:
-        for i in range(990):
-            runtime.start_in(conn, builtin_jobs.sleep, [60], {}, id=f"nap-{i:04d}", start_at=later)
+    naps = [
+        runtime.prepare(builtin_jobs.sleep, [60], {}, id=f"nap-{i:04d}", start_at=later)
+        for i in range(990)
+    ]
+    store.db.write(lambda tx: [runtime.start_tx(tx, nap) for nap in naps])  # one transaction
     for i in range(10):
         runtime.start(jobs.squares, 3, id=f"sq-{i}")
     wait_until(lambda: all(not store.get(f"sq-{i}").pending for i in range(10)))

@@ -35,7 +35,7 @@ def issue_refund(order_id: str, amount_eur: float) -> dict[str, Any]:
 
 
 # --8<-- [start:refund]
-@durable(name="refunds.refund", timeout=timedelta(days=3))
+@durable(name="refunds.refund")
 async def refund(
     ctx: Context, order_id: str, amount_eur: float, reason: str,
     threshold_eur: float = 100.0, decision_hours: float = 48.0,
@@ -45,16 +45,14 @@ async def refund(
     if amount_eur > threshold_eur:
         question = f"Refund {amount_eur:.2f} EUR for order {order_id}?"
         details = {"order_id": order_id, "amount_eur": amount_eur, "reason": reason}
-        decision = ctx.promise(
-            timeout=timedelta(hours=decision_hours), data={"question": question, "details": details}
-        )
-        ctx.progress(f"waiting for a person to approve {decision.id}")
+        asked = ctx.approval(question, details=details, timeout=timedelta(hours=decision_hours))
+        ctx.progress(f"waiting for a person to approve {asked.id}")
         try:
-            answer = await decision
+            decision = await asked
         except StoredError:  # the deadline passed without a decision
             return {"status": "expired", "order_id": order_id}
-        if not answer.get("approved"):
-            return {"status": "rejected", "order_id": order_id, "comment": answer.get("comment")}
+        if not decision.approved:
+            return {"status": "rejected", "order_id": order_id, "comment": decision.comment}
         decided_by = "person"
     receipt = await ctx.run(issue_refund, order_id, amount_eur)
     return {"status": "refunded", "order_id": order_id, "decided_by": decided_by, **receipt}
