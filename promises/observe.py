@@ -40,9 +40,6 @@ class Observer(Protocol):
     def job_started(self, job_id: str, kind: str) -> None:
         """A new job was created (not a duplicate start)."""
 
-    def ready_depth(self, depth: int) -> None:
-        """How many tasks a worker found ready when it last claimed."""
-
 
 class NullObserver:
     def run_started(self, job_id: str, kind: str, attempt: int, woke_after_ms: int | None) -> None:
@@ -65,9 +62,6 @@ class NullObserver:
         pass
 
     def job_started(self, job_id: str, kind: str) -> None:
-        pass
-
-    def ready_depth(self, depth: int) -> None:
         pass
 
 

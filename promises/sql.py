@@ -159,6 +159,7 @@ class Statements:
             "FROM schedules WHERE state = 'active')"
         )
         self.task = f"SELECT {t} FROM tasks WHERE id = :id"
+        self.ready_count = "SELECT count(*) FROM tasks WHERE state = 'ready' AND ready_at <= :now"
         # A job, its task, and what the task waits on: one read for a job's status.
         self.views = (
             f"SELECT {_prefixed(p, 'p')}, {_prefixed(t, 't')}, {_prefixed(p, 'w')} "

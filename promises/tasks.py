@@ -257,6 +257,11 @@ class Tasks:
 
         return await self.store.db.awrite(unit, durable=False)
 
+    def ready_count(self) -> int:
+        """How many tasks are ready to run now (the ready queue's depth), all kinds."""
+        now = self.store.clock()
+        return int(self.store.db.read(lambda tx: tx.scalar(self.sql.ready_count, {"now": now})))
+
     def get(self, task_id: str) -> TaskInfo | None:
         row = self.store.db.read(lambda tx: tx.one(self.sql.task, {"id": task_id}))
         return None if row is None else TaskInfo.from_row(row)
