@@ -6,6 +6,8 @@ store.create("job-42", timeout_at=store.clock() + 3_600_000, ikey="start-42")
 store.resolve("job-42", value=Value('{"ok": true}'))
 """
 
+from typing import TYPE_CHECKING
+
 from promises.approvals import (
     Approval,
     Decision,
@@ -61,7 +63,20 @@ from promises.store import Clock, SqlStore, open_store, system_clock
 from promises.tasks import Progress, TaskInfo
 from promises.validation import MAX_JOB_ID_LENGTH, check_job_id
 from promises.views import JobView
-from promises.worker import Worker
+
+if TYPE_CHECKING:
+    from promises.worker import Worker
+
+
+def __getattr__(name: str) -> object:
+    # The worker module is also a program (python -m promises.worker): importing it here
+    # eagerly would make runpy warn that it was imported before it ran.
+    if name == "Worker":
+        from promises.worker import Worker
+
+        return Worker
+    raise AttributeError(f"module 'promises' has no attribute {name!r}")
+
 
 __all__ = [
     "APPROVAL_TAG",

@@ -24,6 +24,7 @@ import os
 import select
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,7 @@ class SqliteFeed(ChangeFeed):
         conn: sqlite3.Connection | None = None
         notify = _inotify(self.path)
         names = {self.path.name, self.path.name + "-wal"}
-        version: int | None = None
+        version = 0
         try:
             while not self._stop.is_set():
                 try:
@@ -118,25 +119,13 @@ class SqliteFeed(ChangeFeed):
                             if events and not any(e.name in names for e in events):
                                 continue
                             # A commit writes the -wal file first and makes itself visible
-                            # just after (in shared memory, which raises no event): look
-                            # again for a little while.
+                            # just after (in shared memory, which raises no event); the
+                            # events read may be those of several commits. Watch until
+                            # the counter has moved and then stayed still for a moment.
                             patience = self.settle_time
                     else:
                         self._wait(None, self.poll)
-                    waited = 0.0
-                    while not self._stop.is_set():
-                        current = conn.execute("PRAGMA data_version").fetchone()[0]
-                        if current != version or waited >= patience:
-                            break
-                        self._wait(None, self.poll / 5)
-                        waited += self.poll / 5
-                    if self._stop.is_set():
-                        break
-                    if current != version:
-                        version = current
-                        self._report(None, None)
-                        # Let a burst of commits settle into one report.
-                        self._stop.wait(self.coalesce)
+                    version = self._watch(conn, version, patience)
                 except DRIVER_ERRORS as exc:
                     log.warning("watching the database for changes failed (%s); retrying", exc)
                     if conn is not None:
@@ -148,6 +137,25 @@ class SqliteFeed(ChangeFeed):
                 conn.close()
             if notify is not None:
                 notify.close()
+
+    def _watch(self, conn: sqlite3.Connection, version: int, patience: float) -> int:
+        """Report each move of ``data_version`` within ``patience`` seconds; stop early
+        once it moved and then kept still for a moment. Returns the last version seen."""
+        started = time.monotonic()
+        moved_at: float | None = None
+        step, quiet = self.poll / 5, self.poll
+        while not self._stop.is_set():
+            current: int = conn.execute("PRAGMA data_version").fetchone()[0]
+            now = time.monotonic()
+            if current != version:
+                version, moved_at = current, now
+                self._report(None, None)
+                self._stop.wait(self.coalesce)  # a burst of commits makes one report
+                continue
+            if now - started >= patience or (moved_at is not None and now - moved_at >= quiet):
+                break
+            self._wait(None, step)
+        return version
 
 
 def _inotify(path: Path) -> Any:

@@ -106,6 +106,8 @@ class Database:
         self._writer_started = False
         #: The writer connection's current synchronous setting (SQLite), by connection.
         self._synchronous: dict[int, str] = {}
+        #: Whether the writer has sent the current batch's COMMIT.
+        self._committing = False
         self._start_lock = threading.Lock()
         self._closed = False
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -180,9 +182,7 @@ class Database:
                     break
                 batch.append(more)
             try:
-                if conn is None:
-                    conn = self.backend.connect("writer")
-                outcomes = self._commit_batch(conn, batch)
+                conn, outcomes = self._run_batch(conn, batch)
             except BaseException as exc:  # every unit must be answered
                 failure = translate(exc) if isinstance(exc, DRIVER_ERRORS) else exc
                 if not isinstance(failure, PromiseError):
@@ -214,6 +214,28 @@ class Database:
                 return
             if late is not None:
                 late.done(None, StoreUnavailable("the store is closed; open it again to use it"))
+
+    def _run_batch(
+        self, conn: Any, batch: list[_Unit[Any]]
+    ) -> tuple[Any, list[tuple[Any, BaseException | None]]]:
+        """Commit ``batch``; returns the connection used and each unit's outcome. A
+        connection that went bad while idle (the server restarted, an administrator
+        terminated it) fails at the first statement, before anything was done: the
+        batch then runs once more on a new connection."""
+        reused = conn is not None
+        if conn is None:
+            conn = self.backend.connect("writer")
+        self._committing = False
+        try:
+            return conn, self._commit_batch(conn, batch)
+        except DRIVER_ERRORS as exc:
+            if not reused or self._committing or not isinstance(translate(exc), StoreUnavailable):
+                raise
+            self._discard(conn)
+            self._synchronous = {}
+            log.info("the database connection was lost while idle (%s); reconnecting", exc)
+        conn = self.backend.connect("writer")
+        return conn, self._commit_batch(conn, batch)
 
     def _discard(self, conn: Any) -> None:
         if conn is not None:
@@ -280,6 +302,7 @@ class Database:
                 cursor.execute("RELEASE SAVEPOINT unit")
             unit.settled, unit.tasks_changed = tx.settled, tx.tasks_changed
             outcomes.append((value, None))
+        self._committing = True  # from here a failure leaves the outcome unknown
         if sqlite:
             cursor.execute("COMMIT")
         else:
@@ -289,18 +312,21 @@ class Database:
     # -- reading ---------------------------------------------------------------------
 
     @contextmanager
-    def _reader(self) -> Iterator[Any]:
+    def _reader(self, fresh: bool = False) -> Iterator[tuple[Any, bool]]:
+        """A read connection, and whether it was used before."""
         if self._closed:
             raise StoreUnavailable("the store is closed; open it again to use it")
         self._reader_slots.acquire()
         conn = None
         try:
             try:
-                conn = self._idle.get_nowait()
+                if fresh:
+                    raise queue.Empty
+                conn, reused = self._idle.get_nowait(), True
             except queue.Empty:
-                conn = self.backend.connect("reader")
-            yield conn
-        except BaseException:
+                conn, reused = self.backend.connect("reader"), False
+            yield conn, reused
+        except DRIVER_ERRORS:
             if conn is not None:
                 self._discard(conn)  # it may be broken: never hand it out again
                 conn = None
@@ -315,12 +341,19 @@ class Database:
 
     def read(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` on a read connection, on this thread. Each statement reads a
-        consistent snapshot; use one statement where consistency matters."""
-        try:
-            with self._reader() as conn:
-                return fn(Tx(conn.cursor(), self.sql))
-        except DRIVER_ERRORS as exc:
-            raise translate(exc) from exc
+        consistent snapshot; use one statement where consistency matters. A pooled
+        connection that went bad while idle is replaced once, transparently."""
+        for attempt in (1, 2):
+            try:
+                with self._reader(fresh=attempt > 1) as (conn, reused):
+                    return fn(Tx(conn.cursor(), self.sql))
+            except DRIVER_ERRORS as exc:
+                error = translate(exc)
+                if attempt == 1 and reused and isinstance(error, StoreUnavailable):
+                    self._drop_idle()  # its siblings went bad the same way, most likely
+                    continue
+                raise error from exc
+        raise InvariantViolation("unreachable: the read loop ended without an outcome")
 
     async def aread(self, fn: Callable[[Tx], T]) -> T:
         """``read`` for asyncio, on the store's reader threads."""
@@ -328,6 +361,13 @@ class Database:
         return await loop.run_in_executor(self._reader_pool, self.read, fn)
 
     # -- lifecycle -------------------------------------------------------------------
+
+    def _drop_idle(self) -> None:
+        while True:
+            try:
+                self._discard(self._idle.get_nowait())
+            except queue.Empty:
+                return
 
     def close(self) -> None:
         if self._closed:
@@ -337,11 +377,7 @@ class Database:
             self._units.put(None)
             self._writer.join(timeout=30)
         self._reader_pool.shutdown(wait=False, cancel_futures=True)
-        while True:
-            try:
-                self._discard(self._idle.get_nowait())
-            except queue.Empty:
-                return
+        self._drop_idle()
 
 
 def _connection_level(exc: BaseException) -> bool:

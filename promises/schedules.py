@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -62,8 +62,14 @@ class Schedule:
     def from_row(cls, row: Any) -> Schedule:
         (id, cron, timezone, fn, args, state, next_fire_at, created_at, last_fired_at,
          last_job_id, last_error, last_error_at, failures) = row  # fmt: skip
+        try:
+            spec = json.loads(args)
+        except ValueError:
+            spec = None
+        if not isinstance(spec, dict) or not {"args", "kwargs"} <= spec.keys():
+            spec = {"unreadable": args[:200]}  # reported when it fires, never raised here
         return cls(
-            id, cron, timezone, fn, json.loads(args), state, next_fire_at, created_at,
+            id, cron, timezone, fn, spec, state, next_fire_at, created_at,
             last_fired_at, last_job_id, last_error, last_error_at, failures,
         )  # fmt: skip
 
@@ -222,11 +228,14 @@ class Schedules:
 
     # -- firing ------------------------------------------------------------------------
 
-    def fire_due(self) -> int:
-        """Start the job of every due tick; returns how many ticks this call fired. A
-        schedule that fails records its error and passes its tick; the others fire."""
+    def fire_due(self, kinds: Collection[str] | None = None) -> int:
+        """Start the job of every due tick of schedules of ``kinds`` (default: every kind
+        the runtime has: a worker fires the schedules it could run). Returns how many
+        ticks this call fired. A schedule that fails records its error and passes its
+        tick; the others fire."""
         now = self.store.clock()
-        due = self.store.db.read(lambda tx: tx.all(self.sql.due_schedules, {"now": now}))
+        params = {"now": now, "kinds": self._kinds(kinds)}
+        due = self.store.db.read(lambda tx: tx.all(self.sql.due_schedules, params))
         fired = 0
         for (schedule_id,) in due:
             try:
@@ -237,9 +246,10 @@ class Schedules:
                 self._fail(schedule_id, now, exc)
         return fired
 
-    async def afire_due(self) -> int:
+    async def afire_due(self, kinds: Collection[str] | None = None) -> int:
         now = self.store.clock()
-        due = await self.store.db.aread(lambda tx: tx.all(self.sql.due_schedules, {"now": now}))
+        params = {"now": now, "kinds": self._kinds(kinds)}
+        due = await self.store.db.aread(lambda tx: tx.all(self.sql.due_schedules, params))
         fired = 0
         for (schedule_id,) in due:
             try:
@@ -251,6 +261,9 @@ class Schedules:
                     functools.partial(self._fail_tx, id=schedule_id, now=now, exc=exc)
                 )
         return fired
+
+    def _kinds(self, kinds: Collection[str] | None) -> Any:
+        return self.sql.ids(sorted(self.runtime.registry if kinds is None else kinds))
 
     def _fire_tx(self, tx: Tx, *, id: str, now: int) -> int:
         row = tx.one(self.sql.schedule_for_update, {"id": id})
@@ -264,6 +277,11 @@ class Schedules:
         while following <= now:  # missed ticks: fire only the latest
             tick, following = following, next_tick(schedule.cron, schedule.timezone, following)
         job_id = f"{schedule.id}@{tick}"
+        if "unreadable" in schedule.args:
+            raise InvalidArgument(
+                f"schedule {schedule.id!r} has stored arguments that cannot be read "
+                f"({schedule.args['unreadable']!r}); cancel it and schedule it again"
+            )
         request = self.runtime.prepare(
             schedule.fn, schedule.args["args"], schedule.args["kwargs"], id=job_id, chosen=False
         )

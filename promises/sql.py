@@ -156,7 +156,7 @@ class Statements:
             "SELECT (SELECT min(ready_at) FROM tasks WHERE state = 'ready' "
             f"AND kind {in_kinds}), (SELECT min(lease_expires_at) FROM tasks "
             f"WHERE state = 'claimed' AND kind {in_kinds}), (SELECT min(next_fire_at) "
-            "FROM schedules WHERE state = 'active')"
+            f"FROM schedules WHERE state = 'active' AND fn {in_kinds})"
         )
         self.task = f"SELECT {t} FROM tasks WHERE id = :id"
         self.ready_count = "SELECT count(*) FROM tasks WHERE state = 'ready' AND ready_at <= :now"
@@ -204,7 +204,7 @@ class Statements:
         )
         self.due_schedules = (
             "SELECT id FROM schedules WHERE state = 'active' AND next_fire_at <= :now "
-            "ORDER BY next_fire_at"
+            f"AND fn {in_kinds} ORDER BY next_fire_at"
         )
         self.schedule_fired = (
             "UPDATE schedules SET next_fire_at = :following, last_fired_at = :tick, "

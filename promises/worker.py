@@ -57,6 +57,8 @@ class Worker:
         lease: timedelta = timedelta(seconds=30),
         poll_interval: float = 5.0,
         upkeep_interval: float = 2.0,
+        sweep_interval: float = 30.0,
+        retention_interval: float = 3600.0,
         owner: Owner | None = None,
     ) -> None:
         if concurrency < 1:
@@ -69,6 +71,8 @@ class Worker:
         self.lease_ms = int(lease.total_seconds() * 1000)
         self.poll_interval = poll_interval
         self.upkeep_interval = upkeep_interval
+        self.sweep_interval = sweep_interval
+        self.retention_interval = retention_interval
         self.owner = owner or Owner.here()
         self.running: dict[str, tuple[Claim, asyncio.Task[None]]] = {}
         self._lock = threading.Lock()
@@ -80,6 +84,9 @@ class Worker:
             max_workers=concurrency, thread_name_prefix="promises-step"
         )
         self._log = Throttled(log)
+        #: How many times the worker has looked for work (tests wait on it to know that
+        #: it looked after something they did).
+        self.passes = 0
 
     # -- control ---------------------------------------------------------------------
 
@@ -154,6 +161,7 @@ class Worker:
                     wake.clear()
                     try:
                         pause = await self._work()
+                        self.passes += 1
                         self._log.recovered("loop", "the store answers again")
                     except PromiseError as exc:
                         self._log.warning("loop", "the store failed (%s); retrying", exc, exc=exc)
@@ -192,7 +200,7 @@ class Worker:
             now = self.store.clock()
             ready, lease, tick = await self.runtime.tasks.next_due(self.kinds)
             if tick is not None and tick <= now:
-                await self.schedules.afire_due()
+                await self.schedules.afire_due(self.kinds)
                 continue  # the ticks moved on; the jobs they started are tasks now
             free = self.concurrency - len(self.running) - self._reserved
             if free > 0 and any(t is not None and t <= now for t in (ready, lease)):
@@ -259,9 +267,10 @@ class Worker:
         chores: list[tuple[str, float, Callable[[], Awaitable[Any]]]] = [
             ("reclaim", self.upkeep_interval,
              lambda: self.runtime.tasks.reclaim_dead_owners(self.owner)),
-            ("sweep", 30.0, lambda: loop.run_in_executor(
+            ("sweep", self.sweep_interval, lambda: loop.run_in_executor(
                 None, sweep_if_needed, self.store, self.store.clock())),
-            ("retention", 3600.0, lambda: loop.run_in_executor(None, self._retention)),
+            ("retention", self.retention_interval,
+             lambda: loop.run_in_executor(None, self._retention)),
         ]  # fmt: skip
         due = dict.fromkeys((name for name, _, _ in chores), loop.time())
         while True:

@@ -191,7 +191,9 @@ async def timeboxed(ctx: Context) -> str:
     return "woke"
 
 
-@durable(name="tests.timeboxed_work", retry=FAST, timeout=__import__("datetime").timedelta(seconds=1))
+@durable(
+    name="tests.timeboxed_work", retry=FAST, timeout=__import__("datetime").timedelta(seconds=1)
+)
 async def timeboxed_work(ctx: Context, n: int, pause: float) -> int:
     """Works (step after step) longer than its deadline allows."""
     total = 0

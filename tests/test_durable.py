@@ -40,6 +40,13 @@ async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def looked_again(worker: Worker) -> None:
+    """Until the worker has looked for work again, after everything done before this."""
+    seen = worker.passes
+    worker.wake()
+    await until(lambda: worker.passes > seen + 1)
+
+
 @asynccontextmanager
 async def worker_for(store: SqlStore, **options: object) -> AsyncIterator[Worker]:
     worker = Worker(Runtime(store), poll_interval=0.05, **options)  # type: ignore[arg-type]
@@ -203,8 +210,7 @@ async def test_retries_follow_the_policy_then_succeed(
             )
             assert runtime.tasks.get("flaky").ready_at == clock() + 10_000  # type: ignore[union-attr]
             clock.advance(9_999)
-            worker.wake()
-            await asyncio.sleep(0.3)
+            await looked_again(worker)
             assert len(log()) == 1  # not before its time
             clock.advance(1)
             worker.wake()
@@ -301,30 +307,35 @@ async def test_a_job_asking_to_sleep_past_its_deadline_fails_at_that_sleep(
     )
 
 
-async def test_cancelling_a_running_job_stops_it_at_its_next_step(
+async def test_cancelling_a_running_job_stops_it_at_once(
     real_store: SqlStore, log: Callable[[], list[dict[str, object]]]
 ) -> None:
-    async with worker_for(real_store):
+    async with worker_for(real_store) as worker:
         runtime = Runtime(real_store)
         runtime.start(jobs.long_steps, 50, 0.05, id="long")
         await until(lambda: len(log()) >= 2)
         assert runtime.cancel("long").fresh
-        await asyncio.sleep(0.5)
-        ran = len(log())
-        await asyncio.sleep(0.5)
-        assert len(log()) == ran < 50
+        cancelled_at = time.time() * 1000
+        await until(lambda: "long" not in worker.running)  # its run was stopped at once
+        await looked_again(worker)
+        # No step started after the cancel (one already in its thread may still finish).
+        assert all(int(e["start"]) <= cancelled_at for e in log())  # type: ignore[call-overload]
+        assert len(log()) < 50
     assert real_store.get("long").state == "rejected_canceled"
 
 
 async def test_a_cancelled_sleeping_job_never_wakes(
     real_store: SqlStore, log: Callable[[], list[dict[str, object]]]
 ) -> None:
-    async with worker_for(real_store):
+    async with worker_for(real_store) as worker:
         runtime = Runtime(real_store)
         runtime.start(jobs.sleeper, 0.4, id="nap")
         await until(lambda: (t := runtime.tasks.get("nap")) is not None and t.waiting_on == "nap.1")
         runtime.cancel("nap")
-        await asyncio.sleep(0.8)
+        # The moment it would have woken comes and goes: the timer fires, the job stays.
+        await until(lambda: real_store.get("nap.1").state == "resolved")
+        await looked_again(worker)
+        assert not worker.running
     assert real_store.get("nap").state == "rejected_canceled"
     with pytest.raises(Exception, match="does not exist"):
         real_store.get("nap.2")  # the step after the sleep never ran
@@ -438,7 +449,8 @@ async def test_a_store_outage_under_a_running_job_interrupts_it_and_never_fails_
             await until(lambda: len(log()) >= 1)
             blocker = sqlite3.connect(path, isolation_level=None)
             blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
-            await asyncio.sleep(0.8)  # several checkpoints fail with "database is locked"
+            # A checkpoint fails with "database is locked" and the run is interrupted.
+            await until(lambda: "job outage interrupted by the store" in caplog.text)
             assert store.get("outage").pending
             blocker.execute("COMMIT")
             blocker.close()

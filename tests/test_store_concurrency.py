@@ -90,3 +90,35 @@ def test_processes_contending_on_one_store_make_one_fresh_transition_each(store_
                 contend, [(store_url, w, barrier) for w in range(workers)], chunksize=1
             )
     _check(store_url, results)
+
+
+def open_new_files(directory: str, rounds: int, barrier: object) -> list[str]:
+    """Open brand-new database files at the same instant as the other processes; returns
+    the errors (none expected)."""
+    errors = []
+    for n in range(rounds):
+        barrier.wait()  # type: ignore[attr-defined]
+        try:
+            with open_store(f"sqlite:///{directory}/new-{n}.db") as store:
+                store.create(f"p-{id(store)}", timeout_at=store.clock() + 60_000)
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+    return errors
+
+
+@pytest.mark.slow
+def test_processes_opening_a_brand_new_database_at_the_same_instant_all_succeed(
+    tmp_path: object,
+) -> None:
+    # Four processes race to create each file, switch it to WAL and create its tables.
+    workers, rounds = 4, 40
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(workers)
+        with ctx.Pool(workers) as pool:
+            results = pool.starmap(
+                open_new_files, [(str(tmp_path), rounds, barrier)] * workers, chunksize=1
+            )
+    assert [e for r in results for e in r] == []
+    with open_store(f"sqlite:///{tmp_path}/new-0.db") as store:
+        assert len(store.search().promises) == workers
