@@ -5,15 +5,13 @@
   keeps one connection that ``LISTEN``s, on every machine. After a lost connection
   it reconnects and reports "anything may have changed", since notifications sent
   meanwhile are gone.
-* **SQLite**: every commit, by any process, writes the ``-wal`` file. The feed watches
-  the database's directory with inotify (Linux) and, on an event, checks
-  ``PRAGMA data_version`` (a counter in shared memory that moves when another
-  connection commits) before reporting "something changed". Without inotify it checks
-  the counter every few milliseconds instead.
+* **SQLite**: the processes on one file ring a doorbell (``promises.bell``): a
+  datagram to each other listening process after a commit that settled promises or
+  made tasks ready, naming them. A slow check of ``PRAGMA data_version`` (a counter
+  that moves when another connection commits) covers writers that do not ring.
 
-Either way the feed only says *that* something changed (and, on PostgreSQL, which ids
-and kinds); listeners re-read what they care about. A slow fallback check runs too, so
-a missed event delays a wake-up, it never loses one.
+Listeners re-read what they care about (in one query): a spurious wake-up costs a read,
+a missed one is caught by the fallback check; neither gives a wrong answer.
 """
 
 from __future__ import annotations
@@ -22,14 +20,15 @@ import contextlib
 import logging
 import os
 import select
+import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from promises.backends import DRIVER_ERRORS, Backend
+from promises.bell import MAX_DATAGRAM, Bell, decode
 
 log = logging.getLogger("promises.changes")
 
@@ -81,30 +80,35 @@ class ChangeFeed:
 
 
 class SqliteFeed(ChangeFeed):
+    """Rings of the doorbell (``promises.bell``) from the other processes on this file,
+    and a slow check of ``PRAGMA data_version`` for writers that do not ring. Without a
+    doorbell (no socket could be bound) that check runs every few milliseconds."""
+
     def __init__(
         self,
         backend: Backend,
         on_change: OnChange,
+        bell: Bell,
         *,
         fallback: float = 2.0,
         poll: float = 0.005,
-        coalesce: float = 0.002,
-        settle_time: float = 0.2,
     ) -> None:
         super().__init__(on_change)
-        if backend.path is None:
-            raise ValueError("a SQLite feed needs a file")
         self.backend = backend
-        self.path: Path = backend.path
-        self.fallback, self.poll, self.coalesce = fallback, poll, coalesce
-        #: How long to look for a commit after its -wal write was seen.
-        self.settle_time = settle_time
+        self.bell = bell
+        self.fallback, self.poll = fallback, poll
 
     def _run(self) -> None:
+        try:
+            receiver: socket.socket | None = self.bell.listen()
+        except OSError as exc:
+            log.warning("no doorbell for %s (%s); checking for changes by polling",
+                        self.backend.path, exc)  # fmt: skip
+            receiver = None
         conn: sqlite3.Connection | None = None
-        notify = _inotify(self.path)
-        names = {self.path.name, self.path.name + "-wal"}
         version = 0
+        checked = time.monotonic()
+        every = self.fallback if receiver is not None else self.poll
         try:
             while not self._stop.is_set():
                 try:
@@ -112,20 +116,18 @@ class SqliteFeed(ChangeFeed):
                         conn = self.backend.connect("changes")
                         version = conn.execute("PRAGMA data_version").fetchone()[0]
                         self.ready.set()
-                    patience = 0.0
-                    if notify is not None:
-                        if self._wait(notify.fileno(), self.fallback):
-                            events = notify.read(timeout=0)
-                            if events and not any(e.name in names for e in events):
-                                continue
-                            # A commit writes the -wal file first and makes itself visible
-                            # just after (in shared memory, which raises no event); the
-                            # events read may be those of several commits. Watch until
-                            # the counter has moved and then stayed still for a moment.
-                            patience = self.settle_time
-                    else:
-                        self._wait(None, self.poll)
-                    version = self._watch(conn, version, patience)
+                    left = max(every - (time.monotonic() - checked), 0)
+                    fd = receiver.fileno() if receiver is not None else None
+                    if self._wait(fd, left) and receiver is not None:
+                        self._drain(receiver)
+                    if self._stop.is_set():
+                        break
+                    if time.monotonic() - checked >= every:
+                        checked = time.monotonic()
+                        current = conn.execute("PRAGMA data_version").fetchone()[0]
+                        if current != version:
+                            version = current
+                            self._report(None, None)
                 except DRIVER_ERRORS as exc:
                     log.warning("watching the database for changes failed (%s); retrying", exc)
                     if conn is not None:
@@ -135,44 +137,22 @@ class SqliteFeed(ChangeFeed):
         finally:
             if conn is not None:
                 conn.close()
-            if notify is not None:
-                notify.close()
+            if receiver is not None:
+                self.bell.close_listener(receiver)
 
-    def _watch(self, conn: sqlite3.Connection, version: int, patience: float) -> int:
-        """Report each move of ``data_version`` within ``patience`` seconds; stop early
-        once it moved and then kept still for a moment. Returns the last version seen."""
-        started = time.monotonic()
-        moved_at: float | None = None
-        step, quiet = self.poll / 5, self.poll
-        while not self._stop.is_set():
-            current: int = conn.execute("PRAGMA data_version").fetchone()[0]
-            now = time.monotonic()
-            if current != version:
-                version, moved_at = current, now
-                self._report(None, None)
-                self._stop.wait(self.coalesce)  # a burst of commits makes one report
-                continue
-            if now - started >= patience or (moved_at is not None and now - moved_at >= quiet):
+    def _drain(self, receiver: socket.socket) -> None:
+        ids: list[str] | None = []
+        kinds: set[str] | None = set()
+        while True:
+            try:
+                data = receiver.recv(MAX_DATAGRAM + 1024)
+            except (BlockingIOError, InterruptedError):
                 break
-            self._wait(None, step)
-        return version
-
-
-def _inotify(path: Path) -> Any:
-    """An inotify watch on the database's directory, or None where there is none."""
-    try:
-        from inotify_simple import INotify, flags  # type: ignore[import-untyped]
-    except ImportError:
-        return None
-    try:
-        notify = INotify()
-        notify.add_watch(
-            str(path.parent), flags.MODIFY | flags.CREATE | flags.MOVED_TO | flags.CLOSE_WRITE
-        )
-    except OSError as exc:  # e.g. too many inotify instances: fall back to polling
-        log.info("no inotify watch on %s (%s); checking for changes by polling", path.parent, exc)
-        return None
-    return notify
+            got_ids, got_kinds = decode(data)
+            ids = None if ids is None or got_ids is None else ids + got_ids
+            kinds = None if kinds is None or got_kinds is None else kinds | got_kinds
+        if ids is None or kinds is None or ids or kinds:
+            self._report(ids, kinds)
 
 
 class PostgresFeed(ChangeFeed):
@@ -224,10 +204,10 @@ class PostgresFeed(ChangeFeed):
                 conn.close()
 
 
-def change_feed(backend: Backend, on_change: OnChange) -> ChangeFeed:
-    if backend.name == "postgresql":
+def change_feed(backend: Backend, on_change: OnChange, bell: Bell | None) -> ChangeFeed:
+    if backend.name == "postgresql" or bell is None:
         return PostgresFeed(backend, on_change)
-    return SqliteFeed(backend, on_change)
+    return SqliteFeed(backend, on_change, bell)
 
 
 def wait_ready(feed: ChangeFeed, timeout: float = 10.0) -> bool:

@@ -35,6 +35,7 @@ from typing import Any, Generic, TypeVar
 
 from promises.backends import DRIVER_ERRORS, Backend, translate
 from promises.errors import InvariantViolation, PromiseError, StoreUnavailable
+from promises.records import Promise
 from promises.sql import Statements, statements
 
 T = TypeVar("T")
@@ -47,15 +48,26 @@ MAX_BATCH = 512
 class Tx:
     """A transaction (or, for readers, a connection): run statements, note changes."""
 
-    __slots__ = ("_cursor", "settled", "sql", "tasks_changed")
+    __slots__ = ("_cursor", "kinds", "settled", "sql", "tasks_changed")
 
     def __init__(self, cursor: Any, sql: Statements) -> None:
         self._cursor = cursor
         self.sql = sql
-        #: Promise ids this unit settled (for waiters in this process).
-        self.settled: list[str] = []
-        #: Whether this unit may have made a task claimable (for workers in this process).
+        #: Promises this unit settled, by id, as they are now (None when not read), for
+        #: waiters in this process: they need not read them again.
+        self.settled: dict[str, Promise | None] = {}
+        #: The kinds of the tasks this unit made claimable or whose ready time it moved
+        #: (for workers, here and in the processes the store tells).
+        self.kinds: set[str] = set()
+        #: Set when it changed tasks of kinds it cannot tell: every worker looks.
         self.tasks_changed = False
+
+    def ready(self, kind: str | None) -> None:
+        """Note that a task of ``kind`` (None: unknown) became claimable or moved."""
+        if kind is None:
+            self.tasks_changed = True
+        else:
+            self.kinds.add(kind)
 
     def execute(self, statement: str, params: Mapping[str, Any] | None = None) -> int:
         cursor = self._cursor
@@ -87,11 +99,14 @@ class _Unit(Generic[T]):
     fn: Callable[[Tx], T]
     durable: bool
     done: Callable[[T | None, BaseException | None], None]
-    settled: list[str] = field(default_factory=list)
-    tasks_changed: bool = False
+    settled: dict[str, Promise | None] = field(default_factory=dict)
+    #: The kinds it made ready; None: unknown kinds.
+    kinds: set[str] | None = field(default_factory=set)
 
 
-OnCommit = Callable[[list[str], bool], None]
+#: After a commit: the promises it settled, and the kinds of tasks it made ready
+#: (None: unknown kinds).
+OnCommit = Callable[[dict[str, Promise | None], set[str] | None], None]
 
 
 class Database:
@@ -193,16 +208,16 @@ class Database:
                 self._discard(conn)
                 conn, self._synchronous = None, {}
                 continue
-            settled: list[str] = []
-            tasks_changed = False
+            settled: dict[str, Promise | None] = {}
+            kinds: set[str] | None = set()
             for unit, (value, error) in zip(batch, outcomes, strict=True):
                 if error is None:
-                    settled += unit.settled
-                    tasks_changed = tasks_changed or unit.tasks_changed
+                    settled.update(unit.settled)
+                    kinds = None if kinds is None or unit.kinds is None else kinds | unit.kinds
                 unit.done(value, error)
-            if (settled or tasks_changed) and self.on_commit is not None:
+            if (settled or kinds != set()) and self.on_commit is not None:
                 try:
-                    self.on_commit(settled, tasks_changed)
+                    self.on_commit(settled, kinds)
                 except Exception:
                     log.exception("a commit listener failed")
         self._discard(conn)
@@ -300,7 +315,7 @@ class Database:
                 continue
             if not single:
                 cursor.execute("RELEASE SAVEPOINT unit")
-            unit.settled, unit.tasks_changed = tx.settled, tx.tasks_changed
+            unit.settled, unit.kinds = tx.settled, None if tx.tasks_changed else tx.kinds
             outcomes.append((value, None))
         self._committing = True  # from here a failure leaves the outcome unknown
         if sqlite:

@@ -43,11 +43,16 @@ class DurableFunction:
     @property
     def signature(self) -> inspect.Signature:
         """The job's arguments as callers pass them (without ``ctx``)."""
-        sig = inspect.signature(self.fn, eval_str=True)
-        return sig.replace(parameters=list(sig.parameters.values())[1:])
+        return _signature(self.fn)
 
     async def __call__(self, ctx: Context, *args: Any, **kwargs: Any) -> Any:
         return await self.fn(ctx, *args, **kwargs)
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature(fn: Callable[..., Awaitable[Any]]) -> inspect.Signature:
+    sig = inspect.signature(fn, eval_str=True)
+    return sig.replace(parameters=list(sig.parameters.values())[1:])
 
 
 REGISTRY: dict[str, DurableFunction] = {}

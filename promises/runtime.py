@@ -9,7 +9,6 @@ claimed by that worker in the same transaction that creates it, and runs at once
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import inspect
 import json
@@ -69,6 +68,45 @@ class StartRequest:
     function: DurableFunction
     promise: NewPromise
     begin: int
+
+
+class _StopWhenSettled:
+    """Cancels a run as soon as its job settles elsewhere (cancelled here or in another
+    process) or its deadline passes — unless the run itself is ending (``closing``).
+    A watch and at most one timer, no task: every running job has one."""
+
+    def __init__(
+        self, store: SqlStore, job: Promise, runner: asyncio.Task[Any], closing: asyncio.Event
+    ) -> None:
+        self.store, self.job, self.runner, self.closing = store, job, runner, closing
+        self._checking: asyncio.Task[None] | None = None
+        self._unwatch = store.waiters.watch(job.id, self._check)
+        self._timer: asyncio.TimerHandle | None = None
+        if job.deadline is not None:
+            delay = max(job.timeout_at - store.clock(), 0) / 1000
+            self._timer = asyncio.get_running_loop().call_later(delay, self._check)
+
+    def _check(self) -> None:
+        if self.closing.is_set() or self.runner.done():
+            return
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.ensure_future(self._confirm())
+
+    async def _confirm(self) -> None:
+        try:
+            current = await self.store.aget(self.job.id)  # stores a passed deadline
+        except PromiseError:
+            return  # the store is away: the run finds out by itself
+        if not current.pending and not self.closing.is_set() and not self.runner.done():
+            log.info("job %s was %s; stopping its run", self.job.id, current.state)
+            self.runner.cancel()
+
+    def close(self) -> None:
+        self._unwatch()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._checking is not None:
+            self._checking.cancel()
 
 
 class Runtime:
@@ -320,35 +358,12 @@ class Runtime:
         if runner is None:
             raise InvalidArgument("Runtime.execute must run in an asyncio task")
         closing = asyncio.Event()
-        watch = asyncio.create_task(self._stop_when_settled(job, runner, closing))
+        stop = _StopWhenSettled(self.store, job, runner, closing)
         try:
             await self._execute(claim, job, kind, function, args, kwargs, children, to_thread,
                                 woke_after_ms, closing)  # fmt: skip
         finally:
-            watch.cancel()
-
-    async def _stop_when_settled(
-        self, job: Promise, runner: asyncio.Task[Any], closing: asyncio.Event
-    ) -> None:
-        """Cancel the run as soon as its job settles elsewhere (cancelled here or in
-        another process) or its deadline passes — unless the run itself is ending."""
-        clock = self.store.clock
-        with self.store.waiters.listen([job.id]) as changed:
-            while True:
-                left = None if job.deadline is None else max(job.timeout_at - clock(), 0) / 1000
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), left)
-                changed.clear()
-                if closing.is_set():
-                    return
-                try:
-                    current = await self.store.aget(job.id)  # stores a passed deadline
-                except PromiseError:
-                    continue  # the store is away: the run finds out by itself
-                if not current.pending and not closing.is_set():
-                    log.info("job %s was %s; stopping its run", job.id, current.state)
-                    runner.cancel()
-                    return
+            stop.close()
 
     async def _execute(
         self,

@@ -153,7 +153,7 @@ class Schedules:
 
         def unit(tx: Tx) -> Schedule:
             tx.execute(self.sql.insert_schedule, row)
-            tx.tasks_changed = True  # the worker's next cron tick may be sooner now
+            tx.ready(function.name)  # a worker's next cron tick may be sooner now
             return Schedule.from_row(tx.one(self.sql.schedule, {"id": schedule_id}))
 
         existing = self.store.db.write(unit)
@@ -189,7 +189,7 @@ class Schedules:
 
         def unit(tx: Tx) -> Schedule:
             tx.execute(self.sql.set_schedule_state, params)
-            tx.tasks_changed = True
+            tx.ready(current.fn)
             return Schedule.from_row(tx.one(self.sql.schedule, {"id": schedule_id}))
 
         return self.store.db.write(unit)

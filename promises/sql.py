@@ -99,6 +99,7 @@ class Statements:
             "WHERE settled_at < :cutoff LIMIT :batch) AND state <> 'pending'"
         )
         self.lock_promise = f"SELECT state FROM promises WHERE id = :id{for_share}"
+        self.waited_on = f"SELECT DISTINCT kind FROM tasks WHERE waiting_on {in_ids}"
 
         # -- tasks ------------------------------------------------------------------
         t = TASK_COLUMNS
@@ -125,7 +126,8 @@ class Statements:
             "UPDATE tasks SET state = 'claimed', owner = :owner, owner_host = :host, "
             "owner_pid = :pid, lease_expires_at = :lease_end, counter = counter + 1, "
             "attempts = attempts + 1, waiting_on = NULL, updated_at = :now "
-            f"WHERE id {in_ids} RETURNING id, counter, attempts, step_id, step_attempt, ready_at"
+            f"WHERE id {in_ids} "
+            "RETURNING id, counter, attempts, step_id, step_attempt, kind, ready_at"
         )
         self.suspend = (
             "UPDATE tasks SET state = 'ready', ready_at = :ready_at, waiting_on = :waiting_on, "

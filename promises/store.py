@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from promises import search as _search
 from promises import upkeep as _upkeep
 from promises.backends import DRIVER_ERRORS, Backend, open_backend
+from promises.bell import Bell
 from promises.changes import change_feed
 from promises.database import Database, Tx
 from promises.errors import (
@@ -109,10 +110,19 @@ class SqlStore:
         #: The slowest a waiter notices a settle if every notification were lost.
         self.poll_interval = poll_interval
         self.retention = retention
+        #: SQLite: how this process tells the others on the file what it committed.
+        self.bell = Bell(backend.path) if backend.path is not None else None
         self.waiters = Waiters(
-            lambda: change_feed(backend, self.waiters.external), self._settled_among
+            lambda: change_feed(backend, self.waiters.external, self.bell), self._settled_among
         )
-        self.db.on_commit = self.waiters.committed
+        self.db.on_commit = self._committed
+
+    def _committed(self, settled: dict[str, Promise | None], kinds: set[str] | None) -> None:
+        """After each commit (on the writer's thread): wake this process's waiters and
+        workers, and ring the other processes on a SQLite file."""
+        self.waiters.committed(settled, kinds)
+        if self.bell is not None:
+            self.bell.ring(settled, kinds)
 
     # -- checks (on the caller's thread, before anything reaches the database) -------
 
@@ -205,11 +215,12 @@ class SqlStore:
             "created_at": now, "settled_at": now,
         }  # fmt: skip
         if tx.scalar(self.sql.insert_promise, row) is not None:
-            tx.settled.append(id)
-            return Promise(
+            recorded = Promise(
                 id=id, state=SETTLED_BY[action], param=param, value=value, timeout_at=timeout_at,
                 tags=_NO_TAGS, ikey_create=id, ikey_settle=id, created_at=now, settled_at=now,
             )  # fmt: skip
+            tx.settled[id] = recorded
+            return recorded
         existing = tx.one(self.sql.get_for_update, {"id": id})
         if existing is None:
             raise StoreUnavailable(f"promise {id!r} kept changing while being recorded; try again")
@@ -260,9 +271,15 @@ class SqlStore:
                 f"promise {id!r} was written as {settled.state}, "
                 f"but the store was asked to {action} it"
             )
-        tx.settled.append(id)
-        tx.tasks_changed = True  # a task waiting on it is ready now (the trigger did it)
+        tx.settled[id] = settled
+        self._note_waiters_tx(tx, [id])
         return Transition(settled, fresh=True)
+
+    def _note_waiters_tx(self, tx: Tx, ids: list[str]) -> None:
+        """Tell this process's workers to look for work if a task waited on one of
+        ``ids`` (the database has just made it ready)."""
+        for (kind,) in tx.all(self.sql.waited_on, {"ids": self.sql.ids(ids)}):
+            tx.ready(kind)
 
     def check_settle(
         self, id: str, value: Value | None, ikey: str | None, strict: bool
@@ -286,8 +303,8 @@ class SqlStore:
         rows = tx.all(self.sql.persist_timeouts, {"ids": self.sql.ids(ids), "now": now})
         found = {p.id: p for p in map(promise_from_row, rows)}
         if found:
-            tx.settled.extend(found)
-            tx.tasks_changed = True
+            tx.settled.update(found)
+            self._note_waiters_tx(tx, list(found))
         missing = [i for i in ids if i not in found]
         if missing:
             rows = tx.all(self.sql.get_many, {"ids": self.sql.ids(missing)})
@@ -472,10 +489,9 @@ class SqlStore:
             raise InvalidArgument("ids must name at least one promise")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        with self.waiters.listen(wanted) as changed:
+        with self.waiters.listen(wanted) as listener:
+            found = await self.aget_many(wanted, strict=True)
             while True:
-                changed.clear()
-                found = await self.aget_many(wanted, strict=True)
                 pending = [p for p in found.values() if p.pending]
                 remaining = deadline - loop.time()
                 if not pending or remaining <= 0:
@@ -483,13 +499,25 @@ class SqlStore:
                 until_timeout = (min(p.timeout_at for p in pending) - self.clock()) / 1000
                 pause = min(remaining, self.poll_interval, max(until_timeout, 0) + 0.001)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), pause)
+                    await asyncio.wait_for(listener.event.wait(), pause)
+                woken = listener.take()
+                if woken:
+                    # A settle in this process hands over the promise itself; one made
+                    # elsewhere is read again (all of them in one query).
+                    found.update((i, p) for i, p in woken.items() if p is not None and i in found)
+                    stale = [i for i, p in woken.items() if p is None and i in found]
+                else:  # a timeout, or the fallback poll
+                    stale = [p.id for p in found.values() if p.pending]
+                if stale:
+                    found.update(await self.aget_many(stale, strict=True))
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def close(self) -> None:
         self.waiters.stop()
         self.db.close()
+        if self.bell is not None:
+            self.bell.close()
 
     def __enter__(self) -> SqlStore:
         return self

@@ -58,6 +58,7 @@ class Claim:
     attempts: int
     step_id: str | None
     step_attempt: int
+    kind: str
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,9 @@ class Tasks:
                 "counter": 1 if claimed else 0, "attempts": 1 if claimed else 0, "now": now,
             },
         )  # fmt: skip
-        tx.tasks_changed = tx.tasks_changed or not claimed
-        return Claim(job_id, 1, 1, None, 0) if claimed else None
+        if not claimed:
+            tx.ready(kind)
+        return Claim(job_id, 1, 1, None, 0, kind) if claimed else None
 
     def fence_tx(self, tx: Tx, claim: Claim) -> None:
         """Refuse the rest of this unit unless ``claim`` still holds the task."""
@@ -169,7 +171,7 @@ class Tasks:
         )  # fmt: skip
         if len(rows) != len(ids):
             raise InvariantViolation(f"claimed {len(rows)} tasks of the {len(ids)} selected")
-        claims = {row[0]: (Claim(*row[:5]), row[5]) for row in rows}
+        claims = {row[0]: (Claim(*row[:6]), row[6]) for row in rows}
         jobs = tx.all(self.sql.get_many, {"ids": self.sql.ids(ids)})
         by_id = {p.id: p for p in map(promise_from_row, jobs)}
         return [(claims[i][0], by_id[i], claims[i][1]) for i in ids if i in by_id]
@@ -186,7 +188,7 @@ class Tasks:
                   "waiting_on": waiting_on, "now": now}  # fmt: skip
         if tx.execute(self.sql.suspend, params) != 1:
             raise LeaseLost(claim.id)
-        tx.tasks_changed = True
+        tx.ready(claim.kind)  # ready now, or its next ready time moved
 
     def note_step_failure_tx(self, tx: Tx, claim: Claim, step_id: str, attempt: int) -> None:
         params = {"id": claim.id, "counter": claim.counter, "step_id": step_id,
@@ -252,7 +254,7 @@ class Tasks:
         def unit(tx: Tx) -> int:
             for tid, counter in dead:
                 tx.execute(self.sql.expire_lease, {"id": tid, "counter": counter})
-            tx.tasks_changed = True
+            tx.ready(None)
             return len(dead)
 
         return await self.store.db.awrite(unit, durable=False)

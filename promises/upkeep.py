@@ -24,8 +24,8 @@ def sweep(store: SqlStore, now: int | None = None, *, batch: int = 500) -> int:
     def unit(tx: Tx) -> int:
         ids = [r[0] for r in tx.all(store.sql.sweep, {"now": when, "batch": batch})]
         if ids:
-            tx.settled.extend(ids)
-            tx.tasks_changed = True
+            tx.settled.update(dict.fromkeys(ids))
+            tx.ready(None)
         return len(ids)
 
     total = 0

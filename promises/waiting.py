@@ -24,22 +24,35 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from promises.changes import ChangeFeed, wait_ready
+from promises.changes import ChangeFeed
 from promises.errors import PromiseError
+from promises.records import Promise
 
 log = logging.getLogger("promises.waiting")
 
 
 @dataclass(eq=False)
-class _Entry:
+class Listener:
+    """One waiter: its event, and what woke it since it last looked."""
+
     loop: asyncio.AbstractEventLoop
     event: asyncio.Event = field(default_factory=asyncio.Event)
     kinds: frozenset[str] | None = None
+    #: Called (on ``loop``) instead of setting the event, for watchers.
+    callback: Callable[[], None] | None = None
+    #: Ids that may have settled since ``take``, with the promise when it is known.
+    woken: dict[str, Promise | None] = field(default_factory=dict)
 
-    def wake(self) -> None:
+    def take(self) -> dict[str, Promise | None]:
+        """What woke this waiter since the last call (and clear the event)."""
+        self.event.clear()
+        woken, self.woken = self.woken, {}
+        return woken
+
+    def _wake(self) -> None:
         # RuntimeError: that loop has closed, and its waiter with it.
         with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self.event.set)
+            self.loop.call_soon_threadsafe(self.callback or self.event.set)
 
 
 #: Finds which of the given ids are settled (or past their timeout) now.
@@ -49,8 +62,8 @@ SettledAmong = Callable[[list[str]], list[str]]
 class Waiters:
     def __init__(self, make_feed: Callable[[], ChangeFeed], settled_among: SettledAmong) -> None:
         self._lock = threading.Lock()
-        self._by_id: dict[str, set[_Entry]] = {}
-        self._workers: set[_Entry] = set()
+        self._by_id: dict[str, set[Listener]] = {}
+        self._workers: set[Listener] = set()
         self._make_feed = make_feed
         self._settled_among = settled_among
         self._feed: ChangeFeed | None = None
@@ -74,44 +87,59 @@ class Waiters:
 
     # -- listening ---------------------------------------------------------------------
 
-    @contextmanager
-    def listen(self, ids: Iterable[str]) -> Iterator[asyncio.Event]:
-        """An event set whenever one of ``ids`` may have settled, while the block runs."""
-        entry = _Entry(asyncio.get_running_loop())
-        keys = list(dict.fromkeys(ids))
+    def _add(self, listener: Listener, keys: list[str]) -> None:
         with self._lock:
             for key in keys:
-                self._by_id.setdefault(key, set()).add(entry)
+                self._by_id.setdefault(key, set()).add(listener)
         self.feed()
+
+    def _remove(self, listener: Listener, keys: list[str]) -> None:
+        with self._lock:
+            for key in keys:
+                listeners = self._by_id.get(key)
+                if listeners is not None:
+                    listeners.discard(listener)
+                    if not listeners:
+                        del self._by_id[key]
+
+    @contextmanager
+    def listen(self, ids: Iterable[str]) -> Iterator[Listener]:
+        """A listener woken whenever one of ``ids`` may have settled, while the block
+        runs. ``listener.take()`` says which, with the promise when it is known."""
+        listener = Listener(asyncio.get_running_loop())
+        keys = list(dict.fromkeys(ids))
+        self._add(listener, keys)
         try:
-            yield entry.event
+            yield listener
         finally:
-            with self._lock:
-                for key in keys:
-                    waiters = self._by_id.get(key)
-                    if waiters is not None:
-                        waiters.discard(entry)
-                        if not waiters:
-                            del self._by_id[key]
+            self._remove(listener, keys)
+
+    def watch(self, id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` on this event loop whenever ``id`` may have settled, until
+        the returned function is called. (No task per watch: a worker watches every job
+        it runs.)"""
+        listener = Listener(asyncio.get_running_loop(), callback=callback)
+        self._add(listener, [id])
+        return lambda: self._remove(listener, [id])
 
     @contextmanager
     def listen_tasks(self, kinds: Collection[str]) -> Iterator[asyncio.Event]:
         """An event set whenever a task of one of ``kinds`` may have become claimable."""
-        entry = _Entry(asyncio.get_running_loop(), kinds=frozenset(kinds))
+        listener = Listener(asyncio.get_running_loop(), kinds=frozenset(kinds))
         with self._lock:
-            self._workers.add(entry)
-        wait_ready(self.feed())
+            self._workers.add(listener)
+        self.feed()
         try:
-            yield entry.event
+            yield listener.event
         finally:
             with self._lock:
-                self._workers.discard(entry)
+                self._workers.discard(listener)
 
     # -- waking ------------------------------------------------------------------------
 
-    def committed(self, settled: list[str], tasks_changed: bool) -> None:
+    def committed(self, settled: dict[str, Promise | None], kinds: set[str] | None) -> None:
         """Called by this store's writer after a commit."""
-        self._wake(settled, None if tasks_changed else set())
+        self._wake(settled, kinds)
 
     def external(self, ids: list[str] | None, kinds: set[str] | None) -> None:
         """Called by the change feed with another process's changes."""
@@ -126,14 +154,19 @@ class Waiters:
                     ids = watched
             else:
                 ids = []
-        self._wake(ids, kinds)
+        self._wake(dict.fromkeys(ids), kinds)
 
-    def _wake(self, ids: list[str], kinds: set[str] | None) -> None:
+    def _wake(self, found: dict[str, Promise | None], kinds: set[str] | None) -> None:
+        woken: set[Listener] = set()
         with self._lock:
-            entries = {entry for key in ids for entry in self._by_id.get(key, ())}
+            for key, promise in found.items():
+                for listener in self._by_id.get(key, ()):
+                    if promise is not None or key not in listener.woken:
+                        listener.woken[key] = promise
+                    woken.add(listener)
             if kinds is None:
-                entries |= self._workers
+                woken |= self._workers
             elif kinds:
-                entries |= {w for w in self._workers if w.kinds is None or w.kinds & kinds}
-        for entry in entries:
-            entry.wake()
+                woken |= {w for w in self._workers if w.kinds is None or w.kinds & kinds}
+        for listener in woken:
+            listener._wake()
