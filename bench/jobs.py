@@ -1,16 +1,20 @@
-"""Durable job figures on SQLite; prints JSON.
+"""Durable job figures beside DBOS, in the same run, on the same databases; prints JSON.
 
-(a) Sequential one-step jobs per second, start to result, in one process, beside the
-    same workload on DBOS (``pip install -e '.[bench]'``) with the same SQLite
-    durability settings (WAL, synchronous=FULL), in the same run. Target: >= 5x DBOS.
-(b) Start-to-completion latency of a no-op job, p50/p99.
-(c) Time from restarting a worker to all 10,000 pending jobs done, after the worker
-    running them was SIGKILLed mid-way.
-(d) Resident memory of a worker holding 100,000 pending (sleeping) jobs, beside the
-    same worker idle. Target: under 200 MB. (Set-up uses synchronous=NORMAL to load
-    faster; memory does not depend on it.)
+(a) Sequential one-step jobs, start to result, in one process (SQLite WAL+FULL, and
+    PostgreSQL). Target: >= 2x DBOS.
+(b) 16 concurrent submitters, 2,000 one-step jobs, start to result (our submitters are
+    16 asyncio tasks, DBOS's 16 threads). Target: >= 5x DBOS on SQLite, >= 3x on
+    PostgreSQL.
+(c) A worker SIGKILLed with 10,000 jobs pending: restart to all done. Target: <= 10 s.
+(d) Resident memory of a worker holding 100,000 sleeping jobs. Target: <= 150 MB.
+(e) An idle worker: statements per second and write transactions in 10 s. Target:
+    <= 2 statements/s, no write transaction.
 
-    python bench/jobs.py [--jobs 2000] [--resume 10000] [--sleeping 100000] [--skip-dbos]
+DBOS (``pip install -e '.[bench]'``) runs with the same durability: its SQLite file in
+WAL mode with synchronous=FULL (SQLite's default), and the same PostgreSQL server.
+
+    python bench/jobs.py [--jobs 2000] [--resume 10000] [--sleeping 100000]
+                         [--skip-dbos] [--skip-postgres] [--only a,b,c,d,e]
 """
 
 from __future__ import annotations
@@ -25,16 +29,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import text  # noqa: E402
-
 from promises import Context, Runtime, Worker, durable, open_store  # noqa: E402
+
+PG = os.environ.get("AGENT_TOOLS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def noop_step(i: int) -> int:
@@ -60,95 +68,207 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-async def ours_sequential(path: Path, n: int) -> dict[str, Any]:
-    with open_store(f"sqlite:///{path}") as store:
+# -- databases ----------------------------------------------------------------------------
+
+
+@contextmanager
+def pg_schema() -> Iterator[str]:
+    """A fresh schema on the PostgreSQL server; yields the store URL."""
+    import psycopg
+
+    name = "bench_" + uuid.uuid4().hex[:8]
+    dsn = PG.replace("+psycopg", "")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    try:
+        yield f"{PG}?options=-csearch_path%3D{name}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+@contextmanager
+def pg_database() -> Iterator[str]:
+    """A fresh database on the PostgreSQL server (DBOS keeps its own schema in it)."""
+    import psycopg
+
+    name = "bench_dbos_" + uuid.uuid4().hex[:8]
+    dsn = PG.replace("+psycopg", "")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield dsn.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def pg_available() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG.replace("+psycopg", ""), connect_timeout=3):
+            return True
+    except Exception as exc:
+        print(f"PostgreSQL unavailable ({exc}); SQLite figures only", file=sys.stderr)
+        return False
+
+
+# -- ours ---------------------------------------------------------------------------------
+
+
+async def ours(url: str, jobs: int, submitters: int) -> dict[str, Any]:
+    """``submitters`` tasks, each starting one-step jobs and awaiting each result."""
+    with open_store(url) as store:
         runtime = Runtime(store)
-        worker = Worker(runtime, concurrency=16)
+        worker = Worker(runtime, concurrency=max(16, submitters))
         running = asyncio.create_task(worker.run())
-        latencies = []
-        started = time.perf_counter()
-        for i in range(n):
-            t0 = time.perf_counter()
-            job = await asyncio.to_thread(runtime.start, one_step, i)
-            done = await store.wait(job.promise.id, timeout=30)
-            if done.state != "resolved":
-                raise RuntimeError(f"job {i} ended {done.state}")
-            latencies.append(time.perf_counter() - t0)
-        elapsed = time.perf_counter() - started
+        await asyncio.sleep(0.3)  # the worker is up
+        latencies: list[float] = []
+
+        async def submit(first: int) -> None:
+            for i in range(first, jobs, submitters):
+                started = time.perf_counter()
+                job = await runtime.astart(one_step, i)
+                done = await store.wait(job.promise.id, timeout=60)
+                if done.state != "resolved" or Runtime.result(done) != i:
+                    raise RuntimeError(f"job {i} ended {done.state}")
+                latencies.append(time.perf_counter() - started)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(submit(k) for k in range(submitters)))
+        elapsed = time.perf_counter() - began
         worker.stop()
         await running
-    return {"jobs": n, "jobs_per_s": round(n / elapsed, 1), "latency": percentiles(latencies)}
+    return {"jobs": jobs, "jobs_per_s": round(jobs / elapsed, 1), **percentiles(latencies)}
 
 
-def dbos_sequential(path: Path, n: int) -> dict[str, Any]:
-    from dbos import DBOS
+# -- DBOS, in a subprocess (DBOS is a process-wide singleton) ------------------------------
 
-    conn = sqlite3.connect(path)  # WAL is a property of the file; FULL is SQLite's default
-    conn.execute("PRAGMA journal_mode=WAL")
+DBOS_RUN = """
+import json, sqlite3, sys, threading, time
+from dbos import DBOS
+url, jobs, submitters = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+if url.startswith("sqlite:///"):
+    conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+    conn.execute("PRAGMA journal_mode=WAL")  # a property of the file; FULL is the default
     conn.close()
-    DBOS(config={"name": "bench", "system_database_url": f"sqlite:///{path}"})
+DBOS(config={"name": "bench", "system_database_url": url})
 
-    @DBOS.step()
-    def dbos_step(i: int) -> int:
-        return i
+@DBOS.step()
+def dbos_step(i):
+    return i
 
-    @DBOS.workflow()
-    def dbos_one_step(i: int) -> int:
-        return dbos_step(i)
+@DBOS.workflow()
+def dbos_one_step(i):
+    return dbos_step(i)
 
-    DBOS.launch()
-    try:
-        latencies = []
-        started = time.perf_counter()
-        for i in range(n):
-            t0 = time.perf_counter()
-            if DBOS.start_workflow(dbos_one_step, i).get_result() != i:
-                raise RuntimeError("DBOS returned a wrong result")
-            latencies.append(time.perf_counter() - t0)
-        elapsed = time.perf_counter() - started
-    finally:
-        DBOS.destroy()
-    return {"jobs": n, "jobs_per_s": round(n / elapsed, 1), "latency": percentiles(latencies)}
+DBOS.launch()
+latencies = []
+def submit(first):
+    for i in range(first, jobs, submitters):
+        t = time.perf_counter()
+        if DBOS.start_workflow(dbos_one_step, i).get_result() != i:
+            raise RuntimeError("DBOS returned a wrong result")
+        latencies.append(time.perf_counter() - t)
+began = time.perf_counter()
+threads = [threading.Thread(target=submit, args=(k,)) for k in range(submitters)]
+for t in threads: t.start()
+for t in threads: t.join()
+elapsed = time.perf_counter() - began
+DBOS.destroy()
+print(json.dumps({"elapsed": elapsed, "latencies": latencies}))
+"""
+
+
+def dbos(url: str, jobs: int, submitters: int) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", DBOS_RUN, url, str(jobs), str(submitters)],
+        capture_output=True, text=True, check=True, timeout=1800,
+    )  # fmt: skip
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return {
+        "jobs": jobs,
+        "jobs_per_s": round(jobs / out["elapsed"], 1),
+        **percentiles(out["latencies"]),
+    }
+
+
+def compare(
+    name: str, ours_figures: dict[str, Any], theirs: dict[str, Any] | None, target: float
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"agent_tools": ours_figures}
+    if theirs is not None:
+        ratio = ours_figures["jobs_per_s"] / theirs["jobs_per_s"]
+        out.update(dbos=theirs, ratio_vs_dbos=round(ratio, 2), target=f">= {target}x",
+                   target_met=ratio >= target)  # fmt: skip
+    print(f"{name}: {json.dumps(out)}", file=sys.stderr)
+    return out
+
+
+def throughput(
+    directory: Path, jobs: int, submitters: int, targets: tuple[float, float], args: Any
+) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    url = f"sqlite:///{directory}/ours-{submitters}.db"
+    dbos_url = f"sqlite:///{directory}/dbos-{submitters}.db"
+    mine = asyncio.run(ours(url, jobs, submitters))
+    theirs = None if args.skip_dbos else dbos(dbos_url, jobs, submitters)
+    result["sqlite"] = compare(f"sqlite x{submitters}", mine, theirs, targets[0])
+    if not args.skip_postgres and pg_available():
+        with pg_schema() as pg_url:
+            mine = asyncio.run(ours(pg_url, jobs, submitters))
+        theirs = None
+        if not args.skip_dbos:
+            with pg_database() as dbos_pg:
+                theirs = dbos(dbos_pg, jobs, submitters)
+        result["postgresql"] = compare(f"postgresql x{submitters}", mine, theirs, targets[1])
+    return result
+
+
+# -- crash, memory, idle ------------------------------------------------------------------
 
 
 def worker_process(url: str, concurrency: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "promises.worker", "--db", url, "--jobs", "bench.jobs",
-         "--concurrency", str(concurrency), "--poll-interval", "0.1"],
+         "--concurrency", str(concurrency)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
 
-def count_pending(url: str, pattern: str) -> int:
-    with open_store(url) as store:
-        total, cursor = 0, None
-        while True:
-            page = store.search(pattern, state="pending", limit=1000, cursor=cursor)
-            total += len(page.promises)
-            if page.cursor is None:
-                return total
-            cursor = page.cursor
+def pending_jobs(store: Any) -> int:
+    return int(
+        store.db.read(lambda tx: tx.scalar("SELECT count(*) FROM tasks WHERE state <> 'done'"))
+    )
 
 
 def resume_after_kill(path: Path, n: int) -> dict[str, Any]:
     url = f"sqlite:///{path}"
     with open_store(url) as store:
         runtime = Runtime(store)
-        for i in range(n):
-            runtime.start(one_step, i, id=f"r-{i}")
-    first = worker_process(url, 64)
-    time.sleep(3.0)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    pending = count_pending(url, "r-*")
-    started = time.perf_counter()
-    second = worker_process(url, 64)
-    while count_pending(url, "r-*"):
-        time.sleep(0.2)
-    elapsed = time.perf_counter() - started
-    second.terminate()
-    second.wait()
-    return {"jobs": n, "pending_at_kill": pending, "restart_to_all_done_s": round(elapsed, 2)}
+        batch = [runtime.prepare(one_step, [i], {}, id=f"r-{i}") for i in range(n)]
+        store.db.write(lambda tx: [runtime.start_tx(tx, request) for request in batch])
+        first = worker_process(url, 64)
+        while pending_jobs(store) > n * 0.9:  # kill it once it is well into the work
+            time.sleep(0.01)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        pending = pending_jobs(store)
+        started = time.perf_counter()
+        second = worker_process(url, 64)
+        while pending_jobs(store):
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        second.terminate()
+        second.wait()
+    return {
+        "jobs": n,
+        "pending_at_kill": pending,
+        "restart_to_all_done_s": round(elapsed, 2),
+        "target": "<= 10 s",
+        "target_met": elapsed <= 10,
+    }
 
 
 def rss_mb(pid: int) -> float:
@@ -159,40 +279,117 @@ def rss_mb(pid: int) -> float:
 
 
 def memory_with_sleepers(path: Path, n: int) -> dict[str, Any]:
-    url = f"sqlite:///{path}?synchronous=NORMAL"
-    idle = worker_process(url, 256)
-    time.sleep(3.0)
-    idle_rss = rss_mb(idle.pid)
+    url = f"sqlite:///{path}?synchronous=NORMAL"  # quicker to load; memory does not care
+    worker = worker_process(url, 256)
     with open_store(url) as store:
+        time.sleep(2.0)
+        idle_rss = rss_mb(worker.pid)
         runtime = Runtime(store)
-        for base in range(0, n, 1000):
-            with store.transaction() as conn:
-                for i in range(base, min(base + 1000, n)):
-                    runtime.start_in(conn, sleep_long, [i], {}, id=f"s-{i}")
-    started = time.perf_counter()
-    with open_store(url) as store:
-        while True:  # every job is asleep (its task waits on its timer) or has settled
-            with store.read() as conn:
-                busy = conn.execute(
-                    text("SELECT count(*) FROM tasks WHERE state != 'done' AND waiting_on IS NULL")
-                ).scalar()
-            if busy == 0:
-                break
-            time.sleep(1.0)
-        with store.read() as conn:
-            failed = conn.execute(text("SELECT count(*) FROM tasks WHERE state = 'done'")).scalar()
-    setup_s = time.perf_counter() - started
-    time.sleep(2.0)
-    loaded_rss = rss_mb(idle.pid)
-    idle.terminate()
-    idle.wait()
+        started = time.perf_counter()
+        for base in range(0, n, 5000):
+            batch = [
+                runtime.prepare(sleep_long, [i], {}, id=f"s-{i}")
+                for i in range(base, min(base + 5000, n))
+            ]
+            store.db.write(lambda tx, b=batch: [runtime.start_tx(tx, r) for r in b])
+        asleep = "SELECT count(*) FROM tasks WHERE waiting_on IS NOT NULL AND state = 'ready'"
+        while store.db.read(lambda tx: tx.scalar(asleep)) < n:
+            time.sleep(0.5)
+        setup_s = time.perf_counter() - started
+        time.sleep(2.0)
+        loaded_rss = rss_mb(worker.pid)
+    worker.terminate()
+    worker.wait()
     return {
-        "sleeping_jobs": n - int(failed or 0),
-        "jobs_that_ended_instead_of_sleeping": failed,
+        "sleeping_jobs": n,
         "worker_rss_idle_mb": idle_rss,
         "worker_rss_with_sleepers_mb": loaded_rss,
-        "target_under_200mb": loaded_rss < 200,
+        "target": "<= 150 MB",
+        "target_met": loaded_rss <= 150,
         "time_to_put_all_to_sleep_s": round(setup_s, 1),
+    }
+
+
+def idle(url: str, seconds: float = 10.0) -> dict[str, Any]:
+    """Statements an idle worker sends (every connection of the store counted)."""
+    counts = {"statements": 0, "write_transactions": 0}
+    lock = threading.Lock()
+
+    def seen(statement: str) -> None:
+        with lock:
+            counts["statements"] += 1
+            if statement.lstrip().upper().startswith(("BEGIN IMMEDIATE", "INSERT", "UPDATE")):
+                counts["write_transactions"] += 1
+
+    store = open_store(url)
+    connect = store.backend.connect
+
+    class Cursor:
+        def __init__(self, cursor: Any) -> None:
+            self._cursor = cursor
+
+        def execute(self, query: Any, *a: Any, **k: Any) -> Any:
+            seen(str(query))
+            return self._cursor.execute(query, *a, **k)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._cursor, name)
+
+    class Connection:
+        def __init__(self, conn: Any) -> None:
+            self._conn = conn
+
+        def execute(self, query: Any, *a: Any, **k: Any) -> Any:
+            seen(str(query))
+            return self._conn.execute(query, *a, **k)
+
+        def cursor(self, *a: Any, **k: Any) -> Cursor:
+            return Cursor(self._conn.cursor(*a, **k))
+
+        def commit(self) -> None:
+            seen("COMMIT")
+            self._conn.commit()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._conn, name)
+
+        def __enter__(self) -> Any:
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            self._conn.close()
+
+    def counted(role: str = "reader", **kw: Any) -> Any:
+        conn = connect(role, **kw)
+        if store.backend.name == "sqlite":
+            conn.set_trace_callback(seen)
+            return conn
+        return Connection(conn)
+
+    object.__setattr__(store.backend, "connect", counted)
+    measured: dict[str, int] = {}
+
+    async def run() -> None:
+        worker = Worker(Runtime(store))
+        task = asyncio.create_task(worker.run())
+        await asyncio.sleep(3.0)  # start-up writes (its registration) are not idle
+        with lock:
+            counts["statements"] = counts["write_transactions"] = 0
+        await asyncio.sleep(seconds)
+        with lock:
+            measured.update(counts)
+        worker.stop()
+        await task
+
+    asyncio.run(run())
+    store.close()
+    per_s = measured["statements"] / seconds
+    return {
+        "seconds": seconds,
+        "statements_per_s": round(per_s, 2),
+        "write_transactions": measured["write_transactions"],
+        "target": "<= 2 statements/s, no write",
+        "target_met": per_s <= 2 and measured["write_transactions"] == 0,
     }
 
 
@@ -204,25 +401,27 @@ def main() -> None:
     parser.add_argument("--resume", type=int, default=10_000)
     parser.add_argument("--sleeping", type=int, default=100_000)
     parser.add_argument("--skip-dbos", action="store_true")
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--only", default="a,b,c,d,e")
     args = parser.parse_args()
-    result: dict[str, Any] = {"python": sys.version.split()[0], "sqlite": sqlite3.sqlite_version}
+    only = set(args.only.split(","))
+    result: dict[str, Any] = {"python": sys.version.split()[0], "sqlite": sqlite3.sqlite_version,
+                              "cpus": os.cpu_count()}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-jobs-") as tmp:
         directory = Path(tmp)
-        ours = asyncio.run(ours_sequential(directory / "ours.db", args.jobs)) if args.jobs else None
-        result["a_sequential_one_step_jobs"] = {"agent_tools": ours}
-        if ours is not None and not args.skip_dbos:
-            theirs = dbos_sequential(directory / "dbos.db", args.jobs)
-            result["a_sequential_one_step_jobs"]["dbos"] = theirs
-            ratio = ours["jobs_per_s"] / theirs["jobs_per_s"]
-            result["a_sequential_one_step_jobs"]["ratio_vs_dbos"] = round(ratio, 2)
-            result["a_sequential_one_step_jobs"]["target_5x_met"] = ratio >= 5
-        result["b_noop_job_latency"] = ours["latency"] if ours else None
-        if args.resume:
-            result["c_resume_after_sigkill"] = resume_after_kill(
-                directory / "resume.db", args.resume
-            )
-        if args.sleeping:
-            result["d_memory"] = memory_with_sleepers(directory / "sleep.db", args.sleeping)
+        if "a" in only:
+            result["a_sequential"] = throughput(directory, args.jobs, 1, (2, 2), args)
+        if "b" in only:
+            result["b_16_submitters"] = throughput(directory, args.jobs, 16, (5, 3), args)
+        if "c" in only and args.resume:
+            result["c_resume_after_sigkill"] = resume_after_kill(directory / "r.db", args.resume)
+        if "d" in only and args.sleeping:
+            result["d_memory"] = memory_with_sleepers(directory / "s.db", args.sleeping)
+        if "e" in only:
+            result["e_idle"] = {"sqlite": idle(f"sqlite:///{directory}/idle.db")}
+            if not args.skip_postgres and pg_available():
+                with pg_schema() as url:
+                    result["e_idle"]["postgresql"] = idle(url)
     print(json.dumps(result, indent=2))
 
 

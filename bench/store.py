@@ -57,7 +57,7 @@ def latency(n: int, fn: Callable[[int], object]) -> dict[str, float]:
 def raw_sqlite_create(path: Path, n: int) -> float:
     open_store(f"sqlite:///{path}").close()  # the same table, indexes and trigger
     conn = sqlite3.connect(path, isolation_level=None)
-    for pragma in _sqlite_pragmas("FULL"):
+    for pragma in _sqlite_pragmas("FULL", 30_000):
         conn.execute(pragma)
     sql = (
         "INSERT INTO promises (id, state, timer, timeout_at, created_at) "
@@ -118,13 +118,15 @@ def bulk_load(path: Path, size: int) -> None:
                     None if pending else 1_700_000_000_001 + i,
                 )
             )
-            tags += [(i + 1, "kind", kind), (i + 1, "owner", owner)]
+            tags += [(i + 1, "kind", kind, int(pending)), (i + 1, "owner", owner, int(pending))]
         conn.executemany(
             "INSERT INTO promises (seq, id, state, timer, value_data, timeout_at, tags, "
             "created_at, settled_at) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
             rows,
         )
-        conn.executemany("INSERT INTO promise_tags (seq, key, value) VALUES (?, ?, ?)", tags)
+        conn.executemany(
+            "INSERT INTO promise_tags (seq, key, value, pending) VALUES (?, ?, ?, ?)", tags
+        )
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
     conn.close()

@@ -152,8 +152,9 @@ class Run:
     def db(self) -> Database:
         return self.store.db
 
-    async def write(self, unit: Callable[[Tx], T]) -> T:
-        """A fenced write for this run: refused once another worker holds the job."""
+    async def write(self, unit: Callable[[Tx], T], *, fence: bool = True) -> T:
+        """A fenced write for this run: refused once another worker holds the job.
+        (``fence=False``: the unit fences itself.)"""
         claim = self.claim
 
         def fenced(tx: Tx) -> T:
@@ -161,7 +162,7 @@ class Run:
             return unit(tx)
 
         try:
-            return await self.db.awrite(fenced, durable=False)
+            return await self.db.awrite(fenced if fence else unit, durable=False)
         except LeaseLost as exc:
             raise JobStopped(str(exc)) from exc
         except StoreUnavailable as exc:
@@ -185,14 +186,20 @@ class Run:
         data: str,
         headers: dict[str, str],
     ) -> Promise:
-        """Write a finished step (or a ``now``) as a settled child: one statement. The
-        step's name, start and arguments go in its param's headers, its attempts in its
-        value's."""
+        """Fence, and write a finished step (or a ``now``) as a settled child. The step's
+        name, start and arguments go in its param's headers, its attempts in its value's."""
         attempts = {k: v for k, v in headers.items() if k == ATTEMPTS_HEADER}
         param = Value(None, {k: v for k, v in headers.items() if k != ATTEMPTS_HEADER})
-        recorded = self.store.record_tx(
-            tx, step_id, outcome, param, Value(data, attempts), timeout_at=self.job.timeout_at
-        )
+        value, timeout_at = Value(data, attempts), self.job.timeout_at
+        if self.store.sql.record_step:  # PostgreSQL: fence and write in one statement
+            recorded = self.tasks.record_fast_tx(
+                tx, self.claim, step_id, outcome, param, value, timeout_at
+            )
+        else:
+            self.tasks.fence_tx(tx, self.claim)
+            recorded = self.store.record_tx(
+                tx, step_id, outcome, param, value, timeout_at=timeout_at
+            )
         self.children[step_id] = recorded
         return recorded
 
@@ -327,7 +334,7 @@ class Context:
                 raise Suspend(run.store.clock() + int(delay * 1000), None) from exc
             error = ErrorInfo.of(exc).to_json()
             stored = await run.write(
-                lambda tx: run.record_tx(tx, step_id, "reject", error, headers)
+                lambda tx: run.record_tx(tx, step_id, "reject", error, headers), fence=False
             )
             if stored.state == "resolved":  # a stale owner's success won the race
                 return self._replayed(stored, annotation)
@@ -335,7 +342,9 @@ class Context:
         finally:
             _current_step.reset(token)
         emit(run.observer.step_ended, run.job.id, step_id, name, attempt, True, None)
-        stored = await run.write(lambda tx: run.record_tx(tx, step_id, "resolve", data, headers))
+        stored = await run.write(
+            lambda tx: run.record_tx(tx, step_id, "resolve", data, headers), fence=False
+        )
         return self._replayed(stored, annotation)
 
     # -- waiting --------------------------------------------------------------------------
@@ -463,7 +472,8 @@ class Context:
         if recorded is None:
             now = str(run.store.clock())
             recorded = await run.write(
-                lambda tx: run.record_tx(tx, step_id, "resolve", now, {STEP_TAG: "now"})
+                lambda tx: run.record_tx(tx, step_id, "resolve", now, {STEP_TAG: "now"}),
+                fence=False,
             )
         return datetime.fromtimestamp(int(self._replayed(recorded, int)) / 1000, tz=UTC)
 

@@ -48,10 +48,12 @@ MAX_BATCH = 512
 class Tx:
     """A transaction (or, for readers, a connection): run statements, note changes."""
 
-    __slots__ = ("_cursor", "kinds", "settled", "sql", "tasks_changed")
+    __slots__ = ("_cursor", "_pipeline", "kinds", "settled", "sql", "tasks_changed")
 
-    def __init__(self, cursor: Any, sql: Statements) -> None:
+    def __init__(self, cursor: Any, sql: Statements, pipeline: Any = None) -> None:
         self._cursor = cursor
+        #: PostgreSQL pipeline mode: statements are sent at once, results read on demand.
+        self._pipeline = pipeline
         self.sql = sql
         #: Promises this unit settled, by id, as they are now (None when not read), for
         #: waiters in this process: they need not read them again.
@@ -70,10 +72,17 @@ class Tx:
             self.kinds.add(kind)
 
     def execute(self, statement: str, params: Mapping[str, Any] | None = None) -> int:
+        """Run a statement; returns how many rows it changed."""
         cursor = self._cursor
         cursor.execute(statement, params or {})
+        if self._pipeline is not None:
+            self._pipeline.sync()  # the count is known once the result is back
         count: int = cursor.rowcount
         return count
+
+    def send(self, statement: str, params: Mapping[str, Any] | None = None) -> None:
+        """Run a statement whose result nobody needs: pipelined, it costs no round trip."""
+        self._cursor.execute(statement, params or {})
 
     def executemany(self, statement: str, params: Iterable[Mapping[str, Any]]) -> None:
         self._cursor.executemany(statement, list(params))
@@ -109,20 +118,194 @@ class _Unit(Generic[T]):
 OnCommit = Callable[[dict[str, Promise | None], set[str] | None], None]
 
 
+def _discard(conn: Any) -> None:
+    if conn is not None:
+        with contextlib.suppress(Exception):  # a broken connection may fail to close
+            conn.close()
+
+
+class _Writer(threading.Thread):
+    """One writer thread and its connection: takes every unit waiting in the shared
+    queue, commits them together, answers each."""
+
+    def __init__(self, database: Database, number: int) -> None:
+        super().__init__(name=f"promises-writer-{number}", daemon=True)
+        self.db = database
+        self.backend = database.backend
+        self.conn: Any = None
+        #: The connection's synchronous setting (SQLite), switched per batch.
+        self.synchronous: str = database.backend.synchronous
+        #: Whether the current batch's COMMIT was sent: a failure after it leaves the
+        #: outcome unknown, so the batch must not be run again.
+        self.committing = False
+
+    def run(self) -> None:
+        units = self.db._units
+        stopping = False
+        while not stopping:
+            first = units.get()
+            if first is None:
+                break
+            batch: list[_Unit[Any]] = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    more = units.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.append(more)
+            self._answer(batch)
+        self._reset()
+
+    def _reset(self) -> None:
+        _discard(self.conn)
+        self.conn, self.synchronous = None, self.backend.synchronous
+
+    def _answer(self, batch: list[_Unit[Any]]) -> None:
+        try:
+            outcomes = self._run_batch(batch)
+        except BaseException as exc:  # every unit must be answered
+            failure = translate(exc) if isinstance(exc, DRIVER_ERRORS) else exc
+            if not isinstance(failure, PromiseError):
+                log.exception("the writer failed on an unexpected error")
+                failure = StoreUnavailable(f"the store's writer failed ({exc!r}); try again")
+            for unit in batch:
+                unit.done(None, failure)
+            self._reset()
+            return
+        settled: dict[str, Promise | None] = {}
+        kinds: set[str] | None = set()
+        for unit, (value, error) in zip(batch, outcomes, strict=True):
+            if error is None:
+                settled.update(unit.settled)
+                kinds = None if kinds is None or unit.kinds is None else kinds | unit.kinds
+            unit.done(value, error)
+        if (settled or kinds != set()) and self.db.on_commit is not None:
+            try:
+                self.db.on_commit(settled, kinds)
+            except Exception:
+                log.exception("a commit listener failed")
+
+    def _run_batch(self, batch: list[_Unit[Any]]) -> list[tuple[Any, BaseException | None]]:
+        """Commit ``batch``; returns each unit's outcome. A connection that went bad
+        while idle (the server restarted, an administrator terminated it) fails at the
+        first statement, before anything was done: the batch then runs once more on a
+        new connection."""
+        reused = self.conn is not None
+        if self.conn is None:
+            self.conn = self.backend.connect("writer")
+        self.committing = False
+        try:
+            return self._commit_batch(batch)
+        except DRIVER_ERRORS as exc:
+            if not reused or self.committing or not isinstance(translate(exc), StoreUnavailable):
+                raise
+            log.info("the database connection was lost while idle (%s); reconnecting", exc)
+        self._reset()
+        self.conn = self.backend.connect("writer")
+        return self._commit_batch(batch)
+
+    def _commit_batch(self, batch: list[_Unit[Any]]) -> list[tuple[Any, BaseException | None]]:
+        durable = any(unit.durable for unit in batch)
+        for attempt in range(3):
+            try:
+                # Most batches have no unit that fails: run them without a savepoint per
+                # unit (and, on PostgreSQL, pipelined: statements whose results nobody
+                # waits for share a round trip). If a unit does fail, roll back and run
+                # the batch again with savepoints, so that only that unit is refused.
+                if len(batch) > 1 or self.backend.name == "postgresql":
+                    outcomes = self._try_batch(batch, durable, careful=False)
+                    if outcomes is not None:
+                        return outcomes
+                outcomes = self._try_batch(batch, durable, careful=True)
+                if outcomes is None:
+                    raise InvariantViolation("a careful batch must give every unit an outcome")
+                return outcomes
+            except DRIVER_ERRORS as exc:
+                self._rollback()
+                sqlstate = getattr(exc, "sqlstate", None)
+                if sqlstate in ("40001", "40P01") and attempt < 2 and not self.committing:
+                    continue  # serialization failure or deadlock: the batch may run again
+                raise
+        raise InvariantViolation("unreachable: the batch loop ended without an outcome")
+
+    def _rollback(self) -> None:
+        conn = self.conn
+        try:
+            if self.backend.name == "sqlite":
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            else:
+                conn.rollback()
+        except DRIVER_ERRORS:
+            pass
+
+    def _try_batch(
+        self, batch: list[_Unit[Any]], durable: bool, *, careful: bool
+    ) -> list[tuple[Any, BaseException | None]] | None:
+        """One transaction for ``batch``. ``careful``: a savepoint per unit (when there
+        are several), so a failing unit is rolled back alone. Not careful: no savepoints;
+        a failing unit rolls everything back and this returns None."""
+        conn = self.conn
+        sqlite = self.backend.name == "sqlite"
+        with contextlib.ExitStack() as stack:
+            pipeline = None if sqlite or careful else stack.enter_context(conn.pipeline())
+            cursor = conn.cursor()
+            if sqlite:
+                wanted = self.backend.synchronous if durable else "NORMAL"
+                if self.synchronous != wanted:
+                    cursor.execute(f"PRAGMA synchronous={wanted}")  # only outside a transaction
+                    self.synchronous = wanted
+                cursor.execute("BEGIN IMMEDIATE")
+            elif not durable:
+                cursor.execute("SET LOCAL synchronous_commit = off")
+            savepoints = careful and len(batch) > 1
+            outcomes: list[tuple[Any, BaseException | None]] = []
+            for unit in batch:
+                tx = Tx(cursor, self.db.sql, pipeline)
+                if savepoints:
+                    cursor.execute("SAVEPOINT unit")
+                try:
+                    value = unit.fn(tx)
+                except BaseException as exc:
+                    if isinstance(exc, DRIVER_ERRORS) and _connection_level(exc):
+                        raise  # the whole transaction is lost
+                    failure = translate(exc) if isinstance(exc, DRIVER_ERRORS) else exc
+                    if not savepoints:
+                        if pipeline is not None:
+                            with contextlib.suppress(*DRIVER_ERRORS):
+                                pipeline.sync()
+                        self._rollback()
+                        return [(None, failure)] if careful else None
+                    cursor.execute("ROLLBACK TO SAVEPOINT unit")
+                    cursor.execute("RELEASE SAVEPOINT unit")
+                    outcomes.append((None, failure))
+                    continue
+                if savepoints:
+                    cursor.execute("RELEASE SAVEPOINT unit")
+                unit.settled, unit.kinds = tx.settled, None if tx.tasks_changed else tx.kinds
+                outcomes.append((value, None))
+            self.committing = True  # from here a failure leaves the outcome unknown
+            if sqlite:
+                cursor.execute("COMMIT")
+            else:
+                conn.commit()
+        return outcomes
+
+
 class Database:
-    def __init__(self, backend: Backend, *, readers: int = 4) -> None:
+    def __init__(self, backend: Backend, *, readers: int = 4, writers: int | None = None) -> None:
         self.backend = backend
         self.sql = statements(backend.name)
         self.on_commit: OnCommit | None = None
         self._units: queue.SimpleQueue[_Unit[Any] | None] = queue.SimpleQueue()
-        self._writer = threading.Thread(
-            target=self._write_loop, name="promises-writer", daemon=True
-        )
-        self._writer_started = False
-        #: The writer connection's current synchronous setting (SQLite), by connection.
-        self._synchronous: dict[int, str] = {}
-        #: Whether the writer has sent the current batch's COMMIT.
-        self._committing = False
+        # SQLite has one write lock: one writer. PostgreSQL runs transactions side by
+        # side: a few writers keep its round trips from queueing behind each other.
+        count = writers if writers is not None else (1 if backend.name == "sqlite" else 4)
+        self._writers = [_Writer(self, n) for n in range(count)]
+        self._writers_started = False
         self._start_lock = threading.Lock()
         self._closed = False
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -136,13 +319,14 @@ class Database:
     def _submit(self, unit: _Unit[Any]) -> None:
         if self._closed:
             raise StoreUnavailable("the store is closed; open it again to use it")
-        if threading.current_thread() is self._writer:
+        if threading.current_thread() in self._writers:
             raise InvariantViolation("a write unit tried to write through the store again")
-        if not self._writer_started:
+        if not self._writers_started:
             with self._start_lock:
-                if not self._writer_started:
-                    self._writer.start()
-                    self._writer_started = True
+                if not self._writers_started:
+                    for writer in self._writers:
+                        writer.start()
+                    self._writers_started = True
         self._units.put(unit)
 
     def write(self, fn: Callable[[Tx], T], *, durable: bool = True) -> T:
@@ -179,151 +363,6 @@ class Database:
         self._submit(_Unit(fn, durable, done))
         return await future
 
-    def _write_loop(self) -> None:
-        conn: Any = None
-        stopping = False
-        while not stopping:
-            first = self._units.get()
-            if first is None:
-                break
-            batch: list[_Unit[Any]] = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    more = self._units.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                batch.append(more)
-            try:
-                conn, outcomes = self._run_batch(conn, batch)
-            except BaseException as exc:  # every unit must be answered
-                failure = translate(exc) if isinstance(exc, DRIVER_ERRORS) else exc
-                if not isinstance(failure, PromiseError):
-                    log.exception("the writer failed on an unexpected error")
-                    failure = StoreUnavailable(f"the store's writer failed ({exc!r}); try again")
-                for unit in batch:
-                    unit.done(None, failure)
-                self._discard(conn)
-                conn, self._synchronous = None, {}
-                continue
-            settled: dict[str, Promise | None] = {}
-            kinds: set[str] | None = set()
-            for unit, (value, error) in zip(batch, outcomes, strict=True):
-                if error is None:
-                    settled.update(unit.settled)
-                    kinds = None if kinds is None or unit.kinds is None else kinds | unit.kinds
-                unit.done(value, error)
-            if (settled or kinds != set()) and self.on_commit is not None:
-                try:
-                    self.on_commit(settled, kinds)
-                except Exception:
-                    log.exception("a commit listener failed")
-        self._discard(conn)
-        # Anything submitted after close: refuse it rather than leave it hanging.
-        while True:
-            try:
-                late = self._units.get_nowait()
-            except queue.Empty:
-                return
-            if late is not None:
-                late.done(None, StoreUnavailable("the store is closed; open it again to use it"))
-
-    def _run_batch(
-        self, conn: Any, batch: list[_Unit[Any]]
-    ) -> tuple[Any, list[tuple[Any, BaseException | None]]]:
-        """Commit ``batch``; returns the connection used and each unit's outcome. A
-        connection that went bad while idle (the server restarted, an administrator
-        terminated it) fails at the first statement, before anything was done: the
-        batch then runs once more on a new connection."""
-        reused = conn is not None
-        if conn is None:
-            conn = self.backend.connect("writer")
-        self._committing = False
-        try:
-            return conn, self._commit_batch(conn, batch)
-        except DRIVER_ERRORS as exc:
-            if not reused or self._committing or not isinstance(translate(exc), StoreUnavailable):
-                raise
-            self._discard(conn)
-            self._synchronous = {}
-            log.info("the database connection was lost while idle (%s); reconnecting", exc)
-        conn = self.backend.connect("writer")
-        return conn, self._commit_batch(conn, batch)
-
-    def _discard(self, conn: Any) -> None:
-        if conn is not None:
-            with contextlib.suppress(Exception):  # a broken connection may fail to close
-                conn.close()
-
-    def _commit_batch(
-        self, conn: Any, batch: list[_Unit[Any]]
-    ) -> list[tuple[Any, BaseException | None]]:
-        durable = any(unit.durable for unit in batch)
-        for attempt in range(3):
-            try:
-                return self._try_batch(conn, batch, durable)
-            except DRIVER_ERRORS as exc:
-                self._rollback(conn)
-                sqlstate = getattr(exc, "sqlstate", None)
-                if sqlstate in ("40001", "40P01") and attempt < 2:
-                    continue  # serialization failure or deadlock: the batch may run again
-                raise
-        raise InvariantViolation("unreachable: the batch loop ended without an outcome")
-
-    def _rollback(self, conn: Any) -> None:
-        try:
-            if self.backend.name == "sqlite":
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            else:
-                conn.rollback()
-        except DRIVER_ERRORS:
-            pass
-
-    def _try_batch(
-        self, conn: Any, batch: list[_Unit[Any]], durable: bool
-    ) -> list[tuple[Any, BaseException | None]]:
-        sqlite = self.backend.name == "sqlite"
-        cursor = conn.cursor()
-        if sqlite:
-            wanted = self.backend.synchronous if durable else "NORMAL"
-            if self._synchronous.get(id(conn), self.backend.synchronous) != wanted:
-                cursor.execute(f"PRAGMA synchronous={wanted}")  # only outside a transaction
-                self._synchronous = {id(conn): wanted}
-            cursor.execute("BEGIN IMMEDIATE")
-        elif not durable:
-            cursor.execute("SET LOCAL synchronous_commit = off")
-        single = len(batch) == 1
-        outcomes: list[tuple[Any, BaseException | None]] = []
-        for unit in batch:
-            tx = Tx(cursor, self.sql)
-            if not single:
-                cursor.execute("SAVEPOINT unit")
-            try:
-                value = unit.fn(tx)
-            except BaseException as exc:
-                if isinstance(exc, DRIVER_ERRORS) and _connection_level(exc):
-                    raise  # the whole transaction is lost
-                if single:
-                    self._rollback(conn)
-                    return [(None, translate(exc) if isinstance(exc, DRIVER_ERRORS) else exc)]
-                cursor.execute("ROLLBACK TO SAVEPOINT unit")
-                cursor.execute("RELEASE SAVEPOINT unit")
-                outcomes.append((None, translate(exc) if isinstance(exc, DRIVER_ERRORS) else exc))
-                continue
-            if not single:
-                cursor.execute("RELEASE SAVEPOINT unit")
-            unit.settled, unit.kinds = tx.settled, None if tx.tasks_changed else tx.kinds
-            outcomes.append((value, None))
-        self._committing = True  # from here a failure leaves the outcome unknown
-        if sqlite:
-            cursor.execute("COMMIT")
-        else:
-            conn.commit()
-        return outcomes
-
     # -- reading ---------------------------------------------------------------------
 
     @contextmanager
@@ -343,13 +382,13 @@ class Database:
             yield conn, reused
         except DRIVER_ERRORS:
             if conn is not None:
-                self._discard(conn)  # it may be broken: never hand it out again
+                _discard(conn)  # it may be broken: never hand it out again
                 conn = None
             raise
         finally:
             if conn is not None:
                 if self._closed:
-                    self._discard(conn)
+                    _discard(conn)
                 else:
                     self._idle.put(conn)
             self._reader_slots.release()
@@ -380,7 +419,7 @@ class Database:
     def _drop_idle(self) -> None:
         while True:
             try:
-                self._discard(self._idle.get_nowait())
+                _discard(self._idle.get_nowait())
             except queue.Empty:
                 return
 
@@ -388,9 +427,19 @@ class Database:
         if self._closed:
             return
         self._closed = True
-        if self._writer_started:
-            self._units.put(None)
-            self._writer.join(timeout=30)
+        if self._writers_started:
+            for _ in self._writers:
+                self._units.put(None)
+            for writer in self._writers:
+                writer.join(timeout=30)
+        # Anything submitted while closing: refuse it rather than leave it hanging.
+        while True:
+            try:
+                late = self._units.get_nowait()
+            except queue.Empty:
+                break
+            if late is not None:
+                late.done(None, StoreUnavailable("the store is closed; open it again to use it"))
         self._reader_pool.shutdown(wait=False, cancel_futures=True)
         self._drop_idle()
 

@@ -179,6 +179,12 @@ class Runtime:
     def start_tx(
         self, tx: Tx, request: StartRequest, owner: Owner | None = None, lease_ms: int = 0
     ) -> tuple[Transition, Claim | None]:
+        if self.store.sql.start_job:  # PostgreSQL: promise, tags and task in one statement
+            fast = self.tasks.start_fast_tx(
+                tx, request.promise, request.function.name, request.begin, owner, lease_ms
+            )
+            if fast is not None:
+                return fast
         try:
             transition = self.store.create_tx(tx, request.promise)
         except PromiseAlreadyExists as exc:
@@ -467,11 +473,13 @@ class Runtime:
     async def _finish(
         self, claim: Claim, job: Promise, kind: str, action: Literal["resolve", "reject"], data: str
     ) -> None:
+        ikey = f"{job.id}:done"
+
         def unit(tx: Tx) -> Transition:
+            if self.store.sql.finish_job:  # PostgreSQL: fence and settle in one statement
+                return self.tasks.finish_fast_tx(tx, claim, action, Value(data), ikey)
             self.tasks.fence_tx(tx, claim)
-            return self.store.settle_tx(
-                tx, job.id, action, value=Value(data), ikey=f"{job.id}:done"
-            )
+            return self.store.settle_tx(tx, job.id, action, value=Value(data), ikey=ikey)
 
         try:
             await self.store.db.awrite(unit)

@@ -169,6 +169,58 @@ class Statements:
             f"LEFT JOIN promises w ON w.id = t.waiting_on WHERE p.id {in_ids}"
         )
 
+        # -- PostgreSQL: a job's common writes in one round trip each ------------------
+        # (On SQLite every statement is a function call in this process; there the
+        # runtime runs the plain statements above one after the other.)
+        pc = ", ".join(f"s.{c.strip()}" for c in p.split(","))
+        self.start_job = (
+            "WITH p AS (INSERT INTO promises (id, state, timer, param_headers, param_data, "
+            "value_headers, value_data, timeout_at, tags, ikey_create, ikey_settle, created_at, "
+            "settled_at) VALUES (:id, 'pending', :timer, :param_headers, :param_data, NULL, NULL, "
+            ":timeout_at, :tags, :ikey_create, NULL, :now, NULL) "
+            "ON CONFLICT (id) DO NOTHING RETURNING seq), "
+            "g AS (INSERT INTO promise_tags (seq, key, value, pending) "
+            "SELECT p.seq, tag.key, tag.value, 1 FROM p, "
+            "unnest(CAST(:tag_keys AS TEXT[]), CAST(:tag_values AS TEXT[])) AS tag(key, value)), "
+            "k AS (INSERT INTO tasks (id, kind, state, ready_at, waiting_on, owner, owner_host, "
+            "owner_pid, lease_expires_at, counter, attempts, step_id, step_attempt, progress, "
+            "updated_at) SELECT CAST(:id AS VARCHAR), CAST(:kind AS VARCHAR), "
+            "CAST(:task_state AS VARCHAR), CAST(:ready_at AS BIGINT), NULL, "
+            "CAST(:owner AS VARCHAR), CAST(:owner_host AS VARCHAR), CAST(:owner_pid AS INTEGER), "
+            "CAST(:lease_expires_at AS BIGINT), CAST(:counter AS BIGINT), "
+            "CAST(:attempts AS INTEGER), NULL, 0, NULL, CAST(:now AS BIGINT) FROM p) "
+            "SELECT seq FROM p"
+            if pg
+            else ""
+        )
+        self.record_step = (
+            "WITH f AS (UPDATE tasks SET updated_at = :now WHERE id = :job AND counter = :counter "
+            "AND state = 'claimed' RETURNING 1), "
+            "i AS (INSERT INTO promises (id, state, timer, param_headers, param_data, "
+            "value_headers, value_data, timeout_at, tags, ikey_create, ikey_settle, created_at, "
+            "settled_at) SELECT CAST(:id AS VARCHAR), CAST(:state AS VARCHAR), false, "
+            "CAST(:param_headers AS VARCHAR), CAST(:param_data AS VARCHAR), "
+            "CAST(:value_headers AS VARCHAR), CAST(:value_data AS VARCHAR), "
+            "CAST(:timeout_at AS BIGINT), NULL, CAST(:id AS VARCHAR), CAST(:id AS VARCHAR), "
+            "CAST(:now AS BIGINT), CAST(:now AS BIGINT) WHERE EXISTS (SELECT 1 FROM f) "
+            "ON CONFLICT (id) DO NOTHING RETURNING seq) "
+            "SELECT (SELECT count(*) FROM f), (SELECT seq FROM i)"
+            if pg
+            else ""
+        )
+        self.finish_job = (
+            "WITH f AS (UPDATE tasks SET updated_at = :now WHERE id = :id AND counter = :counter "
+            "AND state = 'claimed' RETURNING 1), "
+            f"s AS (UPDATE promises SET state = :state, value_headers = :headers, "
+            f"value_data = :data, ikey_settle = :ikey, settled_at = {settle_time} "
+            "WHERE id = :id AND state = 'pending' AND timeout_at > :now "
+            f"AND EXISTS (SELECT 1 FROM f) RETURNING {p}) "
+            "SELECT (SELECT count(*) FROM f), (SELECT array_agg(DISTINCT kind) FROM tasks "
+            f"WHERE waiting_on = :id), {pc} FROM (SELECT 1) AS one LEFT JOIN s ON true"
+            if pg
+            else ""
+        )
+
         # -- workers ----------------------------------------------------------------
         w = WORKER_COLUMNS
         self.insert_worker = (

@@ -179,11 +179,7 @@ class SqlStore:
                             for k, v in new.tags.items()
                         ],
                     )
-                fresh = Promise(
-                    id=new.id, state="pending", param=new.param, value=Value(),
-                    timeout_at=new.timeout_at, tags=new.tags, ikey_create=new.ikey,
-                    ikey_settle=None, created_at=now, settled_at=None,
-                )  # fmt: skip
+                fresh = self.created(new, now)
                 return Transition(self._apply_timeout_tx(tx, fresh, now), fresh=True)
             existing = tx.one(self.sql.get_for_update, {"id": new.id})
             if existing is not None:
@@ -228,6 +224,15 @@ class SqlStore:
         if not current.pending:
             return current
         return self.settle_tx(tx, id, action, value=value, ikey=id).promise
+
+    @staticmethod
+    def created(new: NewPromise, now: int) -> Promise:
+        """The promise a fresh create of ``new`` at ``now`` wrote."""
+        return Promise(
+            id=new.id, state="pending", param=new.param, value=Value(),
+            timeout_at=new.timeout_at, tags=new.tags, ikey_create=new.ikey,
+            ikey_settle=None, created_at=now, settled_at=None,
+        )  # fmt: skip
 
     def settle_tx(
         self,

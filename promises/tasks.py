@@ -28,13 +28,18 @@ import socket
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal
 
 from promises.database import Tx
 from promises.errors import InvariantViolation, LeaseLost
-from promises.records import Promise
+from promises.records import TIMER_TAG, Promise, Transition, Value
 from promises.rows import progress_from_text, promise_from_row
-from promises.store import SqlStore
+from promises.store import NewPromise, SqlStore
+from promises.transitions import SETTLED_BY, SettleAction
+from promises.validation import dumps_mapping
+
+_NO_TAGS: MappingProxyType[str, str] = MappingProxyType({})
 
 TaskState = Literal["ready", "claimed", "done"]
 
@@ -207,6 +212,94 @@ class Tasks:
         rows = tx.all(self.sql.heartbeat, {"owner": owner.id, "lease_end": now + lease_ms})
         tx.execute(self.sql.worker_seen, {"id": owner.id, "now": now})
         return {(r[0], r[1]) for r in rows}
+
+    # -- PostgreSQL: a job's common writes in one statement each --------------------------
+
+    def start_fast_tx(
+        self,
+        tx: Tx,
+        new: NewPromise,
+        kind: str,
+        ready_at: int,
+        owner: Owner | None,
+        lease_ms: int,
+    ) -> tuple[Transition, Claim | None] | None:
+        """Create a job's promise, tags and task in one round trip; None if the id is
+        taken (the caller then takes the general path, which tells why)."""
+        now = self.store.clock()
+        claimed = owner is not None
+        seq = tx.scalar(
+            self.sql.start_job,
+            {
+                "id": new.id, "timer": new.tags.get(TIMER_TAG) == "true",
+                "param_headers": dumps_mapping(new.param.headers), "param_data": new.param.data,
+                "timeout_at": new.timeout_at, "tags": dumps_mapping(new.tags),
+                "ikey_create": new.ikey, "now": now,
+                "tag_keys": list(new.tags), "tag_values": list(new.tags.values()),
+                "kind": kind, "task_state": "claimed" if claimed else "ready",
+                "ready_at": ready_at, "owner": owner.id if owner else None,
+                "owner_host": owner.host if owner else None,
+                "owner_pid": owner.pid if owner else None,
+                "lease_expires_at": now + lease_ms if claimed else None,
+                "counter": 1 if claimed else 0, "attempts": 1 if claimed else 0,
+            },
+        )  # fmt: skip
+        if seq is None:
+            return None
+        if not claimed:
+            tx.ready(kind)
+        promise = self.store.created(new, now)
+        if promise.timeout_at <= now:  # made already past its deadline
+            promise = self.store.persist_timeouts_tx(tx, [new.id], now)[new.id]
+        claim = Claim(new.id, 1, 1, None, 0, kind) if claimed else None
+        return Transition(promise, fresh=True), claim
+
+    def record_fast_tx(
+        self, tx: Tx, claim: Claim, id: str, action: Literal["resolve", "reject"], param: Value,
+        value: Value, timeout_at: int,
+    ) -> Promise:  # fmt: skip
+        """Fence, and write a finished step, in one round trip."""
+        now = self.store.clock()
+        fenced, seq = tx.one(
+            self.sql.record_step,
+            {
+                "job": claim.id, "counter": claim.counter, "now": now, "id": id,
+                "state": SETTLED_BY[action], "param_headers": dumps_mapping(param.headers),
+                "param_data": param.data, "value_headers": dumps_mapping(value.headers),
+                "value_data": value.data, "timeout_at": timeout_at,
+            },
+        )  # fmt: skip
+        if not fenced:
+            raise LeaseLost(claim.id)
+        if seq is None:  # recorded before (a replay's race): the store settles who won
+            return self.store.record_tx(tx, id, action, param, value, timeout_at=timeout_at)
+        recorded = Promise(
+            id=id, state=SETTLED_BY[action], param=param, value=value, timeout_at=timeout_at,
+            tags=_NO_TAGS, ikey_create=id, ikey_settle=id, created_at=now, settled_at=now,
+        )  # fmt: skip
+        tx.settled[id] = recorded
+        return recorded
+
+    def finish_fast_tx(
+        self, tx: Tx, claim: Claim, action: SettleAction, value: Value, ikey: str
+    ) -> Transition:
+        """Fence, and settle the job, in one round trip."""
+        now = self.store.clock()
+        row = tx.one(
+            self.sql.finish_job,
+            {"id": claim.id, "counter": claim.counter, "now": now, "state": SETTLED_BY[action],
+             "headers": dumps_mapping(value.headers), "data": value.data, "ikey": ikey},
+        )  # fmt: skip
+        fenced, kinds, settled = row[0], row[1], row[2:]
+        if not fenced:
+            raise LeaseLost(claim.id)
+        if settled[0] is None:  # past its deadline, or settled meanwhile: the general path
+            return self.store.settle_tx(tx, claim.id, action, value=value, ikey=ikey)
+        promise = promise_from_row(settled)
+        tx.settled[claim.id] = promise
+        for kind in kinds or ():
+            tx.ready(kind)
+        return Transition(promise, fresh=True)
 
     # -- operations ----------------------------------------------------------------------
 
