@@ -1,0 +1,425 @@
+"""What operators do from the command line, as data (``--json``) and as text.
+
+Each command returns a dict (what ``--json`` prints); ``render_<command>`` makes the
+text a person reads. Reads go through ``JobService`` (the statuses agents see) and
+the store; nothing here knows SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from agent_tools import approvals
+from agent_tools.jobs import JobError, JobService, iso
+from agent_tools.present import (
+    FINISHED,
+    STATUSES,
+    call_text,
+    duration,
+    job_arguments,
+    local_time,
+    ms_of,
+    pretty,
+    relative,
+    short_json,
+)
+from agent_tools.tables import block, table
+from promises import JOB_TAG, PromiseNotFound
+
+#: On a re-run job: the id of the job it re-runs.
+RERUN_TAG = "agent_tools:rerun_of"
+_STATE_STATUS = {"resolved": "completed", "rejected": "failed",
+                 "rejected_canceled": "cancelled", "rejected_timedout": "timed_out"}  # fmt: skip
+
+
+class NotFound(JobError):
+    """The thing asked for does not exist (exit status 1)."""
+
+
+def _now(service: JobService) -> int:
+    return service.store.clock()
+
+
+# -- jobs list ----------------------------------------------------------------------------
+
+
+def list_jobs(service: JobService, status: str | None, kind: str | None, limit: int,
+              cursor: str | None) -> dict[str, Any]:  # fmt: skip
+    return service.list_jobs(status, kind, limit, cursor)
+
+
+def _what(job: dict[str, Any], now: int) -> str:
+    waiting = job.get("waiting_for") or {}
+    if "approval" in waiting:
+        question = (waiting.get("request") or {}).get("question") or "a decision"
+        return f"a person: {question}"
+    if "time" in waiting:
+        reason = waiting.get("reason")
+        return f"{reason or 'its time'} {relative(ms_of(waiting['time']), now)}"
+    if waiting:
+        return f"promise {waiting.get('promise')}"
+    if job["status"] in FINISHED:
+        error = job.get("error")
+        return f"{error['type']}: {error['message']}" if error else ""
+    progress = job.get("progress")
+    if progress:
+        fraction = progress.get("fraction")
+        share = f"{fraction:.0%} " if isinstance(fraction, int | float) else ""
+        return f"{share}{progress.get('message', '')}"
+    return ""
+
+
+def render_list(page: dict[str, Any], now: int) -> str:
+    jobs = page["jobs"]
+    if not jobs:
+        return "No jobs."
+    rows = []
+    for job in jobs:
+        created = ms_of(job.get("created_at"))
+        end = ms_of(job.get("finished_at")) or now
+        rows.append([
+            job["job_id"], job.get("kind") or "", job["status"], relative(created, now),
+            duration(end - (created or now)), _what(job, now),
+        ])  # fmt: skip
+    text = table(["JOB", "KIND", "STATUS", "STARTED", "TOOK", "WAITING FOR / PROGRESS"], rows)
+    if page.get("next_cursor"):
+        text += f"\n\nMore: add --cursor {page['next_cursor']}"
+    return text
+
+
+# -- jobs show ----------------------------------------------------------------------------
+
+
+def show_job(service: JobService, job_id: str) -> dict[str, Any]:
+    job = service.probe([job_id])[0]
+    if job["status"] == "unknown":
+        raise NotFound(job["error"]["message"] + "; agent-tools jobs list shows the jobs")
+    try:
+        promise = service.store.get(job_id)
+    except PromiseNotFound as exc:  # collected between the two reads
+        raise NotFound(f"no job or timer has the id {job_id!r}") from exc
+    job["arguments"] = job_arguments(promise)
+    if promise.tags.get(RERUN_TAG):
+        job["rerun_of"] = promise.tags[RERUN_TAG]
+    reruns = service.store.search(tags={RERUN_TAG: job_id}, limit=20).promises
+    if reruns:
+        job["reruns"] = [p.id for p in reruns]
+    if job["status"] in FINISHED:
+        job.pop("progress", None)  # the last progress of a finished job is stale
+    return job
+
+
+def render_job(job: dict[str, Any], now: int) -> str:
+    created = ms_of(job.get("created_at"))
+    pairs = [
+        ("job", job["job_id"]),
+        ("status", job["status"]),
+        ("call", call_text(job.get("kind"), job.get("arguments") or {})),
+        ("started", f"{local_time(created)} ({relative(created, now)})"),
+    ]
+    if job.get("finished_at"):
+        finished = ms_of(job["finished_at"])
+        pairs.append(("finished", f"{local_time(finished)} ({relative(finished, now)})"))
+        pairs.append(("took", duration((finished or now) - (created or now))))
+    if job.get("attempts") is not None:
+        pairs.append(("runs", str(job["attempts"])))
+    waiting = job.get("waiting_for") or {}
+    if "approval" in waiting:
+        request = waiting.get("request") or {}
+        deadline = ms_of(waiting.get("deadline"))
+        pairs.append(("waiting for", f"a person to decide: {request.get('question', '')}"))
+        pairs.append(("approval", waiting["approval"]))
+        pairs.append(("decide by", f"{local_time(deadline)} ({relative(deadline, now)})"))
+        pairs.append(("link", waiting.get("link") or "no pages are served for this database "
+                      "(start agent-tools serve, or pass --public-url)"))  # fmt: skip
+    elif waiting:
+        pairs.append(("waiting for", _what(job, now)))
+    if job.get("progress") and job["status"] not in FINISHED:
+        pairs.append(("progress", _what({**job, "waiting_for": None}, now)))
+    if job.get("deadline"):
+        deadline = ms_of(job["deadline"])
+        pairs.append(("deadline", f"{local_time(deadline)} ({relative(deadline, now)})"))
+    if job.get("rerun_of"):
+        pairs.append(("re-run of", job["rerun_of"]))
+    if job.get("reruns"):
+        pairs.append(("re-run as", ", ".join(job["reruns"])))
+    if job["status"] == "completed":
+        pairs.append(("result", pretty(job.get("result"))))
+    if job.get("error"):
+        pairs.append(("error", f"{job['error']['type']}: {job['error']['message']}"))
+    return block(pairs)
+
+
+# -- jobs watch ---------------------------------------------------------------------------
+
+
+def _signature(job: dict[str, Any]) -> tuple[Any, ...]:
+    return (job["status"], short_json(job.get("waiting_for")), short_json(job.get("progress")))
+
+
+async def watch(service: JobService, job_id: str, emit: Callable[[dict[str, Any]], None],
+                interval: float = 1.0) -> dict[str, Any]:  # fmt: skip
+    """Emit the job's status now and at every change until it finishes; return the last."""
+    last: tuple[Any, ...] | None = None
+    while True:
+        job = await asyncio.to_thread(show_job, service, job_id)
+        if _signature(job) != last:
+            last = _signature(job)
+            emit(job)
+        if job["status"] in FINISHED:
+            return job
+        try:
+            await service.store.wait(job_id, timeout=interval)
+        except PromiseNotFound as exc:
+            raise NotFound(f"job {job_id!r} was removed while watching") from exc
+
+
+def render_watch_line(job: dict[str, Any], now: int) -> str:
+    stamp = time.strftime("%H:%M:%S")
+    detail = _what(job, now)
+    if job["status"] == "completed":
+        detail = short_json(job.get("result"), 100)
+    return f"{stamp}  {job['job_id']}  {job['status']}" + (f"  {detail}" if detail else "")
+
+
+# -- jobs rerun ---------------------------------------------------------------------------
+
+
+def rerun(service: JobService, job_id: str, new_id: str | None = None) -> dict[str, Any]:
+    """Start the job again with the same arguments under a new id, linked to the old."""
+    import json
+
+    try:
+        old = service.store.get(job_id)
+    except PromiseNotFound as exc:
+        raise NotFound(
+            f"no job has the id {job_id!r}; agent-tools jobs list shows the jobs"
+        ) from exc
+    kind = old.tags.get(JOB_TAG)
+    if kind is None:
+        raise JobError(f"{job_id!r} is not a job (a timer or a step); only jobs can be re-run")
+    if old.pending:
+        raise JobError(
+            f"job {job_id!r} has not finished; re-run it once it has (or cancel it first: "
+            f"agent-tools jobs cancel {job_id})"
+        )
+    function = service.runtime.registry.get(kind)
+    if function is None:
+        raise JobError(
+            f"job kind {kind!r} is not loaded here; pass --jobs MODULE (the module that "
+            "defines it) or set AGENT_TOOLS_JOBS"
+        )
+    spec = json.loads(old.param.data or "{}")
+    if new_id is None:
+        base = re.sub(r"-rerun-\d+$", "", job_id)[:180]
+        count = len(service.store.search(f"{base}-rerun-*", limit=1000).promises)
+        new_id = f"{base}-rerun-{count + 1}"
+    try:
+        transition = service.runtime.start(
+            function, *spec.get("args", []), id=new_id, tags={RERUN_TAG: job_id},
+            **spec.get("kwargs", {}),
+        )  # fmt: skip
+    except Exception as exc:
+        raise JobError(f"cannot re-run {job_id!r}: {exc}") from exc
+    status = service.status(transition.promise)
+    return {**status, "rerun_of": job_id, "created": transition.fresh}
+
+
+# -- jobs cancel --------------------------------------------------------------------------
+
+
+def matching(service: JobService, status: str | None, kind: str | None,
+             older_than_ms: int | None) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """Every unfinished job with this status / kind / age, all pages."""
+    now = _now(service)
+    for wanted in [status] if status else ["running", "waiting"]:
+        cursor = None
+        while True:
+            page = service.list_jobs(wanted, kind, 200, cursor)
+            for job in page["jobs"]:
+                created = ms_of(job.get("created_at")) or now
+                if older_than_ms is None or now - created >= older_than_ms:
+                    yield job
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+
+
+def cancel(service: JobService, ids: list[str], status: str | None, kind: str | None,
+           older_than_ms: int | None, yes: bool) -> dict[str, Any]:  # fmt: skip
+    if ids and (status or kind or older_than_ms is not None):
+        raise JobError("give job ids or a filter (--status, --kind, --older-than), not both")
+    if not ids and not (status or kind or older_than_ms is not None):
+        raise JobError("say which jobs: job ids, or a filter (--status, --kind, --older-than)")
+    if status is not None and status not in ("running", "waiting"):
+        raise JobError(f"only unfinished jobs can be cancelled: --status running or waiting, "
+                       f"not {status!r}")  # fmt: skip
+    if not ids:
+        targets = [j["job_id"] for j in matching(service, status, kind, older_than_ms)]
+        if not yes:
+            return {"would_cancel": targets, "cancelled": [], "errors": {}, "dry_run": True}
+    else:
+        targets = ids
+    cancelled, errors = [], {}
+    for job_id in targets:
+        try:
+            service.cancel(job_id)
+            cancelled.append(job_id)
+        except JobError as exc:
+            errors[job_id] = str(exc)
+    return {"cancelled": cancelled, "errors": errors, "dry_run": False}
+
+
+def render_cancel(result: dict[str, Any]) -> str:
+    if result["dry_run"]:
+        targets = result["would_cancel"]
+        if not targets:
+            return "No unfinished job matches."
+        listing = "\n".join(f"  {t}" for t in targets[:50])
+        more = f"\n  … and {len(targets) - 50} more" if len(targets) > 50 else ""
+        return f"{len(targets)} jobs match:\n{listing}{more}\nAdd --yes to cancel them."
+    lines = [f"cancelled {job_id}" for job_id in result["cancelled"]]
+    lines += [f"not cancelled {job_id}: {error}" for job_id, error in result["errors"].items()]
+    return "\n".join(lines) or "Nothing to cancel."
+
+
+# -- approvals ----------------------------------------------------------------------------
+
+
+def waiting_approvals(service: JobService) -> dict[str, Any]:
+    waiting = list(matching(service, "waiting", None, None))
+    found = approvals.pending(service.store, waiting)
+    links = {j["waiting_for"]["approval"]: j["waiting_for"].get("link") for j in waiting
+             if (j.get("waiting_for") or {}).get("approval")}  # fmt: skip
+    return {"approvals": [{**a.as_dict(), "link": links.get(a.id)} for a in found]}
+
+
+def render_approvals(data: dict[str, Any], now: int) -> str:
+    items = data["approvals"]
+    if not items:
+        return "Nothing waits for a person."
+    rows = [[a["job_id"] or "", a["question"], relative(a["deadline"], now),
+             a["link"] or "(no pages served: agent-tools serve, or --public-url)"]
+            for a in items]  # fmt: skip
+    return table(["JOB", "QUESTION", "DECIDE BY", "LINK"], rows) + (
+        "\n\nDecide with: agent-tools approve JOB [--comment TEXT] (or reject), or open the link."
+    )
+
+
+def decide(service: JobService, target: str, approved: bool, comment: str | None,
+           by: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Decide the approval ``target`` (its id, or the id of a job waiting on one)."""
+    job = service.probe([target])[0]
+    waiting_on = (job.get("waiting_for") or {}).get("approval")
+    approval_id = approvals.for_target(service.store, target, waiting_on)
+    try:
+        decided = approvals.decide(
+            service.store, approval_id, approved=approved, comment=comment, by=by
+        )
+    except approvals.ApprovalError as exc:
+        raise JobError(str(exc)) from exc
+    out: dict[str, Any] = {"approval": approval_id, "approved": approved, "comment": comment}
+    if by:
+        out["by"] = by
+    out["job_id"] = decided.job_id
+    return out
+
+
+# -- health -------------------------------------------------------------------------------
+
+
+def count_jobs(service: JobService) -> dict[str, Any]:
+    """Jobs per status and per kind, and the oldest waiting job (a full scan: settled
+    jobs by their state, unfinished ones through ``probe`` for running vs waiting)."""
+    store = service.store
+    by_status: Counter[str] = Counter()
+    by_kind: dict[str, Counter[str]] = {}
+    pending_ids: list[str] = []
+    cursor = None
+    while True:
+        page = store.search(tags={JOB_TAG: "*"}, limit=1000, cursor=cursor)
+        for promise in page.promises:
+            if promise.pending:
+                pending_ids.append(promise.id)
+                continue
+            status = _STATE_STATUS[promise.state]
+            by_status[status] += 1
+            by_kind.setdefault(promise.tags[JOB_TAG], Counter())[status] += 1
+        cursor = page.cursor
+        if cursor is None:
+            break
+    oldest: dict[str, Any] | None = None
+    for start in range(0, len(pending_ids), 100):
+        for job in service.probe(pending_ids[start : start + 100]):
+            if job["status"] == "unknown":
+                continue
+            by_status[job["status"]] += 1
+            by_kind.setdefault(job.get("kind") or "?", Counter())[job["status"]] += 1
+            if job["status"] == "waiting" and (
+                oldest is None or job["created_at"] < oldest["created_at"]
+            ):
+                oldest = job
+    return {
+        "jobs": {s: by_status.get(s, 0) for s in STATUSES},
+        "kinds": {k: {s: c.get(s, 0) for s in STATUSES} for k, c in sorted(by_kind.items())},
+        "oldest_waiting": None
+        if oldest is None
+        else {
+            "job_id": oldest["job_id"],
+            "kind": oldest.get("kind"),
+            "created_at": oldest["created_at"],
+            "waiting_for": oldest.get("waiting_for"),
+        },
+    }
+
+
+def health(service: JobService) -> dict[str, Any]:
+    """Jobs per status and kind, the oldest waiting job, and the workers."""
+    return {
+        **count_jobs(service),
+        "workers": _workers(service),
+        "checked_at": iso(_now(service)),
+    }
+
+
+def _workers(service: JobService) -> list[dict[str, Any]] | None:
+    """The worker registry (``Runtime.workers``), where the engine has it."""
+    workers = getattr(service.runtime, "workers", None)
+    if workers is None:
+        return None
+    return [
+        {"id": w.id, "host": w.host, "pid": w.pid, "kinds": list(w.kinds), "alive": w.alive,
+         "running": w.running, "started_at": iso(w.started_at)}
+        for w in workers()
+    ]  # fmt: skip
+
+
+def render_health(data: dict[str, Any], now: int) -> str:
+    counts = "  ".join(f"{s} {n}" for s, n in data["jobs"].items())
+    parts = [f"Jobs: {counts}"]
+    if data["kinds"]:
+        rows = [[k, *(str(c[s]) for s in STATUSES)] for k, c in data["kinds"].items()]
+        parts.append(table(["KIND", *(s.upper() for s in STATUSES)], rows))
+    oldest = data["oldest_waiting"]
+    if oldest:
+        waited = ms_of(oldest["created_at"])
+        what = _what({"status": "waiting", "waiting_for": oldest["waiting_for"]}, now)
+        parts.append(f"Oldest waiting job: {oldest['job_id']} ({oldest['kind']}), started "
+                     f"{relative(waited, now)}, waiting for {what}")  # fmt: skip
+    else:
+        parts.append("No job is waiting.")
+    workers = data["workers"]
+    if workers is None:
+        parts.append("Workers: this engine version keeps no worker registry.")
+    elif not workers:
+        parts.append("Workers: none alive. Jobs wait until one starts (agent-tools worker).")
+    else:
+        rows = [[w["id"], "alive" if w["alive"] else "gone", str(w["running"]),
+                 ", ".join(w["kinds"])] for w in workers]  # fmt: skip
+        parts.append(table(["WORKER", "STATE", "RUNNING", "KINDS"], rows))
+    return "\n\n".join(parts)
