@@ -27,6 +27,8 @@ from agent_tools.present import (
 from promises import STEP_TAG, Promise, PromiseNotFound
 
 PAGE_SIZE = 50
+#: Stands for the first page in the trail of cursors that makes "Previous page".
+FIRST = "~"
 
 
 def job_path(job_id: str) -> str:
@@ -101,12 +103,12 @@ def dashboard(service: JobService, status: str | None, kind: str | None, cursor:
     filters = {k: v for k, v in (("status", status), ("kind", kind)) if v}
     next_url = prev_url = None
     if page["next_cursor"]:
-        trail = [*back, cursor or ""]
+        trail = [*back, cursor or FIRST]
         next_url = "/?" + urlencode({**filters, "cursor": page["next_cursor"],
                                      "back": ",".join(trail)})  # fmt: skip
     if cursor:
-        previous = back[-1] if back else ""
-        query = {**filters, **({"cursor": previous} if previous else {})}
+        previous = back[-1] if back else FIRST
+        query = {**filters, **({"cursor": previous} if previous != FIRST else {})}
         if back[:-1]:
             query["back"] = ",".join(back[:-1])
         prev_url = "/?" + urlencode(query) if query else "/"

@@ -25,7 +25,7 @@ async def report(ctx: Context, city: str, months: list[str]) -> dict[str, Any]:
 
 
 @durable(name="people.refund", retry=Never())
-async def refund(ctx: Context, order_id: str, amount_eur: float, hours: float = 47.5) -> dict[str, Any]:
+async def refund(ctx: Context, order_id: str, amount_eur: float, hours: float = 47.2) -> dict[str, Any]:
     """A refund a person approves."""
     decision = ctx.promise(
         timeout=timedelta(hours=hours),
