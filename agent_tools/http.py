@@ -93,7 +93,12 @@ class Listener:
 
     @property
     def url(self) -> str:
-        return (self.public_url or url_for(self.host, self.port)).rstrip("/")
+        """Where people reach it: the public URL, else where it listens."""
+        return (self.public_url or self.local_url).rstrip("/")
+
+    @property
+    def local_url(self) -> str:
+        return url_for(self.host, self.port)
 
     def allowed_hosts(self) -> set[str]:
         names = {self.host, "127.0.0.1", "localhost", "::1"}
@@ -170,8 +175,9 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(BaseException):
+    """Raised from ``receive`` past the cap. A BaseException, so that the app's own
+    error handling (Starlette answers 500 to any Exception) lets it through to us."""
 
 
 class Guard:

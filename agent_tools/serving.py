@@ -107,7 +107,7 @@ async def serve(
         app = mcp_app(server, listener, pages) if options.http else pages_app(pages, listener)
     log.info(
         "agent-tools serving MCP over %s; database %s; job kinds: %s; %s; pages: %s",
-        f"HTTP at {bound[0].url}/mcp" if options.http and bound else "stdio",
+        f"HTTP at {bound[0].local_url}/mcp" if options.http and bound else "stdio",
         safe_url(options.db_url),
         ", ".join(service.kinds) or "none",
         f"a worker runs here (concurrency {options.concurrency})"
