@@ -217,8 +217,10 @@ def rerun(service: JobService, job_id: str, new_id: str | None = None) -> dict[s
     spec = json.loads(old.param.data or "{}")
     if new_id is None:
         base = re.sub(r"-rerun-\d+$", "", job_id)[:180]
-        count = len(service.store.search(f"{base}-rerun-*", limit=1000).promises)
-        new_id = f"{base}-rerun-{count + 1}"
+        earlier = service.store.search(f"{base}-rerun-*", tags={JOB_TAG: "*"}, limit=1000)
+        numbers = [int(m[1]) for p in earlier.promises
+                   if (m := re.fullmatch(rf"{re.escape(base)}-rerun-(\d+)", p.id))]  # fmt: skip
+        new_id = f"{base}-rerun-{max(numbers, default=0) + 1}"
     try:
         transition = service.runtime.start(
             function, *spec.get("args", []), id=new_id, tags={RERUN_TAG: job_id},

@@ -28,13 +28,14 @@ from promises import Runtime, open_store
 from tests.test_mcp_transports import free_port
 
 ROOT = Path(__file__).parent.parent
+AGENT_TOOLS = str(Path(sys.executable).parent / "agent-tools")  # the installed command
 SECRET = "serve-test-secret"
 TOKEN = "a-long-enough-token-for-tests"
 pytestmark = pytest.mark.slow
 
 
 def command(db: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "agent_tools.cli", "serve", "--db", str(db), *extra]
+    return [AGENT_TOOLS, "serve", "--db", str(db), *extra]
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -110,7 +111,7 @@ def http_server(running: list[Running], tmp_path: Path, *extra: str, **environme
 async def test_a_stdio_server_serves_its_pages_and_hands_out_links_that_open(tmp_path: Path) -> None:
     log = tmp_path / "stdio.log"
     params = StdioServerParameters(
-        command=sys.executable, args=command(tmp_path / "s.db")[1:], env=env(), cwd=str(ROOT)
+        command=AGENT_TOOLS, args=command(tmp_path / "s.db")[1:], env=env(), cwd=str(ROOT)
     )
     with log.open("w") as errors:
         async with Client(stdio_client(params, errlog=errors)) as client:
@@ -333,7 +334,7 @@ def test_the_public_url_and_allowed_hosts_are_answered_and_links_use_the_public_
         Runtime(store).start(builtin_jobs.approval, "Public?", id="pub")
         wait_for(lambda: (t := Runtime(store).tasks.get("pub")) and t.waiting_on, what="the wait")
     shown = subprocess.run(
-        [sys.executable, "-m", "agent_tools.cli", "jobs", "show", "pub", "--json",
+        [AGENT_TOOLS, "jobs", "show", "pub", "--json",
          "--db", str(tmp_path / "h.db"), "--public-url", "https://agents.example.org"],
         cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60,
     )  # fmt: skip

@@ -24,6 +24,7 @@ from tests.test_mcp_transports import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).parent.parent
+AGENT_TOOLS = str(Path(sys.executable).parent / "agent-tools")  # the installed command
 SHOTS = ROOT / "artifacts" / "screenshots"
 SECRET = "test-secret-for-links"
 TOKEN = "page-token-for-tests"
@@ -42,7 +43,7 @@ class Server:
         self.db, self.port = db, free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = db.with_suffix(".stderr")
-        command = [sys.executable, "-m", "agent_tools.cli", "serve", "--http", "--port", str(self.port),
+        command = [AGENT_TOOLS, "serve", "--http", "--port", str(self.port),
                    "--db", str(db), "--jobs", "tests.durable_jobs", "--jobs", "tests.people_jobs", *extra]  # fmt: skip
         env = {**os.environ, "AGENT_TOOLS_SECRET": SECRET}
         with self.log.open("ab") as errors:
