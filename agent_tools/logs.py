@@ -45,5 +45,6 @@ def setup_logging(log_format: LogFormat = "text", level: int = logging.INFO) -> 
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
-    # uvicorn's access log is noise here; its errors still come through.
+    # Access logs and every outgoing request are noise here; their errors still come through.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
