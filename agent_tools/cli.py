@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -214,10 +215,22 @@ def _parser() -> argparse.ArgumentParser:
         default=16,
         help="jobs run at once by this process's worker (default 16)",
     )
+    serve.add_argument(
+        "--otel",
+        action="store_true",
+        help="export OpenTelemetry traces and metrics over OTLP (needs agent-tools[otel]; "
+        "set OTEL_EXPORTER_OTLP_ENDPOINT)",
+    )
 
     worker = command("worker", "run a standalone worker for the loaded job kinds")
     worker.add_argument(
         "--concurrency", type=_positive, default=16, help="jobs run at once (default 16)"
+    )
+    worker.add_argument(
+        "--otel",
+        action="store_true",
+        help="export OpenTelemetry traces and metrics over OTLP (needs agent-tools[otel]; "
+        "set OTEL_EXPORTER_OTLP_ENDPOINT)",
     )
 
     jobs = command("jobs", "list, show, follow, cancel or re-run jobs")
@@ -338,8 +351,8 @@ def _serve(args: argparse.Namespace) -> int:
     kinds = load_kinds(args.jobs)
     bound = open_listener(options)  # before anything starts: a taken port fails here
     prepare_store_file(db_url)
-    with _open(db_url) as store:
-        asyncio.run(serve(store, kinds, options, bound, Signer()))
+    with _open(db_url) as store, _telemetry(args) as observer:
+        asyncio.run(serve(store, kinds, options, bound, Signer(), observer))
     return 0
 
 
@@ -349,9 +362,21 @@ def _worker(args: argparse.Namespace) -> int:
     db_url = resolve_db_url(args.db)
     kinds = load_kinds(args.jobs)
     prepare_store_file(db_url)
-    with _open(db_url) as store:
-        asyncio.run(run_worker(store, kinds, db_url, args.concurrency))
+    with _open(db_url) as store, _telemetry(args) as observer:
+        asyncio.run(run_worker(store, kinds, db_url, args.concurrency, observer))
     return 0
+
+
+@contextlib.contextmanager
+def _telemetry(args: argparse.Namespace) -> Iterator[Any]:
+    """An OpenTelemetry observer with ``--otel``, else None."""
+    if not args.otel:
+        yield None
+        return
+    from agent_tools.telemetry import OtelObserver, exporting
+
+    with exporting() as (tracer_provider, meter_provider):
+        yield OtelObserver(tracer_provider, meter_provider)
 
 
 def _open(url: str) -> SqlStore:

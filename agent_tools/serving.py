@@ -92,14 +92,19 @@ async def serve(
     options: ServeOptions,
     bound: tuple[Listener, socket.socket] | None,
     signer: Signer,
+    observer: Any = None,
 ) -> None:
-    """Serve until the client leaves or a signal comes."""
+    """Serve until the client leaves or a signal comes (``observer``: telemetry)."""
     from agent_tools.server import build_server, worker_running
     from agent_tools.web import WebPages
 
     base = bound[0].url if bound else options.public_url
     server = build_server(store, kinds, approval_link=approval_links(signer, base))
     service = server.service  # type: ignore[attr-defined]
+    if observer is not None:
+        from agent_tools.telemetry import attach
+
+        attach(service.runtime, observer)
     app = None
     if bound is not None:
         listener = bound[0]
@@ -187,10 +192,15 @@ def exit_now(code: int = 0) -> None:
 
 
 async def run_worker(store: SqlStore, kinds: Mapping[str, DurableFunction], db_url: str,
-                     concurrency: int) -> None:  # fmt: skip
+                     concurrency: int, observer: Any = None) -> None:  # fmt: skip
     from promises import Runtime
 
-    worker = Worker(Runtime(store, registry=kinds), concurrency=concurrency)
+    runtime = Runtime(store, registry=kinds)
+    if observer is not None:
+        from agent_tools.telemetry import attach
+
+        attach(runtime, observer)
+    worker = Worker(runtime, concurrency=concurrency)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
