@@ -261,7 +261,7 @@ def test_origin_and_form_token_are_checked_before_any_body_is_read(
         (f"/approve/{token}?form_token=x", "http://evil.example"),
         ("/jobs/pay/cancel?form_token=wrong", None),
     ):
-        head = f"POST {path} HTTP/1.1\r\nHost: {netloc}\r\nContent-Length: 50000\r\n"
+        head = f"POST {path} HTTP/1.1\r\nHost: {netloc}\r\nConnection: close\r\nContent-Length: 50000\r\n"
         head += "Content-Type: application/x-www-form-urlencoded\r\n"
         if origin:
             head += f"Origin: {origin}\r\n"
@@ -272,7 +272,7 @@ def test_origin_and_form_token_are_checked_before_any_body_is_read(
 def test_every_body_is_capped_before_it_is_read_whole(tmp_path: Path, running: list[Running]) -> None:
     base = http_server(running, tmp_path)
     netloc = base.removeprefix("http://")
-    announced = raw_request(base, f"POST /jobs/x/cancel HTTP/1.1\r\nHost: {netloc}\r\n"
+    announced = raw_request(base, f"POST /jobs/x/cancel HTTP/1.1\r\nHost: {netloc}\r\nConnection: close\r\n"
                                   "Content-Length: 1000000000\r\n")  # fmt: skip
     assert announced.startswith("HTTP/1.1 413") and "at most 65536 bytes" in announced
     # One byte over the cap, streamed without a length (and not finished: the server
@@ -283,7 +283,7 @@ def test_every_body_is_capped_before_it_is_read_whole(tmp_path: Path, running: l
         wait_for(lambda: (t := Runtime(store).tasks.get("big")) and t.waiting_on, what="the wait")
     form_token = Signer(SECRET.encode()).form_token("approve:big.0")
     link = f"/approve/{Signer(SECRET.encode()).approval_token('big.0')}?form_token={form_token}"
-    streamed = raw_request(base, f"POST {link} HTTP/1.1\r\nHost: {netloc}\r\n"
+    streamed = raw_request(base, f"POST {link} HTTP/1.1\r\nHost: {netloc}\r\nConnection: close\r\n"
                                  "Content-Type: application/x-www-form-urlencoded\r\n"
                                  "Transfer-Encoding: chunked\r\n", chunked)  # fmt: skip
     assert streamed.startswith("HTTP/1.1 413"), streamed[:200]
@@ -300,7 +300,7 @@ def test_a_client_that_goes_away_mid_body_costs_one_log_line(
     signer = Signer(SECRET.encode())
     link = f"/approve/{signer.approval_token('stall.0')}?form_token={signer.form_token('approve:stall.0')}"
     for _ in range(20):
-        raw_request(base, f"POST {link} HTTP/1.1\r\nHost: {netloc}\r\nContent-Length: 1000\r\n"
+        raw_request(base, f"POST {link} HTTP/1.1\r\nHost: {netloc}\r\nConnection: close\r\nContent-Length: 1000\r\n"
                           "Content-Type: application/x-www-form-urlencoded\r\n",
                     b"decision=app", close_after=True)  # fmt: skip
     log = running[0].log
