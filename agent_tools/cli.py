@@ -5,6 +5,7 @@
     agent-tools jobs list|show|watch|cancel|rerun
     agent-tools approvals                       what waits for a person
     agent-tools approve|reject ID               decide a waiting approval
+    agent-tools schedules list|pause|resume|cancel
     agent-tools health                          jobs per status and kind, workers
     agent-tools status                          what the store holds
     agent-tools config claude-desktop|claude-code|cursor
@@ -289,6 +290,21 @@ def _parser() -> argparse.ArgumentParser:
         decide_p.add_argument("--comment", default=None, help="why, for the record")
         decide_p.add_argument("--by", default=None, help="who decides (default: your user name)")
 
+    schedules = command("schedules", "list, pause, resume or cancel cron schedules")
+    schedules_sub = schedules.add_subparsers(dest="schedules_command", metavar="ACTION",
+                                             required=True)  # fmt: skip
+    listed = schedules_sub.add_parser("list", parents=[common], help="the schedules, by id",
+                                      description="the schedules, by id")  # fmt: skip
+    listed.add_argument("--state", choices=("active", "paused", "cancelled"),
+                        help="only schedules in this state")  # fmt: skip
+    listed.add_argument("--limit", type=_positive, default=50, help="schedules per page")
+    listed.add_argument("--cursor", help="the next page, as printed under the previous one")
+    for name, what in (("pause", "stop firing until resumed"),
+                       ("resume", "fire again, from the next tick on"),
+                       ("cancel", "stop for good")):  # fmt: skip
+        change = schedules_sub.add_parser(name, parents=[common], help=what, description=what)
+        change.add_argument("schedule_id", metavar="SCHEDULE_ID")
+
     command("health", "jobs per status and kind, the oldest waiting job, workers")
     command("status", "what the store holds (promises per state)")
 
@@ -458,6 +474,20 @@ def _decide(args: argparse.Namespace) -> int:
     return _read(args, run)  # fmt: skip
 
 
+def _schedules(args: argparse.Namespace) -> int:
+    def run(service: JobService) -> int:
+        now = service.store.clock()
+        if args.schedules_command == "list":
+            data = operate.list_schedules(service, args.state, args.limit, args.cursor)
+            _print(args, data, lambda: operate.render_schedules(data, now))
+            return 0
+        changed = operate.set_schedule(service, args.schedule_id, args.schedules_command)
+        _print(args, changed, lambda: operate.render_schedule(changed, service.store.clock()))
+        return 0
+
+    return _read(args, run)
+
+
 def _health(args: argparse.Namespace) -> int:
     def run(service: JobService) -> int:
         data = operate.health(service)
@@ -489,7 +519,8 @@ def _config(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": _serve, "worker": _worker, "jobs": _jobs, "approvals": _approvals,
-    "approve": _decide, "reject": _decide, "health": _health, "status": _status,
+    "approve": _decide, "reject": _decide, "schedules": _schedules, "health": _health,
+    "status": _status,
     "config": _config,
 }  # fmt: skip
 

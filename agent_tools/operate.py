@@ -29,7 +29,7 @@ from agent_tools.present import (
     short_json,
 )
 from agent_tools.tables import block, table
-from promises import JOB_TAG, PromiseNotFound
+from promises import JOB_TAG, PromiseError, PromiseNotFound
 
 #: On a re-run job: the id of the job it re-runs.
 RERUN_TAG = "agent_tools:rerun_of"
@@ -294,11 +294,11 @@ def render_cancel(result: dict[str, Any]) -> str:
 
 
 def waiting_approvals(service: JobService) -> dict[str, Any]:
-    waiting = list(matching(service, "waiting", None, None))
-    found = approvals.pending(service.store, waiting)
-    links = {j["waiting_for"]["approval"]: j["waiting_for"].get("link") for j in waiting
-             if (j.get("waiting_for") or {}).get("approval")}  # fmt: skip
-    return {"approvals": [{**a.as_dict(), "link": links.get(a.id)} for a in found]}
+    """What waits for a person, with the link to decide each."""
+    found = approvals.pending(service.store)
+    link = service.approval_link
+    return {"approvals": [{**approvals.as_dict(a), "link": link(a.id) if link else None}
+                          for a in found]}  # fmt: skip
 
 
 def render_approvals(data: dict[str, Any], now: int) -> str:
@@ -313,12 +313,22 @@ def render_approvals(data: dict[str, Any], now: int) -> str:
     )
 
 
+def approval_for(service: JobService, target: str) -> str:
+    """The approval a person means by ``target``: its own id, or the id of a job that
+    waits on one."""
+    try:
+        view = service.runtime.view(target)
+    except PromiseError:
+        return target
+    if view.waited is not None and view.waited.approval:
+        return view.waited.id
+    return target
+
+
 def decide(service: JobService, target: str, approved: bool, comment: str | None,
            by: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Decide the approval ``target`` (its id, or the id of a job waiting on one)."""
-    job = service.probe([target])[0]
-    waiting_on = (job.get("waiting_for") or {}).get("approval")
-    approval_id = approvals.for_target(service.store, target, waiting_on)
+    approval_id = approval_for(service, target)
     try:
         decided = approvals.decide(
             service.store, approval_id, approved=approved, comment=comment, by=by
@@ -377,28 +387,35 @@ def count_jobs(service: JobService) -> dict[str, Any]:
             "created_at": oldest["created_at"],
             "waiting_for": oldest.get("waiting_for"),
         },
+        "pending_ids": pending_ids,
     }
 
 
 def health(service: JobService) -> dict[str, Any]:
-    """Jobs per status and kind, the oldest waiting job, and the workers."""
+    """Jobs per status and kind, the oldest waiting job, the ready queue, the workers,
+    and the kinds that have jobs ready but no live worker to run them."""
+    counts = count_jobs(service)
+    runtime, now = service.runtime, _now(service)
+    unserved: Counter[str] = Counter()
+    pending = counts.pop("pending_ids")
+    for start in range(0, len(pending), 500):
+        for view in runtime.views(pending[start : start + 500]).values():
+            if view.kind and view.queued(now) and view.worker is not None and not view.worker.alive:
+                unserved[view.kind] += 1
+    workers = runtime.workers()
     return {
-        **count_jobs(service),
-        "workers": _workers(service),
-        "checked_at": iso(_now(service)),
-    }
-
-
-def _workers(service: JobService) -> list[dict[str, Any]] | None:
-    """The worker registry (``Runtime.workers``), where the engine has it."""
-    workers = getattr(service.runtime, "workers", None)
-    if workers is None:
-        return None
-    return [
-        {"id": w.id, "host": w.host, "pid": w.pid, "kinds": list(w.kinds), "alive": w.alive,
-         "running": w.running, "started_at": iso(w.started_at)}
-        for w in workers()
-    ]  # fmt: skip
+        **counts,
+        "ready_queue": runtime.tasks.ready_count(),
+        "no_worker_for": dict(sorted(unserved.items())),
+        "workers": [
+            {"id": w.id, "host": w.host, "pid": w.pid, "kinds": list(w.kinds), "alive": w.alive,
+             "started_at": iso(w.started_at), "seen_at": iso(w.seen_at),
+             "stopped_at": iso(w.stopped_at)}
+            for w in workers if w.alive
+        ],
+        "workers_stopped": sum(1 for w in workers if not w.alive),
+        "checked_at": iso(now),
+    }  # fmt: skip
 
 
 def render_health(data: dict[str, Any], now: int) -> str:
@@ -415,13 +432,84 @@ def render_health(data: dict[str, Any], now: int) -> str:
                      f"{relative(waited, now)}, waiting for {what}")  # fmt: skip
     else:
         parts.append("No job is waiting.")
+    parts.append(f"Ready to run now: {data['ready_queue']}")
+    for kind, count in data["no_worker_for"].items():
+        jobs = f"{count} {kind} job{'s' if count != 1 else ''}"
+        parts.append(f"{jobs} wait for a worker with that kind: none is alive "
+                     "(start one: agent-tools worker --jobs MODULE)")  # fmt: skip
     workers = data["workers"]
-    if workers is None:
-        parts.append("Workers: this engine version keeps no worker registry.")
-    elif not workers:
-        parts.append("Workers: none alive. Jobs wait until one starts (agent-tools worker).")
+    stopped = f" ({data['workers_stopped']} stopped earlier)" if data["workers_stopped"] else ""
+    if not workers:
+        parts.append(f"Workers: none alive{stopped}. Jobs wait until one starts "
+                     "(agent-tools serve, or agent-tools worker).")  # fmt: skip
     else:
-        rows = [[w["id"], "alive" if w["alive"] else "gone", str(w["running"]),
-                 ", ".join(w["kinds"])] for w in workers]  # fmt: skip
-        parts.append(table(["WORKER", "STATE", "RUNNING", "KINDS"], rows))
+        rows = [[w["id"], f"{w['host']}:{w['pid']}", relative(ms_of(w["started_at"]), now),
+                 relative(ms_of(w["seen_at"]), now), ", ".join(w["kinds"])]
+                for w in workers]  # fmt: skip
+        parts.append(f"Workers alive: {len(workers)}{stopped}\n"
+                     + table(["WORKER", "PROCESS", "STARTED", "SEEN", "KINDS"], rows))  # fmt: skip
     return "\n\n".join(parts)
+
+
+# -- schedules ----------------------------------------------------------------------------
+
+
+def _schedule(schedule: Any) -> dict[str, Any]:
+    return {
+        "id": schedule.id, "state": schedule.state, "cron": schedule.cron,
+        "timezone": schedule.timezone, "kind": schedule.fn, "args": dict(schedule.args),
+        "next_fire_at": iso(schedule.next_fire_at) if schedule.state == "active" else None,
+        "created_at": iso(schedule.created_at), "last_fired_at": iso(schedule.last_fired_at),
+        "last_job_id": schedule.last_job_id, "failures": schedule.failures,
+        "last_error": schedule.last_error, "last_error_at": iso(schedule.last_error_at),
+    }  # fmt: skip
+
+
+def list_schedules(service: JobService, state: str | None, limit: int,
+                   cursor: str | None) -> dict[str, Any]:  # fmt: skip
+    try:
+        found, next_cursor = service.schedules.list(state=state, limit=limit, cursor=cursor)  # type: ignore[arg-type]
+    except PromiseError as exc:
+        raise JobError(str(exc)) from exc
+    return {"schedules": [_schedule(s) for s in found], "next_cursor": next_cursor}
+
+
+def set_schedule(service: JobService, schedule_id: str, action: str) -> dict[str, Any]:
+    """Pause, resume or cancel a schedule."""
+    if service.schedules.get(schedule_id) is None:
+        raise NotFound(
+            f"no schedule is named {schedule_id!r}; agent-tools schedules list shows them"
+        )
+    change = {"pause": service.schedules.pause, "resume": service.schedules.resume,
+              "cancel": service.schedules.cancel}[action]  # fmt: skip
+    try:
+        return _schedule(change(schedule_id))
+    except PromiseError as exc:
+        raise JobError(str(exc)) from exc
+
+
+def render_schedules(data: dict[str, Any], now: int) -> str:
+    items = data["schedules"]
+    if not items:
+        return "No schedules."
+    rows = []
+    for s in items:
+        last = "never"
+        if s["last_fired_at"]:
+            last = f"{relative(ms_of(s['last_fired_at']), now)} ({s['last_job_id']})"
+        trouble = ""
+        if s["last_error"]:
+            trouble = f"{s['failures']} failed, last {relative(ms_of(s['last_error_at']), now)}: "
+            trouble += s["last_error"]
+        next_fire = relative(ms_of(s["next_fire_at"]), now) if s["next_fire_at"] else "—"
+        rows.append([s["id"], s["state"], f"{s['cron']} ({s['timezone']})", s["kind"],
+                     next_fire, last, trouble])  # fmt: skip
+    text = table(["SCHEDULE", "STATE", "CRON", "KIND", "NEXT", "LAST FIRED", "ERRORS"], rows)
+    if data.get("next_cursor"):
+        text += f"\n\nMore: add --cursor {data['next_cursor']}"
+    return text
+
+
+def render_schedule(s: dict[str, Any], now: int) -> str:
+    next_fire = f", next {relative(ms_of(s['next_fire_at']), now)}" if s["next_fire_at"] else ""
+    return f"schedule {s['id']} is {s['state']}{next_fire}"

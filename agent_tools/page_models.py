@@ -24,7 +24,10 @@ from agent_tools.present import (
     relative,
     short_json,
 )
-from promises import STEP_TAG, Promise, PromiseNotFound
+from promises import STEP_TAG, Approval, Promise, PromiseNotFound
+from promises.approvals import approval_of
+from promises.context import ARGS_HEADER, STARTED_HEADER
+from promises.views import JobView
 
 PAGE_SIZE = 50
 #: Stands for the first page in the trail of cursors that makes "Previous page".
@@ -63,19 +66,37 @@ def waiting_text(job: dict[str, Any], now: int) -> str:
     return ""
 
 
-def dashboard_row(job: dict[str, Any], now: int) -> dict[str, Any]:
+def needs_person(job: dict[str, Any], view: JobView | None) -> bool:
+    """Waits on an approval (a question for a person), not on a program's promise."""
+    if view is not None:
+        return view.waited is not None and view.waited.approval
+    return "approval" in (job.get("waiting_for") or {})
+
+
+def no_worker(view: JobView | None, now: int) -> str:
+    """'a worker for kind X …' when the job is ready but no worker with its kind lives."""
+    if view is None or view.worker is None or view.worker.alive or not view.queued(now):
+        return ""
+    seen = view.worker.last_seen
+    since = f"none alive since {relative(seen, now)}" if seen else "none has run here"
+    return f"a worker with kind {view.worker.kind} ({since})"
+
+
+def dashboard_row(job: dict[str, Any], now: int, view: JobView | None = None) -> dict[str, Any]:
     created = ms_of(job.get("created_at"))
     finished = ms_of(job.get("finished_at"))
     waiting = job.get("waiting_for") or {}
     progress = job.get("progress") if job["status"] not in FINISHED else None
+    workerless = no_worker(view, now)
     return {
         "job_id": job["job_id"],
         "path": job_path(job["job_id"]),
         "kind": job.get("kind") or "",
         "status": job["status"],
-        "needs_person": "approval" in waiting,
+        "needs_person": needs_person(job, view),
         "approval_link": waiting.get("link"),
-        "waiting_for": waiting_text(job, now) if job["status"] == "waiting" else "",
+        "waiting_for": workerless
+        or (waiting_text(job, now) if job["status"] == "waiting" else ""),
         "started": when(created, now),
         "took": duration((finished or now) - (created or now)),
         "progress": progress,
@@ -95,6 +116,7 @@ def dashboard(service: JobService, status: str | None, kind: str | None, cursor:
     now = service.store.clock()
     page = service.list_jobs(status, kind, PAGE_SIZE, cursor)
     counts = operate.count_jobs(service)
+    counts.pop("pending_ids")
     if kind:
         per_status = counts["kinds"].get(kind, {})
         total = per_status.get(status, 0) if status else sum(per_status.values())
@@ -113,10 +135,12 @@ def dashboard(service: JobService, status: str | None, kind: str | None, cursor:
             query["back"] = ",".join(back[:-1])
         prev_url = "/?" + urlencode(query) if query else "/"
     first = len(back) * PAGE_SIZE + 1 if cursor else 1
+    views = service.runtime.views([j["job_id"] for j in page["jobs"]]) if page["jobs"] else {}
+    rows = [dashboard_row(j, now, views.get(j["job_id"])) for j in page["jobs"]]
     return {
-        "jobs": [dashboard_row(j, now) for j in page["jobs"]],
+        "jobs": rows,
         "counts": counts["jobs"],
-        "needs_person": sum(1 for j in page["jobs"] if "approval" in (j.get("waiting_for") or {})),
+        "needs_person": sum(1 for row in rows if row["needs_person"]),
         "total": total,
         "first": first,
         "last": first + len(page["jobs"]) - 1,
@@ -151,22 +175,21 @@ def _children(service: JobService, job_id: str) -> list[Promise]:
 
 
 def _step_label(child: Promise, job_id: str) -> tuple[str, str]:
-    """A step's lane label: its position, its function's name, and its arguments where
-    the engine recorded them."""
+    """A step's lane label: its position, its function's name, and its arguments as the
+    engine recorded them (``promises:args``)."""
     suffix = child.id.removeprefix(job_id)
     name = child.param.headers.get(STEP_TAG, "")
     short = name.split(":")[-1].split(".")[-1]
-    arguments = ""
-    if child.param.data:
-        try:
-            spec = json.loads(child.param.data)
-            if isinstance(spec, dict) and ("args" in spec or "kwargs" in spec):
-                parts = [short_json(a, 40) for a in spec.get("args", [])]
-                parts += [f"{k}={short_json(v, 40)}" for k, v in spec.get("kwargs", {}).items()]
-                arguments = f"({', '.join(parts)})"
-        except ValueError:
-            pass
-    return "step", f"{suffix} {short}{arguments}"
+    arguments = child.param.headers.get(ARGS_HEADER)
+    if arguments is None:
+        return "step", f"{suffix} {short}"
+    return "step", f"{suffix} {short}({arguments})"
+
+
+def _began(child: Promise) -> int:
+    """When a child began: a step records its start (its promise is made when it ends)."""
+    started = child.param.headers.get(STARTED_HEADER, "")
+    return int(started) if started.isdigit() else child.created_at
 
 
 def job_page(service: JobService, job_id: str) -> dict[str, Any] | None:
@@ -181,23 +204,23 @@ def job_page(service: JobService, job_id: str) -> dict[str, Any] | None:
     start, end = promise.created_at, promise.settled_at or now
     span = max(end - start, 1)
     timeline, decisions = [], []
-    for child in _children(service, job_id):
+    children = _children(service, job_id)
+    asked = {c.id: approval_of(c, promise) for c in children if c.approval}
+    for child in children:
         still_going = child.pending and promise.pending
+        began = max(_began(child), start)
         child_end = min(child.settled_at or end, end)
-        lane, label = _lane(service, child, job_id)
-        if lane == "approval":
-            try:
-                approval = approvals.read(service.store, child)
-                if approval.state not in ("pending",):
-                    decisions.append({**approval.as_dict(), "at": when(approval.decided_at, now)})
-            except approvals.NotAnApproval:
-                lane = "promise"
-        left = round(min(100 * (child.created_at - start) / span, 99.6), 2)
-        width = min(max(100 * (child_end - child.created_at) / span, 0.4), 100 - left)
+        lane, label = _lane(child, job_id, asked.get(child.id))
+        approval = asked.get(child.id)
+        if approval is not None and approval.state != "pending":
+            at = approval.decision.at if approval.decision else None
+            decisions.append({**approvals.as_dict(approval), "at": when(at, now)})
+        left = round(min(100 * (began - start) / span, 99.6), 2)
+        width = min(max(100 * (child_end - began) / span, 0.4), 100 - left)
         timeline.append({
             "id": child.id, "label": label, "kind": lane, "left": left,
             "width": round(width, 2),
-            "duration": duration(child_end - child.created_at)
+            "duration": duration(child_end - began)
             + (" so far" if still_going else " (cut short)" if child.pending else ""),
             "attempts": child.value.headers.get("attempts"),
             "pending": still_going, "failed": child.state.startswith("rejected"),
@@ -209,6 +232,7 @@ def job_page(service: JobService, job_id: str) -> dict[str, Any] | None:
         p.id for p in service.store.search(tags={operate.RERUN_TAG: job_id}, limit=20).promises
     ]
     waiting = job.get("waiting_for") or {}
+    view = service.runtime.views([job_id]).get(job_id)
     return {
         "title": job_id,
         "job": job,
@@ -222,8 +246,9 @@ def job_page(service: JobService, job_id: str) -> dict[str, Any] | None:
         "finished": when(promise.settled_at, now) if promise.settled_at else None,
         "took": duration(end - start),
         "progress": job.get("progress") if job["status"] not in FINISHED else None,
-        "waiting_text": waiting_text(job, now) if job["status"] == "waiting" else "",
-        "needs_person": "approval" in waiting,
+        "waiting_text": no_worker(view, now)
+        or (waiting_text(job, now) if job["status"] == "waiting" else ""),
+        "needs_person": needs_person(job, view),
         "approval_link": waiting.get("link"),
         "deadline": when(ms_of(waiting.get("deadline")), now) if waiting.get("deadline") else None,
         "decisions": decisions,
@@ -234,23 +259,21 @@ def job_page(service: JobService, job_id: str) -> dict[str, Any] | None:
     }
 
 
-def _lane(service: JobService, child: Promise, job_id: str) -> tuple[str, str]:
+def _lane(child: Promise, job_id: str, approval: Approval | None) -> tuple[str, str]:
     suffix = child.id.removeprefix(job_id)
     if child.timer:
         return "sleep", f"{suffix} sleep until {local_time(child.timeout_at)}"
+    if approval is not None:
+        return "approval", f"{suffix} a person: {approval.question}"
     if child.param.headers.get(STEP_TAG) == "promise":
-        try:
-            approval = approvals.read(service.store, child)
-        except approvals.NotAnApproval:
-            return "promise", f"{suffix} waiting for a promise"
-        return "approval", f"{suffix} decision: {approval.question}"
+        return "promise", f"{suffix} waiting for a promise"
     return _step_label(child, job_id)
 
 
 # -- an approval --------------------------------------------------------------------------
 
 
-def approval_page(service: JobService, approval: approvals.Approval) -> dict[str, Any]:
+def approval_page(service: JobService, approval: Approval) -> dict[str, Any]:
     now = service.store.clock()
     kind = None
     if approval.job_id:

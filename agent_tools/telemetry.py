@@ -30,6 +30,9 @@ from typing import Any
 from opentelemetry import metrics, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
+from promises import NullObserver, Runtime
+from promises.observe import RunOutcome
+
 log = logging.getLogger("agent_tools.telemetry")
 SCOPE = "agent_tools"
 SETTLED = {"completed": "completed", "failed": "failed", "cancelled": "cancelled"}
@@ -46,8 +49,9 @@ def job_trace_context(job_id: str) -> Any:
     return trace.set_span_in_context(NonRecordingSpan(parent))
 
 
-class OtelObserver:
-    """The runtime's observer, recording spans and metrics (see the module doc)."""
+class OtelObserver(NullObserver):
+    """The runtime's observer (``promises.Observer``), recording spans and metrics (see
+    the module doc)."""
 
     def __init__(
         self,
@@ -55,6 +59,7 @@ class OtelObserver:
         meter_provider: Any = None,
         ready_count: Callable[[], int] | None = None,
     ) -> None:
+        self._ready_count = ready_count
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(SCOPE)
         meter = (meter_provider or metrics.get_meter_provider()).get_meter(SCOPE)
         self.started = meter.create_counter("agent_tools.jobs.started", "{job}", "jobs started")
@@ -66,19 +71,25 @@ class OtelObserver:
         self.wake = meter.create_histogram(
             "agent_tools.jobs.wake_latency", "ms", "from ready to running"
         )
-        if ready_count is not None:
 
-            def observe(_: Any) -> Iterator[metrics.Observation]:
-                try:
-                    yield metrics.Observation(ready_count())
-                except Exception:  # the store is away: no reading this time
-                    log.debug("could not read the ready-queue depth", exc_info=True)
+        def observe(_: Any) -> Iterator[metrics.Observation]:
+            # Read in the exporter's thread, when metrics are collected.
+            if self._ready_count is None:
+                return
+            try:
+                yield metrics.Observation(self._ready_count())
+            except Exception:  # the store is away: no reading this time
+                log.debug("could not read the ready-queue depth", exc_info=True)
 
-            meter.create_observable_gauge(
-                "agent_tools.jobs.ready", [observe], "{job}", "jobs ready and not yet claimed"
-            )
+        meter.create_observable_gauge(
+            "agent_tools.jobs.ready", [observe], "{job}", "jobs ready and not yet claimed"
+        )
         self._runs: dict[str, Any] = {}
         self._steps: dict[str, Any] = {}
+
+    def watch_queue(self, ready_count: Callable[[], int]) -> None:
+        """Where the ``agent_tools.jobs.ready`` gauge reads the queue's depth."""
+        self._ready_count = ready_count
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -92,10 +103,13 @@ class OtelObserver:
             span.set_attribute("job.woke_after_ms", woke_after_ms)
             self.wake.record(woke_after_ms, {"kind": kind})
         self._runs[job_id] = span
-        if attempt == 1:
-            self.started.add(1, {"kind": kind})
 
-    def run_ended(self, job_id: str, kind: str, outcome: str, error_type: str | None) -> None:
+    def job_started(self, job_id: str, kind: str) -> None:
+        self.started.add(1, {"kind": kind})
+
+    def run_ended(
+        self, job_id: str, kind: str, outcome: RunOutcome, error_type: str | None
+    ) -> None:
         self.runs.add(1, {"kind": kind, "outcome": outcome})
         if outcome in SETTLED:
             self.settled.add(1, {"kind": kind, "status": SETTLED[outcome]})
@@ -109,15 +123,14 @@ class OtelObserver:
             span.set_status(Status(StatusCode.ERROR, error_type or outcome))
         span.end()
 
-    def waiting(self, job_id: str, kind: str, waiting_on: str | None, until_ms: int | None) -> None:
+    def waiting(self, job_id: str, kind: str, waiting_on: str | None, until_ms: int) -> None:
         span = self._runs.get(job_id)
         if span is None:
             return
         attributes: dict[str, Any] = {}
         if waiting_on is not None:
             attributes["wait.on"] = waiting_on
-        if until_ms is not None:
-            attributes["wait.until_ms"] = until_ms
+        attributes["wait.until_ms"] = until_ms
         span.add_event("waiting", attributes)
 
     # -- steps ----------------------------------------------------------------------------
@@ -189,13 +202,8 @@ def exporting(service_name: str = "agent-tools") -> Iterator[tuple[Any, Any]]:
         meter_provider.shutdown()
 
 
-def attach(runtime: Any, observer: OtelObserver) -> None:
-    """Have ``runtime`` report to ``observer`` (the engine's observer hook)."""
-    if not hasattr(runtime, "observer"):
-        from agent_tools.config import ConfigError
-
-        raise ConfigError(
-            "this engine version has no observer hook (promises.observe), so --otel cannot "
-            "record jobs; run without --otel"
-        )
+def attach(runtime: Runtime, observer: OtelObserver) -> None:
+    """Have ``runtime`` (and the workers that run it) report to ``observer``, and let the
+    observer read the ready-queue depth from it."""
     runtime.observer = observer
+    observer.watch_queue(runtime.tasks.ready_count)

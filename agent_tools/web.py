@@ -37,6 +37,7 @@ from agent_tools import approvals, page_models
 from agent_tools.jobs import JobError, JobService
 from agent_tools.links import Signer
 from agent_tools.present import STATUSES
+from promises import Approval
 
 COOKIE = "agent_tools_token"
 MAX_COMMENT = 2000
@@ -220,7 +221,7 @@ class WebPages:
             **context,
         )
 
-    def _closed_page(self, approval: approvals.Approval) -> HTMLResponse:
+    def _closed_page(self, approval: Approval) -> HTMLResponse:
         text = approvals.closed_message(approval, self.store.clock())
         heading, status = {
             "approved": ("Already decided", 409),
@@ -229,7 +230,7 @@ class WebPages:
         }.get(approval.state, ("Nobody waits for this decision", 410))
         return _message(heading, text, status, approval.job_id, question=approval.question)
 
-    async def _decide(self, request: Request, approval: approvals.Approval) -> Response:
+    async def _decide(self, request: Request, approval: Approval) -> Response:
         if not self._form_token_ok(request, f"approve:{approval.id}"):
             return _refused()
         form = await request.form(max_files=0, max_fields=10)
@@ -247,10 +248,11 @@ class WebPages:
             latest = await asyncio.to_thread(approvals.get, self.store, approval.id)
             return self._closed_page(latest)
         now = self.store.clock()
+        made = decided.decision
         return _render(
             "decided.html",
-            title="Approved" if decided.approved else "Rejected",
-            approval=decided,
-            at=page_models.when(decided.decided_at, now),
+            title="Approved" if made and made.approved else "Rejected",
+            approval=approvals.as_dict(decided),
+            at=page_models.when(made.at if made else None, now),
             job_path=page_models.job_path(decided.job_id) if decided.job_id else None,
         )

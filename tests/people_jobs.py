@@ -27,21 +27,21 @@ async def report(ctx: Context, city: str, months: list[str]) -> dict[str, Any]:
 @durable(name="people.refund", retry=Never())
 async def refund(ctx: Context, order_id: str, amount_eur: float, hours: float = 47.2) -> dict[str, Any]:
     """A refund a person approves."""
-    decision = ctx.promise(
-        timeout=timedelta(hours=hours),
-        data={
-            "question": f"Refund {amount_eur:.2f} EUR for order {order_id}?",
-            "details": {
-                "order_id": order_id, "amount_eur": amount_eur,
-                "customer": "Ana Lima <ana@example.com>",
-                "reason": "The parcel never arrived; the carrier confirmed it was lost in transit "
-                          "between the depot and the customer's address.",
-                "history": [{"order": f"A-{i}", "total_eur": 10 * i} for i in range(12)],
-            },
+    asked = ctx.approval(
+        f"Refund {amount_eur:.2f} EUR for order {order_id}?",
+        details={
+            "order_id": order_id, "amount_eur": amount_eur,
+            "customer": "Ana Lima <ana@example.com>",
+            "reason": "The parcel never arrived; the carrier confirmed it was lost in transit "
+                      "between the depot and the customer's address.",
+            "history": [{"order": f"A-{i}", "total_eur": 10 * i} for i in range(12)],
         },
+        timeout=timedelta(hours=hours),
     )  # fmt: skip
-    answer = await decision
-    return {"refunded": bool(answer.get("approved")), "comment": answer.get("comment")}
+    decision = await asked
+    return {"refunded": decision.approved, "comment": decision.comment}
+
+
 
 
 class Broken(NonRetryableError):
