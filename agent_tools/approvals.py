@@ -13,6 +13,7 @@ from typing import Any
 
 from agent_tools.present import local_time, relative
 from promises import (
+    JOB_TAG,
     Approval,
     ApprovalClosed,
     InvalidArgument,
@@ -63,7 +64,13 @@ def get(store: SqlStore, approval_id: str) -> Approval:
             "for a person"
         ) from exc
     except InvalidArgument as exc:  # NotAnApproval, or a malformed id
-        raise NotAnApproval(str(exc)) from exc
+        message = str(exc)
+        try:
+            if JOB_TAG in store.get(approval_id).tags:
+                message += f". To stop the job instead: agent-tools jobs cancel {approval_id}"
+        except PromiseError:
+            pass
+        raise NotAnApproval(message) from exc
 
 
 def closed_message(approval: Approval, now: int) -> str:

@@ -300,11 +300,13 @@ def test_approvals_lists_what_waits_for_a_person_and_approve_decides_only_those(
     table = _run("approvals", "--db", str(db))
     assert "Ship it?" in table.stdout and "Delete it?" in table.stdout and "in 48 hours" in table.stdout
     # Only approvals may be decided: not a sleeping job, its timer, or a step.
-    for target, said in (("nap", "'nap' is a job, not an approval"),
-                         ("nap.0", "'nap.0' is a timer, not an approval"),
-                         ("rep.0", "'rep.0' is a step of job 'rep', not an approval")):  # fmt: skip
+    for target, said in (("nap", "'nap' is not something a person decides: it is a job"),
+                         ("nap.0", "'nap.0' is not something a person decides: it is a timer"),
+                         ("rep.0", "'rep.0' is not something a person decides: it is a step of job rep")):  # fmt: skip
         refused = _run("approve", target, "--db", str(db))
         assert refused.returncode == 1 and said in refused.stderr, refused.stderr
+        assert "agent-tools approvals` lists the open ones" in refused.stderr
+    assert "To stop the job instead: agent-tools jobs cancel nap" in _run("reject", "nap", "--db", str(db)).stderr
     assert store.get("nap").pending and store.get("nap.0").pending
     approved = _json(_run("approve", "ask-1", "--comment", "go", "--by", "ana", "--json", "--db", str(db)))
     assert approved == {"approval": "ask-1.0", "approved": True, "comment": "go", "by": "ana", "job_id": "ask-1"}
@@ -402,3 +404,63 @@ def test_config_prints_absolute_paths_and_what_it_prints_runs_from_anywhere(
     }
     refused = _run("config", "claude-desktop", "--http")
     assert refused.returncode == 2 and "Claude Desktop launches servers over stdio" in refused.stderr
+
+
+def test_health_names_the_live_workers_their_kinds_and_jobs_no_worker_can_run(
+    db: Path, store: SqlStore
+) -> None:
+    from tests import durable_jobs
+
+    worker = subprocess.Popen(
+        [AGENT_TOOLS, "worker", "--db", str(db), "--jobs", "tests.people_jobs"],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert worker.stderr is not None
+        assert "agent-tools worker on database" in worker.stderr.readline()
+        Runtime(store).start(durable_jobs.squares, 2, id="orphan")  # a kind no worker has
+        deadline = time.monotonic() + 30
+        while True:
+            data = _json(_run("health", "--json", "--db", str(db)))
+            if data["workers"] and data["no_worker_for"]:
+                break
+            assert time.monotonic() < deadline, data
+            time.sleep(0.2)
+        (alive,) = data["workers"]
+        assert alive["pid"] == worker.pid and "people.report" in alive["kinds"]
+        assert "tests.squares" not in alive["kinds"]
+        assert data["no_worker_for"] == {"tests.squares": 1} and data["ready_queue"] == 1
+        text = _run("health", "--db", str(db)).stdout
+        assert "Workers alive: 1" in text and "approval, people.busy" in text
+        assert "1 tests.squares job wait for a worker with that kind: none is alive" in text
+    finally:
+        worker.terminate()
+        worker.wait(20)
+        if worker.stderr is not None:
+            worker.stderr.close()
+    after = _json(_run("health", "--json", "--db", str(db)))
+    assert after["workers"] == [] and after["workers_stopped"] == 1
+
+
+def test_schedules_are_listed_paused_resumed_and_cancelled(db: Path, store: SqlStore) -> None:
+    from promises import Schedules
+
+    Schedules(Runtime(store)).add("nightly-oslo", "0 3 * * *", people_jobs.report, "Oslo", ["2025-01"],
+                                  timezone="Europe/Oslo")  # fmt: skip
+    listed = _json(_run("schedules", "list", "--json", "--db", str(db)))
+    (nightly,) = listed["schedules"]
+    assert nightly["id"] == "nightly-oslo" and nightly["state"] == "active"
+    assert nightly["cron"] == "0 3 * * *" and nightly["timezone"] == "Europe/Oslo"
+    assert nightly["kind"] == "people.report" and nightly["next_fire_at"] is not None
+    table = _run("schedules", "list", "--db", str(db)).stdout
+    assert "nightly-oslo" in table and "0 3 * * * (Europe/Oslo)" in table and "never" in table
+    paused = _json(_run("schedules", "pause", "nightly-oslo", "--json", "--db", str(db)))
+    assert paused["state"] == "paused" and paused["next_fire_at"] is None
+    assert _json(_run("schedules", "list", "--state", "paused", "--json", "--db", str(db)))["schedules"]
+    resumed = _run("schedules", "resume", "nightly-oslo", "--db", str(db))
+    assert resumed.stdout.startswith("schedule nightly-oslo is active, next in ")
+    assert _json(_run("schedules", "cancel", "nightly-oslo", "--json", "--db", str(db)))["state"] == "cancelled"
+    again = _run("schedules", "resume", "nightly-oslo", "--db", str(db))
+    assert again.returncode == 1 and "was cancelled; it cannot be active" in again.stderr
+    unknown = _run("schedules", "pause", "nope", "--db", str(db))
+    assert unknown.returncode == 1 and "no schedule is named 'nope'" in unknown.stderr

@@ -20,6 +20,7 @@ from opentelemetry.trace import StatusCode
 
 from agent_tools.logs import JsonFormatter
 from agent_tools.telemetry import OtelObserver, attach, job_trace_context
+from promises import Constant, Context, Runtime, Worker, durable, open_store
 
 ROOT = Path(__file__).parent.parent
 
@@ -52,6 +53,7 @@ class Recorded:
 def test_a_job_that_fails_a_step_sleeps_and_resumes_is_one_trace_with_runs_steps_and_waits() -> None:
     first, second = Recorded(), Recorded()  # two processes: the job resumed elsewhere
     o = first.observer
+    o.job_started("gather-1", "weather.gather")
     o.run_started("gather-1", "weather.gather", 1, None)
     o.step_started("gather-1", "gather-1.0", "fetch_month", 1)
     o.step_ended("gather-1", "gather-1.0", "fetch_month", 1, True, None)
@@ -119,22 +121,58 @@ def test_the_ready_queue_depth_is_a_gauge_read_when_metrics_are_collected() -> N
     assert recorded.metrics()["agent_tools.jobs.ready"] == [({}, 0)]
 
 
-def test_telemetry_needs_the_engines_observer_hook_and_says_so() -> None:
-    from agent_tools.config import ConfigError
+FLAKY_CALLS: list[int] = []
 
-    class OldRuntime:
-        pass
 
-    with pytest.raises(ConfigError, match="no observer hook"):
-        attach(OldRuntime(), Recorded().observer)
+def flaky_fetch(month: str) -> str:
+    FLAKY_CALLS.append(1)
+    if len(FLAKY_CALLS) == 1:
+        raise ConnectionError("the archive hung up")
+    return f"rows of {month}"
 
-    class HookedRuntime:
-        observer: Any = None
 
-    runtime = HookedRuntime()
-    observer = Recorded().observer
-    attach(runtime, observer)
-    assert runtime.observer is observer
+@durable(name="telemetry.gather", retry=Constant(every=0.01, max_attempts=3))
+async def gather(ctx: Context, month: str) -> str:
+    rows = await ctx.run(flaky_fetch, month)
+    await ctx.sleep(0.05)
+    return str(rows)
+
+
+def test_a_real_worker_reports_runs_steps_retries_and_waits_through_the_hook(tmp_path: Path) -> None:
+    import asyncio
+
+    recorded = Recorded()
+    FLAKY_CALLS.clear()
+
+    async def run() -> None:
+        with open_store(f"sqlite:///{tmp_path}/t.db", poll_interval=0.05) as store:
+            runtime = Runtime(store)
+            attach(runtime, recorded.observer)
+            worker = Worker(runtime, poll_interval=0.05)
+            task = asyncio.create_task(worker.run())
+            runtime.start(gather, "2025-01", id="traced")
+            assert recorded.metrics()["agent_tools.jobs.ready"] == [({}, 1)]  # before a claim
+            done = await store.wait("traced", timeout=30)
+            worker.stop()
+            await task
+            assert done.state == "resolved"
+            assert recorded.metrics()["agent_tools.jobs.ready"] == [({}, 0)]  # nothing queued
+
+    asyncio.run(run())
+    spans = recorded.spans.get_finished_spans()
+    assert len({s.context.trace_id for s in spans}) == 1
+    runs = [s for s in spans if s.name == "job telemetry.gather"]
+    steps = [s for s in spans if s.name.startswith("step ")]
+    assert runs[-1].attributes["job.outcome"] == "completed"
+    assert {r.attributes["job.outcome"] for r in runs[:-1]} == {"suspended"}  # retry, sleep
+    assert [s.attributes["step.attempt"] for s in steps] == [1, 2]
+    assert steps[0].status.status_code == StatusCode.ERROR
+    assert any(e.name == "waiting" for r in runs for e in r.events)
+    metrics = recorded.metrics()
+    assert metrics["agent_tools.jobs.started"] == [({"kind": "telemetry.gather"}, 1)]
+    assert metrics["agent_tools.jobs.settled"] == [({"kind": "telemetry.gather", "status": "completed"}, 1)]
+    assert metrics["agent_tools.steps.failed"] == [({"step": f"{__name__}:flaky_fetch"}, 1)]
+    assert "agent_tools.jobs.ready" not in metrics  # the store is closed: no reading, no error
 
 
 def test_otel_without_the_extra_is_a_clear_error(tmp_path: Path) -> None:
