@@ -48,12 +48,39 @@ def _now(service: JobService) -> int:
 # -- jobs list ----------------------------------------------------------------------------
 
 
+def worker_wait(view: Any, now: int) -> dict[str, Any] | None:
+    """For a job ready to run whose kind no live worker has: that kind and when a worker
+    with it was last seen (None: never)."""
+    if view is None or view.worker is None or view.worker.alive or not view.queued(now):
+        return None
+    return {"kind": view.worker.kind, "last_seen": iso(view.worker.last_seen)}
+
+
+def _note_worker_waits(service: JobService, jobs: list[dict[str, Any]]) -> None:
+    pending = [j["job_id"] for j in jobs if j["status"] in ("running", "waiting")]
+    if not pending:
+        return
+    now = _now(service)
+    views = service.runtime.views(pending)
+    for job in jobs:
+        wait = worker_wait(views.get(job["job_id"]), now)
+        if wait is not None:
+            job["waiting_for_worker"] = wait
+
+
 def list_jobs(service: JobService, status: str | None, kind: str | None, limit: int,
               cursor: str | None) -> dict[str, Any]:  # fmt: skip
-    return service.list_jobs(status, kind, limit, cursor)
+    page = service.list_jobs(status, kind, limit, cursor)
+    _note_worker_waits(service, page["jobs"])
+    return page
 
 
 def _what(job: dict[str, Any], now: int) -> str:
+    worker = job.get("waiting_for_worker")
+    if worker:
+        seen = worker.get("last_seen")
+        since = f"none alive since {relative(ms_of(seen), now)}" if seen else "none has run"
+        return f"a worker with kind {worker['kind']} ({since})"
     waiting = job.get("waiting_for") or {}
     if "approval" in waiting:
         question = (waiting.get("request") or {}).get("question") or "a decision"
@@ -111,6 +138,7 @@ def show_job(service: JobService, job_id: str) -> dict[str, Any]:
         job["reruns"] = [p.id for p in reruns]
     if job["status"] in FINISHED:
         job.pop("progress", None)  # the last progress of a finished job is stale
+    _note_worker_waits(service, [job])
     return job
 
 
@@ -137,7 +165,7 @@ def render_job(job: dict[str, Any], now: int) -> str:
         pairs.append(("decide by", f"{local_time(deadline)} ({relative(deadline, now)})"))
         pairs.append(("link", waiting.get("link") or "no pages are served for this database "
                       "(start agent-tools serve, or pass --public-url)"))  # fmt: skip
-    elif waiting:
+    elif waiting or job.get("waiting_for_worker"):
         pairs.append(("waiting for", _what(job, now)))
     if job.get("progress") and job["status"] not in FINISHED:
         pairs.append(("progress", _what({**job, "waiting_for": None}, now)))

@@ -74,12 +74,13 @@ def needs_person(job: dict[str, Any], view: JobView | None) -> bool:
 
 
 def no_worker(view: JobView | None, now: int) -> str:
-    """'a worker for kind X …' when the job is ready but no worker with its kind lives."""
-    if view is None or view.worker is None or view.worker.alive or not view.queued(now):
+    """'a worker with kind X (…)' when the job is ready but no worker with its kind lives."""
+    wait = operate.worker_wait(view, now)
+    if wait is None:
         return ""
-    seen = view.worker.last_seen
-    since = f"none alive since {relative(seen, now)}" if seen else "none has run here"
-    return f"a worker with kind {view.worker.kind} ({since})"
+    seen = ms_of(wait["last_seen"])
+    since = f"none alive since {relative(seen, now)}" if seen else "none has run"
+    return f"a worker with kind {wait['kind']} ({since})"
 
 
 def dashboard_row(job: dict[str, Any], now: int, view: JobView | None = None) -> dict[str, Any]:

@@ -433,6 +433,10 @@ def test_health_names_the_live_workers_their_kinds_and_jobs_no_worker_can_run(
         text = _run("health", "--db", str(db)).stdout
         assert "Workers alive: 1" in text and "approval, people.busy" in text
         assert "1 tests.squares job wait for a worker with that kind: none is alive" in text
+        listed = _run("jobs", "list", "--db", str(db)).stdout
+        assert "a worker with kind tests.squares (none has run)" in listed
+        shown = _json(_run("jobs", "show", "orphan", "--json", "--db", str(db)))
+        assert shown["waiting_for_worker"] == {"kind": "tests.squares", "last_seen": None}
     finally:
         worker.terminate()
         worker.wait(20)

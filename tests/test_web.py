@@ -17,7 +17,7 @@ import pytest
 
 from agent_tools import builtin_jobs
 from agent_tools.links import Signer
-from promises import Runtime, SqlStore, open_store
+from promises import Context, Runtime, SqlStore, durable, open_store
 from tests import durable_jobs as jobs
 from tests import people_jobs
 from tests.test_mcp_transports import free_port
@@ -160,6 +160,11 @@ def reload_until(page: Any, selector: str, text: str) -> None:
         assert time.monotonic() < deadline, f"{selector} never showed {text!r}"
         time.sleep(0.1)
         page.reload()
+
+
+@durable(name="web.unserved")
+async def unserved(ctx: Context) -> None:
+    """Registered in the test process only: the server's worker cannot run it."""
 
 
 # -- approvals ----------------------------------------------------------------------------
@@ -312,6 +317,7 @@ def test_the_dashboard_shows_what_each_job_waits_for_and_who_needs_a_person(
     runtime.start(people_jobs.nap, 7200, id="long-nap")
     runtime.start(people_jobs.report, "Lisbon", ["2025-01", "2025-02"], id="report")
     runtime.start(people_jobs.fails, "quota exceeded", id="broken")
+    runtime.start(unserved, id="orphan")  # a kind the server's worker does not have
     waiting_approval(store, "needs-ana")
     waiting_approval(store, "long-nap")
     wait_until(lambda: not store.get("report").pending and not store.get("broken").pending)
@@ -325,6 +331,7 @@ def test_the_dashboard_shows_what_each_job_waits_for_and_who_needs_a_person(
     assert "fetching" not in row["report"].inner_text()
     assert "Broken: the upstream said no: quota exceeded" in row["broken"].inner_text()
     assert row["report"].locator("td.started").inner_text().endswith(("ago", "just now"))
+    assert "a worker with kind web.unserved (none has run)" in row["orphan"].inner_text()
     assert_fits(page)
 
 
