@@ -1,51 +1,61 @@
-"""The ``agent-tools`` command.
+"""The ``agent-tools`` command: run the server, and look after jobs as an operator.
 
-    agent-tools serve [--http] [--no-worker]   the MCP server (stdio by default)
+    agent-tools serve [--http] [--ui-port N]   the MCP server (stdio by default) and its pages
     agent-tools worker                          a standalone worker
-    agent-tools jobs list|show|cancel           look at and manage jobs
+    agent-tools jobs list|show|watch|cancel|rerun
+    agent-tools approvals                       what waits for a person
     agent-tools approve|reject ID               decide a waiting approval
-    agent-tools config claude-desktop|claude-code|cursor [--http]
+    agent-tools schedules list|pause|resume|cancel
+    agent-tools health                          jobs per status and kind, workers
     agent-tools status                          what the store holds
+    agent-tools config claude-desktop|claude-code|cursor
 
-Every command takes ``--db`` (else ``$AGENT_TOOLS_DB``, else a file in the user's data
-directory) and ``--jobs module.path`` (repeatable; or ``$AGENT_TOOLS_JOBS``, comma
-separated) to load job kinds. Results go to stdout as JSON; logs and errors to stderr
-(stdout belongs to the protocol in stdio mode).
+Output is for people (tables) unless ``--json``. Results go to stdout; logs and errors
+to stderr (stdout belongs to the protocol in stdio mode). Exit status: 0 done,
+1 the thing asked for failed or does not exist, 2 a usage or configuration error.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import logging
 import os
-import shutil
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from agent_tools import builtin_jobs
-from agent_tools.config import DB_ENV, resolve_db_url
-from agent_tools.jobs import JobError, JobService, iso
-from agent_tools.links import Signer
-from promises import (
-    SEARCH_STATES,
-    DurableFunction,
-    PromiseError,
-    SearchState,
-    SqlStore,
-    Value,
-    open_store,
+from agent_tools import builtin_jobs, operate
+from agent_tools.config import (
+    CLIENTS,
+    DB_ENV,
+    DEFAULT_PORT,
+    TOKEN_ENV,
+    TOKEN_FILE_ENV,
+    ConfigError,
+    client_config,
+    prepare_store_file,
+    require_existing_store,
+    resolve_db_url,
+    resolve_token,
 )
+from agent_tools.jobs import JobError, JobService
+from agent_tools.links import URL_ENV, Signer, approval_links, pages_base
+from agent_tools.logs import LOG_FORMATS, setup_logging
+from agent_tools.present import STATUSES
+from promises import SEARCH_STATES, DurableFunction, PromiseError, SearchState, SqlStore, open_store
 from promises.functions import REGISTRY
 
 JOBS_ENV = "AGENT_TOOLS_JOBS"
-TOKEN_ENV = "AGENT_TOOLS_TOKEN"
-URL_ENV = "AGENT_TOOLS_URL"
-DEFAULT_PORT = 8765
 log = logging.getLogger("agent_tools")
+
+# Kept for callers of the earlier API.
+decide = operate.decide
 
 
 def load_kinds(modules: Sequence[str]) -> dict[str, DurableFunction]:
@@ -62,7 +72,10 @@ def load_kinds(modules: Sequence[str]) -> dict[str, DurableFunction]:
         try:
             module = importlib.import_module(name)
         except ImportError as exc:
-            raise SystemExit(f"agent-tools: cannot import job module {name!r}: {exc}") from exc
+            raise ConfigError(
+                f"cannot import job module {name!r}: {exc}. Run from the directory that "
+                "holds it, or set PYTHONPATH"
+            ) from exc
         kinds.update({k: f for k, f in REGISTRY.items() if f.fn.__module__ == module.__name__})
     return kinds
 
@@ -77,260 +90,463 @@ def _count(store: SqlStore, state: SearchState) -> int:
         cursor = page.cursor
 
 
-def status(db: str | None) -> dict[str, object]:
-    url = resolve_db_url(db)
-    with open_store(url) as store:
-        return {"db": url, "promises": {state: _count(store, state) for state in SEARCH_STATES}}
-
-
-# -- serving ------------------------------------------------------------------------------
-
-
-async def serve(args: argparse.Namespace, service: JobService, server: Any, signer: Any) -> None:
-    import uvicorn
-
-    from agent_tools.http import allowed_hosts, http_app
-    from agent_tools.server import worker_running
-    from agent_tools.web import WebPages
-
-    async def transport() -> None:
-        if not args.http:
-            if args.ui_port is None:
-                await server.run_stdio_async()
-                return
-            pages = WebPages(
-                service,
-                signer,
-                token=args.token,
-                allowed_hosts=allowed_hosts(args.host, args.ui_port),
-            )
-            from starlette.applications import Starlette
-
-            ui = uvicorn.Server(
-                uvicorn.Config(
-                    Starlette(routes=pages.routes()),
-                    host=args.host,
-                    port=args.ui_port,
-                    log_level="warning",
-                )
-            )
-            log.info("web pages on http://%s:%s/", args.host, args.ui_port)
-            await asyncio.gather(server.run_stdio_async(), ui.serve())
-            return
-        pages = WebPages(
-            service, signer, token=args.token, allowed_hosts=allowed_hosts(args.host, args.port)
+def _duration_ms(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration; use a number and a unit: 90s, 30m, 2h or 7d"
         )
-        app = http_app(server, host=args.host, port=args.port, token=args.token, pages=pages)
-        log.info("serving MCP on http://%s:%s/mcp and the pages at /", args.host, args.port)
-        config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
-        await uvicorn.Server(config).serve()
-
-    if args.no_worker:
-        await transport()
-        return
-    async with worker_running(service, concurrency=args.concurrency):
-        await transport()
+    unit = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}[match[2]]
+    return int(float(match[1]) * unit)
 
 
-def _config_snippet(target: str, args: argparse.Namespace, db_url: str) -> dict[str, Any]:
-    if args.http:
-        url = f"http://127.0.0.1:{args.port}/mcp"
-        entry: dict[str, Any] = {"url": url}
-        if target == "claude-code":
-            entry = {"type": "http", "url": url}
-        if args.token:
-            entry["headers"] = {"Authorization": "Bearer ${AGENT_TOOLS_TOKEN}"}
-        if target == "claude-desktop":
-            raise SystemExit(
-                "agent-tools: Claude Desktop launches servers over stdio; run the config "
-                "command without --http (or use a stdio-to-HTTP bridge)"
-            )
-        return {"mcpServers": {"agent-tools": entry}}
-    command = shutil.which("agent-tools") or os.path.join(
-        os.path.dirname(sys.executable), "agent-tools"
-    )
-    server_args = ["serve", "--db", db_url]
-    for module in args.jobs:
-        server_args += ["--jobs", module]
-    # Clients launch servers from a directory of their own: say where the job modules are.
-    env = {"PYTHONPATH": os.getcwd()} if args.jobs else {}
-    entry = {"command": command, "args": server_args, "env": env}
-    if target == "claude-code":
-        entry = {"type": "stdio", **entry}
-    return {"mcpServers": {"agent-tools": entry}}
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port; use a number from 1 to 65535")
+    return int(text)
 
 
-def _link_maker(args: argparse.Namespace, signer: Any) -> Any:
-    """Approval links point at --public-url, else $AGENT_TOOLS_URL, else where the
-    pages are served by default."""
-    port = getattr(args, "ui_port", None) or getattr(args, "port", None) or DEFAULT_PORT
-    host = getattr(args, "host", "127.0.0.1")
-    base = (
-        getattr(args, "public_url", None) or os.environ.get(URL_ENV) or f"http://{host}:{port}"
-    ).rstrip("/")
-    return lambda approval_id: f"{base}/approve/{signer.approval_token(approval_id)}"
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number of at least 1")
+    return int(text)
 
 
-# -- the command line ---------------------------------------------------------------------
+# -- the parser ---------------------------------------------------------------------------
 
 
 def _common(suppress: bool) -> argparse.ArgumentParser:
     # Subcommands take the same options; their defaults must not overwrite a value given
     # before the subcommand, so there they default to "absent".
-    default: Any = argparse.SUPPRESS if suppress else None
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--db",
-        default=default,
-        help=f"database path or URL (default: ${DB_ENV}, else a file in the user data dir)",
-    )
-    common.add_argument(
-        "--jobs",
-        action="append",
-        default=default if suppress else [],
-        metavar="MODULE",
-        help=f"module with @durable job kinds (repeatable; also ${JOBS_ENV})",
-    )
+    common.add_argument("--db", default=default(None), metavar="PATH|URL",
+                        help=f"database file or URL (default: ${DB_ENV}, else agent-tools.db "
+                             "in your data directory)")  # fmt: skip
+    common.add_argument("--jobs", action="append", default=default([]), metavar="MODULE",
+                        help=f"module with @durable job kinds to load (repeatable; also "
+                             f"${JOBS_ENV}, comma separated)")  # fmt: skip
+    common.add_argument("--json", action="store_true", default=default(False),
+                        help="print JSON for scripts instead of tables")  # fmt: skip
+    common.add_argument("--log-format", choices=LOG_FORMATS, default=default("text"),
+                        help="logs on stderr: text (default) or JSON lines")  # fmt: skip
     return common
+
+
+def _public_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--public-url", default=None, metavar="URL",
+                        help=f"base URL of the pages for links (default: ${URL_ENV}, else "
+                             "the pages of a server running on this database)")  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agent-tools",
-        description="Durable async tools for LLM agents.",
+        description="Durable, asynchronous tools for LLM agents: an MCP server on durable "
+        "promises, its web pages, and commands to look after its jobs.",
+        epilog="Run 'agent-tools COMMAND --help' for a command's options.",
         parents=[_common(False)],
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     common = _common(True)
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve_p = sub.add_parser(
-        "serve", parents=[common], help="run the MCP server (stdio by default)"
-    )
-    serve_p.add_argument(
-        "--http", action="store_true", help="serve streamable HTTP at /mcp instead of stdio"
-    )
-    serve_p.add_argument("--host", default="127.0.0.1")
-    serve_p.add_argument("--port", type=int, default=DEFAULT_PORT)
-    serve_p.add_argument(
-        "--token", default=os.environ.get(TOKEN_ENV), help=f"bearer token (or ${TOKEN_ENV})"
-    )
-    serve_p.add_argument("--no-worker", action="store_true", help="do not run jobs in this process")
-    serve_p.add_argument(
-        "--ui-port", type=int, default=None, help="in stdio mode, serve the web pages on this port"
-    )
-    serve_p.add_argument(
-        "--public-url", default=None, help=f"base URL of approval links (or ${URL_ENV})"
-    )
-    serve_p.add_argument("--concurrency", type=int, default=16)
+    def command(name: str, help: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help, description=help, **kwargs)
 
-    worker_p = sub.add_parser("worker", parents=[common], help="run a standalone worker")
-    worker_p.add_argument("--concurrency", type=int, default=16)
+    serve = command(
+        "serve", "run the MCP server (stdio by default) with its web pages and a worker"
+    )
+    serve.add_argument(
+        "--http",
+        action="store_true",
+        help="serve streamable HTTP at /mcp (with the pages at /) instead of stdio",
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; any other needs a token)",
+    )
+    serve.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"HTTP port with --http (default {DEFAULT_PORT})",
+    )
+    serve.add_argument(
+        "--ui-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help=f"in stdio mode, the port of the pages (default {DEFAULT_PORT}, or a "
+        "free port when that is taken; 0 for any free port)",
+    )
+    serve.add_argument("--no-ui", action="store_true", help="in stdio mode, serve no pages")
+    serve.add_argument(
+        "--token-file",
+        default=None,
+        metavar="PATH",
+        help=f"file holding the bearer token (or ${TOKEN_FILE_ENV}); required "
+        "to listen beyond loopback",
+    )
+    serve.add_argument(
+        "--token",
+        default=None,
+        help=f"the bearer token itself (or ${TOKEN_ENV}); prefer --token-file: "
+        "command lines are visible to other users",
+    )
+    _public_url(serve)
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="another host name people use to reach this server, e.g. behind a proxy (repeatable)",
+    )
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="run no jobs in this process (run agent-tools worker beside it)",
+    )
+    serve.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=16,
+        help="jobs run at once by this process's worker (default 16)",
+    )
+    serve.add_argument(
+        "--otel",
+        action="store_true",
+        help="export OpenTelemetry traces and metrics over OTLP (needs agent-tools[otel]; "
+        "set OTEL_EXPORTER_OTLP_ENDPOINT)",
+    )
 
-    jobs_p = sub.add_parser("jobs", parents=[common], help="list, show or cancel jobs")
-    jobs_sub = jobs_p.add_subparsers(dest="jobs_command", required=True)
-    list_p = jobs_sub.add_parser("list", parents=[common])
-    list_p.add_argument("--status")
-    list_p.add_argument("--kind")
-    list_p.add_argument("--limit", type=int, default=20)
-    list_p.add_argument("--cursor")
-    for name in ("show", "cancel"):
-        jobs_sub.add_parser(name, parents=[common]).add_argument("job_id")
+    worker = command("worker", "run a standalone worker for the loaded job kinds")
+    worker.add_argument(
+        "--concurrency", type=_positive, default=16, help="jobs run at once (default 16)"
+    )
+    worker.add_argument(
+        "--otel",
+        action="store_true",
+        help="export OpenTelemetry traces and metrics over OTLP (needs agent-tools[otel]; "
+        "set OTEL_EXPORTER_OTLP_ENDPOINT)",
+    )
 
-    for name in ("approve", "reject"):
-        decide = sub.add_parser(
-            name, parents=[common], help=f"{name} a waiting approval (its id, or its job's)"
+    jobs = command("jobs", "list, show, follow, cancel or re-run jobs")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        return jobs_sub.add_parser(name, parents=[common], help=help, description=help)
+
+    listing = action("list", "jobs, newest first")
+    listing.add_argument("--status", choices=STATUSES, help="only jobs with this status")
+    listing.add_argument("--kind", help="only jobs of this kind")
+    listing.add_argument("--limit", type=_positive, default=20, help="jobs per page (max 200)")
+    listing.add_argument("--cursor", help="the next page, as printed under the previous one")
+    _public_url(listing)
+    show = action("show", "one job: status, call, what it waits for, result or error")
+    show.add_argument("job_id", metavar="JOB_ID")
+    _public_url(show)
+    watch = action("watch", "follow a job live until it finishes (exit 0 if it completed)")
+    watch.add_argument("job_id", metavar="JOB_ID")
+    watch.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between checks (default 1)"
+    )
+    _public_url(watch)
+    cancel = action("cancel", "cancel jobs by id, or every unfinished job matching a filter")
+    cancel.add_argument("job_ids", nargs="*", metavar="JOB_ID")
+    cancel.add_argument(
+        "--status", choices=("running", "waiting"), help="filter: unfinished jobs with this status"
+    )
+    cancel.add_argument("--kind", help="filter: jobs of this kind")
+    cancel.add_argument(
+        "--older-than",
+        type=_duration_ms,
+        metavar="AGE",
+        help="filter: started longer ago than this (90s, 30m, 2h, 7d)",
+    )
+    cancel.add_argument(
+        "--yes",
+        action="store_true",
+        help="with a filter: really cancel (without it, only list the matches)",
+    )
+    rerun = action("rerun", "start a finished job again with the same arguments, under a new id")
+    rerun.add_argument("job_id", metavar="JOB_ID")
+    rerun.add_argument(
+        "--id", dest="new_id", default=None, help="the new job's id (default: JOB_ID-rerun-N)"
+    )
+
+    approvals = command("approvals", "what waits for a person, with links to decide")
+    _public_url(approvals)
+    for name, verb in (("approve", "approve"), ("reject", "reject")):
+        decide_p = command(
+            name, f"{verb} what a job asks a person (the approval's id or its job's)"
         )
-        decide.add_argument("id")
-        decide.add_argument("--comment", default=None)
+        decide_p.add_argument(
+            "id", metavar="ID", help="the approval id, or the id of the job waiting on it"
+        )
+        decide_p.add_argument("--comment", default=None, help="why, for the record")
+        decide_p.add_argument("--by", default=None, help="who decides (default: your user name)")
 
-    config_p = sub.add_parser(
-        "config", parents=[common], help="print the client config for this install"
+    schedules = command("schedules", "list, pause, resume or cancel cron schedules")
+    schedules_sub = schedules.add_subparsers(dest="schedules_command", metavar="ACTION",
+                                             required=True)  # fmt: skip
+    listed = schedules_sub.add_parser("list", parents=[common], help="the schedules, by id",
+                                      description="the schedules, by id")  # fmt: skip
+    listed.add_argument("--state", choices=("active", "paused", "cancelled"),
+                        help="only schedules in this state")  # fmt: skip
+    listed.add_argument("--limit", type=_positive, default=50, help="schedules per page")
+    listed.add_argument("--cursor", help="the next page, as printed under the previous one")
+    for name, what in (("pause", "stop firing until resumed"),
+                       ("resume", "fire again, from the next tick on"),
+                       ("cancel", "stop for good")):  # fmt: skip
+        change = schedules_sub.add_parser(name, parents=[common], help=what, description=what)
+        change.add_argument("schedule_id", metavar="SCHEDULE_ID")
+
+    command("health", "jobs per status and kind, the oldest waiting job, workers")
+    command("status", "what the store holds (promises per state)")
+
+    config = command("config", "print the MCP client config for this install")
+    config.add_argument("target", choices=CLIENTS, help="the client to configure")
+    config.add_argument(
+        "--http",
+        action="store_true",
+        help="reach a running HTTP server instead of launching one over stdio",
     )
-    config_p.add_argument("target", choices=["claude-desktop", "claude-code", "cursor"])
-    config_p.add_argument("--http", action="store_true")
-    config_p.add_argument("--port", type=int, default=DEFAULT_PORT)
-    config_p.add_argument("--token", default=os.environ.get(TOKEN_ENV))
+    config.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"with --http, the server's port (default {DEFAULT_PORT})",
+    )
+    config.add_argument(
+        "--ui-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help=f"the pages' port for the launched server (default: {DEFAULT_PORT}, or a free one)",
+    )
+    config.add_argument(
+        "--token", action="store_true", help=f"with --http, send the token from ${TOKEN_ENV}"
+    )
+    return parser  # fmt: skip
 
-    sub.add_parser("status", parents=[common], help="open the store and print what it holds")
-    return parser
 
-
-def decide(service: JobService, target: str, approved: bool, comment: str | None) -> dict[str, Any]:
-    """Settle an approval: ``target`` is the approval promise's id or the id of a job
-    waiting on one."""
-    status = service.probe([target])[0]
-    approval_id = status.get("waiting_for", {}).get("approval", target)
-    decision = {"approved": approved, "comment": comment}
+def _version() -> str:
     try:
-        transition = service.store.resolve(
-            approval_id, value=Value(json.dumps(decision)), ikey=f"decision:{approval_id}"
+        return version("agent-tools")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def _print(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False) if args.json else text())
+
+
+def _service(args: argparse.Namespace, store: SqlStore) -> JobService:
+    base = pages_base(resolve_db_url(args.db), getattr(args, "public_url", None))
+    return JobService(store, load_kinds(args.jobs), approval_link=approval_links(Signer(), base))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from agent_tools.serving import ServeOptions, open_listener, serve
+
+    db_url = resolve_db_url(args.db)
+    token = resolve_token(args.token, args.token_file)
+    options = ServeOptions(
+        db_url=db_url, http=args.http, host=args.host, port=args.port, ui_port=args.ui_port,
+        ui=not args.no_ui, token=token, public_url=args.public_url,
+        allowed_hosts=tuple(args.allowed_host), worker=not args.no_worker,
+        concurrency=args.concurrency,
+    )  # fmt: skip
+    kinds = load_kinds(args.jobs)
+    bound = open_listener(options)  # before anything starts: a taken port fails here
+    prepare_store_file(db_url)
+    with _open(db_url) as store, _telemetry(args) as observer:
+        asyncio.run(serve(store, kinds, options, bound, Signer(), observer))
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from agent_tools.serving import run_worker
+
+    db_url = resolve_db_url(args.db)
+    kinds = load_kinds(args.jobs)
+    prepare_store_file(db_url)
+    with _open(db_url) as store, _telemetry(args) as observer:
+        asyncio.run(run_worker(store, kinds, db_url, args.concurrency, observer))
+    return 0
+
+
+@contextlib.contextmanager
+def _telemetry(args: argparse.Namespace) -> Iterator[Any]:
+    """An OpenTelemetry observer with ``--otel``, else None."""
+    if not args.otel:
+        yield None
+        return
+    from agent_tools.telemetry import OtelObserver, exporting
+
+    with exporting() as (tracer_provider, meter_provider):
+        yield OtelObserver(tracer_provider, meter_provider)
+
+
+def _open(url: str) -> SqlStore:
+    try:
+        return open_store(url)
+    except PromiseError as exc:  # a bad URL, an unreachable server
+        raise ConfigError(str(exc)) from exc
+
+
+def _read(args: argparse.Namespace, run: Callable[[JobService], int]) -> int:
+    url = resolve_db_url(args.db)
+    require_existing_store(url)
+    with _open(url) as store:
+        return run(_service(args, store))
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    def run(service: JobService) -> int:
+        now = service.store.clock()
+        sub = args.jobs_command
+        if sub == "list":
+            page = operate.list_jobs(service, args.status, args.kind, args.limit, args.cursor)
+            _print(args, page, lambda: operate.render_list(page, now))
+        elif sub == "show":
+            job = operate.show_job(service, args.job_id)
+            _print(args, job, lambda: operate.render_job(job, now))
+        elif sub == "watch":
+
+            def emit(job: dict[str, Any]) -> None:
+                line = (
+                    json.dumps(job)
+                    if args.json
+                    else operate.render_watch_line(job, service.store.clock())
+                )
+                print(line, flush=True)
+
+            last = asyncio.run(operate.watch(service, args.job_id, emit, args.interval))
+            return 0 if last["status"] == "completed" else 1
+        elif sub == "cancel":
+            result = operate.cancel(
+                service, args.job_ids, args.status, args.kind, args.older_than, args.yes
+            )
+            _print(args, result, lambda: operate.render_cancel(result))
+            return 1 if result["errors"] else 0
+        else:
+            job = operate.rerun(service, args.job_id, args.new_id)
+            _print(args, job, lambda: f"started {job['job_id']} (a re-run of {args.job_id})")
+        return 0
+
+    return _read(args, run)  # fmt: skip
+
+
+def _approvals(args: argparse.Namespace) -> int:
+    def run(service: JobService) -> int:
+        data = operate.waiting_approvals(service)
+        _print(args, data, lambda: operate.render_approvals(data, service.store.clock()))
+        return 0
+
+    return _read(args, run)
+
+
+def _decide(args: argparse.Namespace) -> int:
+    import getpass
+
+    def run(service: JobService) -> int:
+        by = args.by or getpass.getuser()
+        result = operate.decide(service, args.id, args.command == "approve", args.comment, by)
+        verb = "approved" if result["approved"] else "rejected"
+        _print(
+            args,
+            result,
+            lambda: (
+                f"{verb} {result['approval']}"
+                + (f" (job {result['job_id']} goes on)" if result.get("job_id") else "")
+            ),
         )
-    except PromiseError as exc:
-        raise JobError(f"cannot decide {approval_id!r}: {exc}") from exc
-    if transition.promise.state == "rejected_timedout":
-        raise JobError(
-            f"{approval_id!r} expired at {iso(transition.promise.timeout_at)} without a decision; "
-            "the job went on without it"
-        )
-    if transition.deduplicated:
-        raise JobError(f"{approval_id!r} was already decided; the first decision stands")
-    return {"approval": approval_id, **decision}
+        return 0
+
+    return _read(args, run)  # fmt: skip
+
+
+def _schedules(args: argparse.Namespace) -> int:
+    def run(service: JobService) -> int:
+        now = service.store.clock()
+        if args.schedules_command == "list":
+            data = operate.list_schedules(service, args.state, args.limit, args.cursor)
+            _print(args, data, lambda: operate.render_schedules(data, now))
+            return 0
+        changed = operate.set_schedule(service, args.schedule_id, args.schedules_command)
+        _print(args, changed, lambda: operate.render_schedule(changed, service.store.clock()))
+        return 0
+
+    return _read(args, run)
+
+
+def _health(args: argparse.Namespace) -> int:
+    def run(service: JobService) -> int:
+        data = operate.health(service)
+        _print(args, data, lambda: operate.render_health(data, service.store.clock()))
+        return 0
+
+    return _read(args, run)
+
+
+def _status(args: argparse.Namespace) -> int:
+    url = resolve_db_url(args.db)
+    require_existing_store(url)
+    with _open(url) as store:
+        counts = {state: _count(store, state) for state in SEARCH_STATES}
+    data = {"db": url, "promises": counts}
+    _print(args, data, lambda: f"database {url}\n" + "\n".join(
+        f"  {state:<9} {count}" for state, count in counts.items()))  # fmt: skip
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    snippet = client_config(
+        args.target, db_url=resolve_db_url(args.db), jobs=args.jobs, http=args.http,
+        port=args.port, token=args.token, ui_port=args.ui_port,
+    )  # fmt: skip
+    print(json.dumps(snippet, indent=2))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": _serve, "worker": _worker, "jobs": _jobs, "approvals": _approvals,
+    "approve": _decide, "reject": _decide, "schedules": _schedules, "health": _health,
+    "status": _status,
+    "config": _config,
+}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
-    )
-    command = args.command or "status"
+    from agent_tools.http import PortUnavailable, UnsafeBind
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    setup_logging(args.log_format)
     try:
-        if command == "status":
-            print(json.dumps(status(args.db), indent=2))
-            return 0
-        db_url = resolve_db_url(args.db)
-        if command == "config":
-            print(json.dumps(_config_snippet(args.target, args, db_url), indent=2))
-            return 0
-        kinds = load_kinds(args.jobs)
-        with open_store(db_url) as store:
-            if command == "serve":
-                from agent_tools.http import UnsafeBind, check_bind
-                from agent_tools.server import build_server
-
-                if args.http:
-                    try:
-                        check_bind(args.host, args.token)
-                    except UnsafeBind as exc:
-                        print(f"agent-tools: {exc}", file=sys.stderr)
-                        return 2
-
-                signer = Signer()
-                server = build_server(store, kinds, approval_link=_link_maker(args, signer))
-                asyncio.run(serve(args, server.service, server, signer))  # type: ignore[attr-defined]
-                return 0
-            service = JobService(store, kinds, approval_link=_link_maker(args, Signer()))
-            if command == "worker":
-                from promises.worker import Worker
-
-                asyncio.run(Worker(service.runtime, concurrency=args.concurrency).run())
-                return 0
-            result: Any
-            if command == "jobs" and args.jobs_command == "list":
-                result = service.list_jobs(args.status, args.kind, args.limit, args.cursor)
-            elif command == "jobs" and args.jobs_command == "show":
-                result = service.probe([args.job_id])[0]
-            elif command == "jobs":
-                result = service.cancel(args.job_id)
-            else:
-                result = decide(service, args.id, command == "approve", args.comment)
-            print(json.dumps(result, indent=2))
-            return 0
+        return COMMANDS[args.command](args)
+    except (ConfigError, UnsafeBind, PortUnavailable) as exc:
+        print(f"agent-tools: {exc.args[-1] if isinstance(exc, OSError) else exc}", file=sys.stderr)
+        return 2
+    except operate.NotFound as exc:
+        print(f"agent-tools: {exc}", file=sys.stderr)
+        return 1
     except (JobError, PromiseError) as exc:
         print(f"agent-tools: {exc}", file=sys.stderr)
-        return 2
+        return 1
     except KeyboardInterrupt:
         return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -6,28 +6,37 @@ shows it. The key is not in the store (nothing secret is): it comes from
 ``$AGENT_TOOLS_SECRET``, else a file ``secret.key`` (mode 0600) in the user's data
 directory, created on first use. Processes that share a store on several machines
 must share the key through the environment.
+
+Links must open where the server really is. A server records the address of its pages
+in ``servers/<pid>.json`` in the user's data directory while it runs; the CLI finds
+the record of a live server on the same database there. ``--public-url`` (or
+``$AGENT_TOOLS_URL``) overrides both, for servers people reach by another name.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
+import json
 import os
 import secrets
+import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from platformdirs import user_data_path
+from agent_tools.config import data_dir
 
 SECRET_ENV = "AGENT_TOOLS_SECRET"
+URL_ENV = "AGENT_TOOLS_URL"
 
 
 def load_key() -> bytes:
     if value := os.environ.get(SECRET_ENV):
         return value.encode()
-    directory = user_data_path("agent-tools", appauthor=False)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "secret.key"
+    path = data_dir() / "secret.key"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -62,3 +71,73 @@ class Signer:
 
     def check_form_token(self, target: str, token: str) -> bool:
         return hmac.compare_digest(token, self.form_token(target))
+
+
+# -- where the pages are ------------------------------------------------------------------
+
+
+def _records_dir() -> Path:
+    directory = data_dir() / "servers"
+    directory.mkdir(exist_ok=True, mode=0o700)
+    return directory
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def record_pages(db_url: str, url: str) -> Path:
+    """Note that this process serves the pages of ``db_url`` at ``url`` (until
+    ``forget_pages``); a record left by a killed process is ignored once it is dead."""
+    path = _records_dir() / f"{os.getpid()}.json"
+    record = {"db": db_url, "url": url, "pid": os.getpid(), "host": socket.gethostname(),
+              "started_at": int(time.time() * 1000)}  # fmt: skip
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(record))
+    temporary.replace(path)
+    return path
+
+
+def forget_pages(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+def running_pages(db_url: str) -> str | None:
+    """The pages URL of the newest live server on ``db_url`` on this host, if any."""
+    newest: tuple[int, str] | None = None
+    for path in _records_dir().glob("*.json"):
+        try:
+            record = json.loads(path.read_text())
+            pid, host = int(record["pid"]), str(record["host"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if host != socket.gethostname() or record.get("db") != db_url:
+            continue
+        if not _alive(pid):
+            forget_pages(path)
+            continue
+        if newest is None or int(record["started_at"]) > newest[0]:
+            newest = (int(record["started_at"]), str(record["url"]))
+    return None if newest is None else newest[1]
+
+
+def pages_base(db_url: str, public_url: str | None = None) -> str | None:
+    """Where people open the pages: ``--public-url``, ``$AGENT_TOOLS_URL``, or a live
+    server's record; None when no pages are served for this database."""
+    base = public_url or os.environ.get(URL_ENV) or running_pages(db_url)
+    return base.rstrip("/") if base else None
+
+
+def approval_links(signer: Signer, base: str | None) -> Callable[[str], str] | None:
+    """Makes an approval's link on the pages at ``base``; None when no pages are served."""
+    if base is None:
+        return None
+    root = base.rstrip("/")
+    return lambda approval_id: f"{root}/approve/{signer.approval_token(approval_id)}"

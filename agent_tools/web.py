@@ -1,104 +1,93 @@
-"""Web pages: human approvals and a job dashboard, served beside ``/mcp`` (or alone
-with ``serve --ui-port`` in stdio mode).
+"""Web pages: human approvals and a job dashboard, served beside ``/mcp`` (``serve
+--http``) or on their own loopback port next to a stdio server.
 
-* ``/approve/<token>``: what a job asks and the context it gave; Approve / Reject
-  with a comment. The signed token is the credential (so the link can be handed to
-  whoever decides); the first decision stands; expired, tampered and repeated
-  decisions each get a clear page.
-* ``/``: the jobs, filtered by status and kind, paged, refreshing while jobs run.
-* ``/jobs/<id>``: arguments, result or error, the timeline of steps, sleeps and
-  approvals, and a Cancel button.
+* ``/approve/<token>``: what a job asks a person, its details as key/value, the
+  deadline in the reader's local time and relative ("in 47 hours"); Approve / Reject
+  with a name and a comment; afterwards the page restates what was decided. The
+  signed token is the credential (the link can be handed to whoever decides); the
+  first decision stands; expired, withdrawn, tampered and repeated decisions each
+  get a clear page.
+* ``/``: counts per status, then the jobs (filtered by status and kind, paged both
+  ways, with a total): what each waits for, a "needs a person" marker, relative
+  times, progress only while a job runs. The page reloads only when what it shows
+  changed (it asks ``/changes`` for a fingerprint while the tab is visible).
+* ``/jobs/<id>``: the job's call, who decided what and when, its timeline first, then
+  result or error (long values folded), re-run links, and a Cancel button.
 
-When the server has a token, the dashboard pages require it: as a bearer header, or
-once as ``?token=`` which sets a same-site, HTTP-only cookie. POSTs carry a signed
-form token and are refused from a foreign ``Origin``. Nothing secret is rendered.
+Host, Origin and body size are checked by ``agent_tools.http.Guard`` before a request
+gets here. With a server token the dashboard pages require it: as a bearer header,
+or once as ``?token=``, which sets a same-site, HTTP-only cookie. POSTs carry a
+signed form token in their URL, checked before the body is read. Nothing secret is
+rendered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from agent_tools.jobs import JobError, JobService, iso
+from agent_tools import approvals, page_models
+from agent_tools.jobs import JobError, JobService
 from agent_tools.links import Signer
-from promises import JOB_TAG, STEP_TAG, PromiseError, PromiseNotFound, Value
+from agent_tools.present import STATUSES
+from promises import Approval
 
 COOKIE = "agent_tools_token"
-PAGE_SIZE = 50
-STATUSES = ("running", "waiting", "completed", "failed", "cancelled", "timed_out")
+MAX_COMMENT = 2000
+MAX_NAME = 100
 
 _templates = Environment(
     loader=PackageLoader("agent_tools", "templates"), autoescape=select_autoescape()
 )
+_templates.filters["job_path"] = page_models.job_path
 
 
 def _render(template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    return HTMLResponse(
+    response = HTMLResponse(
         _templates.get_template(template).render(**context), status_code=status_code
     )
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Frame-Options"] = "DENY"  # no clickjacking of Approve buttons
+    # Approval links stay private (no Referer to other sites), while our own forms keep
+    # their Origin header (with "no-referrer" browsers send "Origin: null").
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
 
 
-def _message(
-    heading: str, text: str, status_code: int = 200, job_id: str | None = None
-) -> HTMLResponse:
-    return _render(
-        "message.html", status_code, title=heading, heading=heading, text=text, job_id=job_id
-    )
+def _message(heading: str, text: str, status_code: int = 200, job_id: str | None = None,
+             **extra: Any) -> HTMLResponse:  # fmt: skip
+    return _render("message.html", status_code, title=heading, heading=heading, text=text,
+                   job_id=job_id, **extra)  # fmt: skip
 
 
-def _duration(ms: float) -> str:
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 86400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
-
-
-def _ms(iso_time: str | None) -> int | None:
-    if iso_time is None:
-        return None
-    from datetime import datetime
-
-    return int(datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp() * 1000)
+def _refused() -> HTMLResponse:
+    return _message("Request refused", "This form did not come from this server's page.", 403)
 
 
 class WebPages:
-    def __init__(
-        self, service: JobService, signer: Signer, *, token: str | None, allowed_hosts: set[str]
-    ) -> None:
+    def __init__(self, service: JobService, signer: Signer, *, token: str | None) -> None:
         self.service = service
         self.store = service.store
         self.signer = signer
         self.token = token
-        self.allowed_hosts = allowed_hosts
 
     def routes(self) -> list[Route]:
         return [
             Route("/", self.dashboard, methods=["GET"]),
-            Route("/jobs/{job_id:path}/cancel", self.cancel, methods=["POST"]),
-            Route("/jobs/{job_id:path}", self.job, methods=["GET"]),
+            Route("/changes", self.changes, methods=["GET"]),
+            Route("/job", self.job_by_query, methods=["GET"]),
+            Route("/jobs/{rest:path}", self.job_or_cancel, methods=["GET", "POST"]),
             Route("/approve/{token}", self.approval, methods=["GET", "POST"]),
         ]
 
     # -- guards ---------------------------------------------------------------------------
-
-    def _host_ok(self, request: Request) -> bool:
-        return request.headers.get("host", "") in self.allowed_hosts
-
-    def _origin_ok(self, request: Request) -> bool:
-        origin = request.headers.get("origin")
-        return origin is None or urlsplit(origin).netloc == request.headers.get("host")
 
     def _authorized(self, request: Request) -> bool:
         if self.token is None:
@@ -110,8 +99,6 @@ class WebPages:
 
     def _guard(self, request: Request) -> Response | None:
         """A refusal page, or a redirect that turns ?token= into a cookie, or None."""
-        if not self._host_ok(request):
-            return _message("Wrong host", "This server does not answer to that host name.", 421)
         given = request.query_params.get("token")
         if self.token is not None and given is not None:
             if not hmac.compare_digest(given.encode(), self.token.encode()):
@@ -125,149 +112,92 @@ class WebPages:
         if not self._authorized(request):
             return _message(
                 "This server needs its token",
-                "Open this page once with ?token=<the server's token> (as set with --token "
-                "or AGENT_TOOLS_TOKEN); your browser then keeps it for this site.",
+                "Open this page once with ?token=<the server's token> (as set with "
+                "--token-file or AGENT_TOOLS_TOKEN); your browser then keeps it for this site.",
                 401,
             )
         return None
 
+    def _form_token_ok(self, request: Request, target: str) -> bool:
+        """Checked before the body is read: the form token travels in the URL."""
+        return self.signer.check_form_token(target, request.query_params.get("form_token", ""))
+
     # -- dashboard ------------------------------------------------------------------------
+
+    def _filters(self, request: Request) -> tuple[str | None, str | None, str | None, list[str]]:
+        params = request.query_params
+        back = [c for c in (params.get("back") or "").split(",")] if params.get("back") else []
+        return (params.get("status") or None, params.get("kind") or None,
+                params.get("cursor") or None, back)  # fmt: skip
 
     async def dashboard(self, request: Request) -> Response:
         if (refused := self._guard(request)) is not None:
             return refused
-        status = request.query_params.get("status") or None
-        kind = request.query_params.get("kind") or None
-        cursor = request.query_params.get("cursor") or None
+        status, kind, cursor, back = self._filters(request)
         try:
-            page = await asyncio.to_thread(self.service.list_jobs, status, kind, PAGE_SIZE, cursor)
+            data = await asyncio.to_thread(
+                page_models.dashboard, self.service, status, kind, cursor, back
+            )
         except JobError as exc:
             return _message("Cannot list these jobs", str(exc), 400)
-        now = self.store.clock()
-        for job in page["jobs"]:
-            end = _ms(job.get("finished_at")) or now
-            job["duration"] = _duration(end - (_ms(job["created_at"]) or now))
-        next_url = None
-        if page["next_cursor"]:
-            query = {k: v for k, v in (("status", status), ("kind", kind)) if v}
-            next_url = "/?" + urlencode({**query, "cursor": page["next_cursor"]})
-        busy = any(j["status"] in ("running", "waiting") for j in page["jobs"])
         return _render(
-            "dashboard.html",
-            title="Jobs",
-            jobs=page["jobs"],
-            statuses=STATUSES,
-            status=status,
-            kinds=list(self.service.kinds),
-            kind=kind,
-            next_url=next_url,
-            refresh=3 if busy else None,
-        )
+            "dashboard.html", title="Jobs", statuses=STATUSES, status=status,
+            kinds=list(self.service.kinds), kind=kind, cursor=cursor or "", **data,
+        )  # fmt: skip
+
+    async def changes(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return JSONResponse({"error": "this server needs its token"}, 401)
+        status, kind, cursor, _ = self._filters(request)
+        try:
+            version = await asyncio.to_thread(
+                page_models.changes, self.service, status, kind, cursor
+            )
+        except JobError as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        return JSONResponse({"version": version}, headers={"Cache-Control": "no-store"})
 
     # -- one job --------------------------------------------------------------------------
 
-    async def job(self, request: Request) -> Response:
+    async def job_by_query(self, request: Request) -> Response:
         if (refused := self._guard(request)) is not None:
             return refused
-        job_id = request.path_params["job_id"]
-        details = await asyncio.to_thread(self._job_details, job_id)
+        return await self._job(request.query_params.get("id", ""))
+
+    async def job_or_cancel(self, request: Request) -> Response:
+        if (refused := self._guard(request)) is not None:
+            return refused
+        # The id is one encoded path segment: read it from the raw path, so an id like
+        # ``a/../b`` is that job and not ``b``.
+        raw = request.scope.get("raw_path") or request.url.path.encode()
+        segments = raw.decode("latin-1").split("?", 1)[0].split("/")
+        if request.method == "POST":
+            if len(segments) != 4 or segments[3] != "cancel":
+                return _message("Not found", "There is nothing to post to here.", 404)
+            return await self._cancel(request, unquote(segments[2]))
+        if len(segments) != 3:
+            return await self._job(unquote("/".join(segments[2:])))
+        return await self._job(unquote(segments[2]))
+
+    async def _job(self, job_id: str) -> Response:
+        details = await asyncio.to_thread(page_models.job_page, self.service, job_id)
         if details is None:
             return _message("No such job", f"There is no job with the id {job_id!r}.", 404)
-        return _render("job.html", **details)
+        token = self.signer.form_token(f"cancel:{job_id}") if details["cancellable"] else None
+        return _render("job.html", cancel_token=token, **details)
 
-    def _job_details(self, job_id: str) -> dict[str, Any] | None:
-        job = self.service.probe([job_id])[0]
-        if job["status"] == "unknown":
-            return None
-        promise = self.store.get(job_id)
-        spec = json.loads(promise.param.data) if promise.param.data else {}
-        arguments = (
-            {"args": spec.get("args", []), "kwargs": spec.get("kwargs", {})}
-            if "fn" in spec
-            else spec
-        )
-        now = self.store.clock()
-        start, end = promise.created_at, promise.settled_at or now
-        span = max(end - start, 1)
-        timeline = []
-        for child in self._children(job_id):
-            # A child still pending when its job settled was cut short, not still going.
-            still_going = child.pending and promise.pending
-            child_end = min(child.settled_at or end, end)
-            name = child.param.headers.get(STEP_TAG, "")
-            kind = "sleep" if child.timer else "approval" if name == "promise" else "step"
-            label = {"sleep": "sleep", "approval": "waiting for a decision"}.get(
-                kind, name.split(":")[-1]
-            )
-            left = round(min(100 * (child.created_at - start) / span, 99.6), 2)
-            timeline.append(
-                {
-                    "id": child.id,
-                    "label": f"{child.id.removeprefix(job_id)} {label}",
-                    "kind": kind,
-                    "left": left,
-                    "width": round(
-                        min(max(100 * (child_end - child.created_at) / span, 0.4), 100 - left), 2
-                    ),
-                    "duration": _duration(child_end - child.created_at)
-                    + (" so far" if still_going else " (cut short)" if child.pending else ""),
-                    "attempts": child.value.headers.get("attempts"),
-                    "pending": still_going,
-                    "failed": child.state.startswith("rejected"),
-                }
-            )
-        return {
-            "title": job_id,
-            "job": job,
-            "arguments": json.dumps(arguments, indent=2),
-            "result": json.dumps(job.get("result"), indent=2),
-            "timeline": timeline,
-            "total": _duration(end - start),
-            "cancel_token": self.signer.form_token(f"cancel:{job_id}") if promise.pending else None,
-        }
-
-    def _children(self, job_id: str) -> list[Any]:
-        found, cursor = [], None
-        while True:
-            page = self.store.search(f"{job_id}.*", limit=1000, cursor=cursor)
-            found += page.promises
-            if page.cursor is None or len(found) >= 5000:
-                return sorted(found, key=lambda p: (p.created_at, p.id))
-            cursor = page.cursor
-
-    async def cancel(self, request: Request) -> Response:
-        if (refused := self._guard(request)) is not None:
-            return refused
-        job_id = request.path_params["job_id"]
-        form = await request.form()
-        if not self._origin_ok(request) or not self.signer.check_form_token(
-            f"cancel:{job_id}", str(form.get("form_token", ""))
-        ):
-            return _message(
-                "Request refused", "This form did not come from this server's page.", 403
-            )
+    async def _cancel(self, request: Request, job_id: str) -> Response:
+        if not self._form_token_ok(request, f"cancel:{job_id}"):
+            return _refused()
         try:
             await asyncio.to_thread(self.service.cancel, job_id)
         except JobError as exc:
             return _message("Not cancelled", str(exc), 409, job_id)
-        return RedirectResponse(f"/jobs/{job_id}", 303)
+        return RedirectResponse(page_models.job_path(job_id), 303)
 
     # -- approvals ------------------------------------------------------------------------
 
-    def _job_of(self, approval_id: str) -> str:
-        prefix = approval_id
-        while "." in prefix:
-            prefix = prefix.rsplit(".", 1)[0]
-            try:
-                if JOB_TAG in self.store.get(prefix).tags:
-                    return prefix
-            except PromiseError:
-                continue
-        return approval_id
-
     async def approval(self, request: Request) -> Response:
-        if not self._host_ok(request):
-            return _message("Wrong host", "This server does not answer to that host name.", 421)
         invalid = _message(
             "This approval link is not valid",
             "The link was changed or is incomplete. Ask for the link again; nothing was decided.",
@@ -277,72 +207,52 @@ class WebPages:
         if approval_id is None:
             return invalid
         try:
-            promise = await asyncio.to_thread(self.store.get, approval_id)
-        except PromiseNotFound:
+            approval = await asyncio.to_thread(approvals.get, self.store, approval_id)
+        except approvals.ApprovalError:
             return invalid
-        job_id = await asyncio.to_thread(self._job_of, approval_id)
         if request.method == "POST":
-            return await self._decide(request, approval_id, job_id)
-        if not promise.pending:
-            return self._settled_page(promise, job_id)
-        request_data = json.loads(promise.param.data) if promise.param.data else {}
-        question = request_data.get("question") if isinstance(request_data, dict) else None
-        details = request_data.get("details") if isinstance(request_data, dict) else request_data
+            return await self._decide(request, approval)
+        if approval.state != "pending":
+            return self._closed_page(approval)
+        context = await asyncio.to_thread(page_models.approval_page, self.service, approval)
         return _render(
             "approval.html",
-            title="Decision needed",
-            question=question or f"Job {job_id} asks for a decision",
-            details=json.dumps(details, indent=2) if details else None,
-            job_id=job_id,
-            deadline=iso(promise.timeout_at),
-            form_token=self.signer.form_token(f"approve:{approval_id}"),
+            form_token=self.signer.form_token(f"approve:{approval.id}"),
+            **context,
         )
 
-    def _settled_page(self, promise: Any, job_id: str) -> HTMLResponse:
-        if promise.state == "rejected_timedout":
-            return _message(
-                "This approval has expired",
-                f"No decision was made by {iso(promise.timeout_at)}; the job went on without it.",
-                410,
-                job_id,
-            )
-        decision = json.loads(promise.value.data) if promise.value.data else {}
-        verdict = (
-            "approved" if isinstance(decision, dict) and decision.get("approved") else "rejected"
-        )
-        comment = decision.get("comment") if isinstance(decision, dict) else None
-        text = (
-            f"It was {verdict} at {iso(promise.settled_at)}"
-            + (f" ({comment})" if comment else "")
-            + "."
-        )
-        return _message("Already decided", text + " The first decision stands.", 409, job_id)
+    def _closed_page(self, approval: Approval) -> HTMLResponse:
+        text = approvals.closed_message(approval, self.store.clock())
+        heading, status = {
+            "approved": ("Already decided", 409),
+            "rejected": ("Already decided", 409),
+            "expired": ("This approval has expired", 410),
+        }.get(approval.state, ("Nobody waits for this decision", 410))
+        return _message(heading, text, status, approval.job_id, question=approval.question)
 
-    async def _decide(self, request: Request, approval_id: str, job_id: str) -> Response:
-        form = await request.form()
-        if not self._origin_ok(request) or not self.signer.check_form_token(
-            f"approve:{approval_id}", str(form.get("form_token", ""))
-        ):
-            return _message(
-                "Request refused", "This form did not come from this server's page.", 403
-            )
+    async def _decide(self, request: Request, approval: Approval) -> Response:
+        if not self._form_token_ok(request, f"approve:{approval.id}"):
+            return _refused()
+        form = await request.form(max_files=0, max_fields=10)
         decision = str(form.get("decision", ""))
         if decision not in ("approve", "reject"):
             return _message("Choose Approve or Reject", "The form did not say which.", 400)
-        comment = str(form.get("comment", "")).strip()[:2000] or None
-        value = {"approved": decision == "approve", "comment": comment, "at": self.store.clock()}
+        comment = str(form.get("comment", "")).strip()[:MAX_COMMENT] or None
+        by = str(form.get("by", "")).strip()[:MAX_NAME] or None
         try:
-            transition = await asyncio.to_thread(
-                self.store.resolve,
-                approval_id,
-                value=Value(json.dumps(value)),
-                ikey=f"decision:{approval_id}",
-            )
-        except PromiseError:
-            transition = None
-        if transition is None or not transition.fresh:
-            return self._settled_page(await asyncio.to_thread(self.store.get, approval_id), job_id)
-        verdict = "Approved" if value["approved"] else "Rejected"
-        return _message(
-            f"{verdict} — thank you", "Your decision is recorded; the job goes on.", 200, job_id
+            decided = await asyncio.to_thread(
+                approvals.decide, self.store, approval.id,
+                approved=decision == "approve", comment=comment, by=by,
+            )  # fmt: skip
+        except approvals.ApprovalError:
+            latest = await asyncio.to_thread(approvals.get, self.store, approval.id)
+            return self._closed_page(latest)
+        now = self.store.clock()
+        made = decided.decision
+        return _render(
+            "decided.html",
+            title="Approved" if made and made.approved else "Rejected",
+            approval=approvals.as_dict(decided),
+            at=page_models.when(made.at if made else None, now),
+            job_path=page_models.job_path(decided.job_id) if decided.job_id else None,
         )

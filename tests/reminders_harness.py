@@ -31,45 +31,18 @@ class FileClock:
         return int(self.path.read_text())
 
 
-def _call(name: str, arguments: dict[str, Any], call_id: str) -> dict[str, Any]:
-    return {
-        "id": call_id,
-        "type": "function",
-        "function": {"name": name, "arguments": json.dumps(arguments)},
-    }
-
-
 def scripted_reply(messages: list[dict[str, Any]]) -> dict[str, Any]:
-    last = messages[-1]
-    if last["role"] == "user":
-        return {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [_call("current_time", {}, "c1")],
-        }
-    result = json.loads(last["content"])
-    if "now" in result:
-        return {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [_call("schedule", {"until_utc": WAKE_AT}, "c2")],
-        }
-    if "woke_at" in result:
-        return {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [_call("reminder", {"message": "Call Ana"}, "c3")],
-        }
-    return {"role": "assistant", "content": "Done: I reminded you to call Ana at 09:00 UTC."}
+    """The examples' stand-in model (``examples.fakes.reminder_script``)."""
+    from examples.fakes import reminder_script
+
+    return reminder_script(messages)
 
 
 def chat_completion(message: dict[str, Any]) -> httpx.Response:
     """An OpenAI chat-completion response carrying one assistant ``message``."""
-    finish = "tool_calls" if message.get("tool_calls") else "stop"
-    return httpx.Response(200, json={
-        "id": "cmpl", "object": "chat.completion", "created": 0, "model": "test-model",
-        "choices": [{"index": 0, "finish_reason": finish, "message": message}],
-    })  # fmt: skip
+    from examples.fakes import chat_completion as body
+
+    return httpx.Response(200, json=body(message))
 
 
 def completion(request: httpx.Request, log: Path) -> httpx.Response:

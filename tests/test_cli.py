@@ -1,45 +1,35 @@
-"""The ``agent-tools`` command as a user runs it: a real subprocess on a real file."""
+"""The ``agent-tools`` command as an operator runs it: a real subprocess on a real file,
+human tables by default, ``--json`` for scripts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from promises import open_store
+import pytest
+
+from agent_tools import builtin_jobs
+from promises import Runtime, SqlStore, Worker, open_store
+from tests import people_jobs
+
+ROOT = Path(__file__).parent.parent
+AGENT_TOOLS = str(Path(sys.executable).parent / "agent-tools")  # the installed command
 
 
-def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT,
+         timeout: float = 60) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_TOOLS_")}
     return subprocess.run(
-        [sys.executable, "-m", "agent_tools.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def test_status_creates_the_store_on_first_use_and_counts_promises(tmp_path: Path) -> None:
-    db = tmp_path / "data" / "store.db"
-    db.parent.mkdir()
-    first = _run("--db", str(db), "status")
-    assert first.returncode == 0, first.stderr
-    assert json.loads(first.stdout)["promises"] == {"pending": 0, "resolved": 0, "rejected": 0}
-    with open_store(f"sqlite:///{db}") as store:
-        store.create("a", timeout_at=store.clock() + 60_000)
-        store.create("b", timeout_at=store.clock() + 60_000)
-        store.resolve("b")
-    second = _run("status", env={"AGENT_TOOLS_DB": str(db)})
-    assert json.loads(second.stdout)["promises"] == {"pending": 1, "resolved": 1, "rejected": 0}
-
-
-def test_a_bad_database_url_is_a_clear_error_on_stderr(tmp_path: Path) -> None:
-    result = _run("--db", "mysql://nowhere/x", "status")
-    assert result.returncode == 2 and result.stdout == ""
-    assert "unsupported database 'mysql'" in result.stderr
+        [AGENT_TOOLS, *args],
+        capture_output=True, text=True, timeout=timeout, cwd=cwd,
+        env={**base, "AGENT_TOOLS_SECRET": "cli-test", **(env or {})},
+    )  # fmt: skip
 
 
 def _json(result: subprocess.CompletedProcess[str]) -> Any:
@@ -47,71 +37,434 @@ def _json(result: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(result.stdout)
 
 
-def test_jobs_list_show_cancel_and_approve_reject_from_the_command_line(tmp_path: Path) -> None:
-    from promises import Runtime
+def run_worker_until(store: SqlStore, condition: Any, timeout: float = 30) -> None:
+    """A worker runs the store's jobs until ``condition()`` holds (then it goes away)."""
 
-    db = str(tmp_path / "cli.db")
-    with open_store(f"sqlite:///{db}") as store:  # jobs started elsewhere (by an agent)
-        from agent_tools import builtin_jobs
-
-        runtime = Runtime(store)
-        runtime.start(builtin_jobs.approval, "Ship it?", id="ask-1")
-        runtime.start(builtin_jobs.approval, "Delete it?", id="ask-2")
-        runtime.start(builtin_jobs.sleep, 600, id="nap")
-        # a worker run until both approvals wait for a person
-        import asyncio
-
-        from promises import Worker
-
-        async def until_waiting() -> None:
-            worker = Worker(runtime, poll_interval=0.05)
-            task = asyncio.create_task(worker.run())
-
-            def suspended(job_id: str) -> bool:
-                task = runtime.tasks.get(job_id)
-                return task is not None and task.waiting_on == f"{job_id}.0"
-
-            while not (suspended("ask-1") and suspended("ask-2")):
+    async def go() -> None:
+        worker = Worker(Runtime(store), poll_interval=0.05)
+        task = asyncio.create_task(worker.run())
+        try:
+            deadline = time.monotonic() + timeout
+            while not condition():
+                assert time.monotonic() < deadline, "condition not reached"
                 await asyncio.sleep(0.05)
+        finally:
             worker.stop()
             await task
 
-        asyncio.run(until_waiting())
-
-    listed = _json(_run("jobs", "list", "--db", db))
-    assert {j["job_id"] for j in listed["jobs"]} == {"ask-1", "ask-2", "nap"}
-    shown = _json(_run("jobs", "show", "ask-1", "--db", db))
-    assert shown["status"] == "waiting" and shown["waiting_for"]["approval"] == "ask-1.0"
-    assert _json(_run("approve", "ask-1", "--comment", "go", "--db", db)) == {
-        "approval": "ask-1.0",
-        "approved": True,
-        "comment": "go",
-    }
-    assert _json(_run("reject", "ask-2.0", "--db", db))["approved"] is False
-    second = _run("approve", "ask-1", "--db", db)
-    assert second.returncode == 2 and "already decided; the first decision stands" in second.stderr
-    assert _json(_run("jobs", "cancel", "nap", "--db", db))["status"] == "cancelled"
-    unknown = _run("jobs", "cancel", "nobody", "--db", db)
-    assert (
-        unknown.returncode == 2
-        and "no job, timer or schedule has the id 'nobody'" in unknown.stderr
-    )
+    asyncio.run(go())
 
 
-def test_config_prints_the_exact_snippet_for_each_client(tmp_path: Path) -> None:
-    db = str(tmp_path / "c.db")
-    desktop = _json(_run("config", "claude-desktop", "--db", db, "--jobs", "tests.durable_jobs"))
+def waiting_on(store: SqlStore, job_id: str) -> str | None:
+    task = Runtime(store).tasks.get(job_id)
+    return task.waiting_on if task is not None else None
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "cli.db"
+
+
+@pytest.fixture
+def store(db: Path) -> Any:
+    with open_store(f"sqlite:///{db}") as s:
+        yield s
+
+
+# -- the command itself -------------------------------------------------------------------
+
+
+def test_bare_agent_tools_prints_help_and_every_option_says_what_it_does() -> None:
+    bare = _run()
+    assert bare.returncode == 0 and "usage: agent-tools" in bare.stdout
+    for command in ("serve", "worker", "jobs", "approvals", "approve", "reject", "health", "config"):
+        assert command in bare.stdout
+    from agent_tools.cli import _parser
+
+    def walk(parser: Any, path: str) -> None:
+        for action in parser._actions:
+            if action.dest in ("help", "version"):
+                continue
+            if hasattr(action, "choices") and isinstance(action.choices, dict):
+                for name, child in action.choices.items():
+                    walk(child, f"{path} {name}")
+                continue
+            assert action.help or action.option_strings == [], f"{path} {action.dest} has no help"
+
+    walk(_parser(), "agent-tools")
+
+
+def test_version_and_choices() -> None:
+    from importlib.metadata import version
+
+    shown = _run("--version")
+    assert shown.returncode == 0 and shown.stdout.strip() == f"agent-tools {version('agent-tools')}"
+    wrong = _run("jobs", "list", "--status", "sleeping")
+    assert wrong.returncode == 2 and "invalid choice: 'sleeping'" in wrong.stderr
+    assert "'running', 'waiting', 'completed'" in wrong.stderr
+    age = _run("jobs", "cancel", "--older-than", "soon")
+    assert age.returncode == 2 and "use a number and a unit: 90s, 30m, 2h or 7d" in age.stderr
+
+
+def test_read_commands_refuse_a_database_that_does_not_exist(tmp_path: Path) -> None:
+    typo = tmp_path / "typo.db"
+    for args in (["status"], ["jobs", "list"], ["jobs", "show", "x"], ["approvals"], ["health"],
+                 ["approve", "x"], ["jobs", "cancel", "x"]):  # fmt: skip
+        result = _run(*args, "--db", str(typo))
+        assert result.returncode == 2, args
+        assert f"no database at '{typo}'" in result.stderr and "check --db" in result.stderr
+    assert not typo.exists()
+
+
+def test_status_counts_promises_and_a_bad_url_is_a_clear_error(db: Path, store: SqlStore) -> None:
+    store.create("a", timeout_at=store.clock() + 60_000)
+    store.create("b", timeout_at=store.clock() + 60_000)
+    store.resolve("b")
+    counted = _json(_run("status", "--json", env={"AGENT_TOOLS_DB": str(db)}))
+    assert counted["promises"] == {"pending": 1, "resolved": 1, "rejected": 0}
+    table = _run("status", "--db", str(db))
+    assert "pending   1" in table.stdout and "resolved  1" in table.stdout
+    bad = _run("--db", "mysql://nowhere/x", "status")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert "unsupported database 'mysql'" in bad.stderr
+
+
+# -- jobs ---------------------------------------------------------------------------------
+
+
+def test_jobs_list_is_a_table_for_people_and_json_for_scripts(db: Path, store: SqlStore) -> None:
+    runtime = Runtime(store)
+    runtime.start(people_jobs.refund, "B-2", 250.0, id="ask")
+    runtime.start(builtin_jobs.sleep, 600, id="nap")
+    runtime.start(people_jobs.fails, "quota exceeded", id="broken")
+    run_worker_until(store, lambda: waiting_on(store, "ask") and waiting_on(store, "nap")
+                     and not store.get("broken").pending)  # fmt: skip
+    table = _run("jobs", "list", "--db", str(db), "--jobs", "tests.people_jobs")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["JOB", "KIND", "STATUS", "STARTED", "TOOK", "WAITING", "FOR", "/", "PROGRESS"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert "waiting" in rows["ask"] and "a person: Refund 250.00 EUR for order B-2?" in rows["ask"]
+    assert "its time in 10 min" in rows["nap"]
+    assert "failed" in rows["broken"] and "Broken: the upstream said no" in rows["broken"]
+    listed = _json(_run("jobs", "list", "--json", "--db", str(db)))
+    assert {j["job_id"] for j in listed["jobs"]} == {"ask", "nap", "broken"}
+    only = _json(_run("jobs", "list", "--status", "failed", "--json", "--db", str(db)))
+    assert [j["job_id"] for j in only["jobs"]] == ["broken"]
+
+
+def test_jobs_show_tells_the_story_and_an_unknown_id_exits_non_zero(
+    db: Path, store: SqlStore
+) -> None:
+    Runtime(store).start(people_jobs.refund, "B-2", 250.0, id="ask")
+    run_worker_until(store, lambda: waiting_on(store, "ask"))
+    shown = _run("jobs", "show", "ask", "--db", str(db), "--public-url", "https://ops.example",
+                 "--jobs", "tests.people_jobs")
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    assert 'people.refund(order_id="B-2", amount_eur=250.0)' in text
+    assert "a person to decide: Refund 250.00 EUR for order B-2?" in text
+    assert "(in 47 hours)" in text and "https://ops.example/approve/" in text
+    data = _json(_run("jobs", "show", "ask", "--json", "--db", str(db)))
+    assert data["arguments"] == {"arg1": "B-2", "arg2": 250.0}  # the kind is not loaded here
+    named = _json(_run("jobs", "show", "ask", "--json", "--db", str(db), "--jobs", "tests.people_jobs"))
+    assert named["arguments"] == {"order_id": "B-2", "amount_eur": 250.0}
+    assert data["waiting_for"]["approval"] == "ask.0"
+    unknown = _run("jobs", "show", "nobody", "--db", str(db))
+    assert unknown.returncode == 1 and "no job or timer has the id 'nobody'" in unknown.stderr
+
+
+def test_links_point_at_the_pages_of_a_server_running_on_the_same_database(
+    db: Path, store: SqlStore, tmp_path: Path
+) -> None:
+    import re
+
+    Runtime(store).start(people_jobs.refund, "B-2", 250.0, id="ask")
+    run_worker_until(store, lambda: waiting_on(store, "ask"))
+    no_server = _json(_run("jobs", "show", "ask", "--json", "--db", str(db)))
+    assert "link" not in no_server["waiting_for"]
+    log = tmp_path / "server.log"
+    home = {"HOME": str(tmp_path / "home"), "XDG_DATA_HOME": str(tmp_path / "data")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_TOOLS_")}
+    with log.open("w") as errors:
+        server = subprocess.Popen(
+            [AGENT_TOOLS, "serve", "--db", str(db), "--ui-port", "0",
+             "--jobs", "tests.people_jobs", "--no-worker"],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
+            env={**base, **home, "AGENT_TOOLS_SECRET": "cli-test"},
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not (found := re.search(r"pages: (http://\S+)/", log.read_text())):
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        shown = _json(_run("jobs", "show", "ask", "--json", "--db", str(db), env=home))
+        assert shown["waiting_for"]["link"].startswith(found[1] + "/approve/")
+        import httpx
+
+        assert "Refund 250.00 EUR" in httpx.get(shown["waiting_for"]["link"]).text
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait(20)
+        assert server.stdout is not None
+        server.stdout.close()
+    gone = _json(_run("jobs", "show", "ask", "--json", "--db", str(db), env=home))
+    assert "link" not in gone["waiting_for"]  # that server has stopped: no dead link
+
+
+def test_jobs_watch_follows_a_job_until_it_finishes(db: Path, store: SqlStore) -> None:
+    Runtime(store).start(people_jobs.nap, 0.5, id="short-nap")
+    watcher = subprocess.Popen(
+        [AGENT_TOOLS, "jobs", "watch", "short-nap", "--interval", "0.2",
+         "--db", str(db)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert watcher.stdout is not None
+    first = watcher.stdout.readline()
+    assert "short-nap" in first and ("running" in first or "waiting" in first)
+    run_worker_until(store, lambda: not store.get("short-nap").pending)
+    rest = watcher.stdout.read()
+    assert watcher.wait(30) == 0
+    assert rest.splitlines()[-1].split()[1:3] == ["short-nap", "completed"]
+    assert '"rested"' in rest
+    watcher.stdout.close()
+    assert watcher.stderr is not None
+    watcher.stderr.close()
+    Runtime(store).start(people_jobs.fails, "no", id="fails")
+    run_worker_until(store, lambda: not store.get("fails").pending)
+    failed = _run("jobs", "watch", "fails", "--json", "--db", str(db))
+    assert failed.returncode == 1 and json.loads(failed.stdout.splitlines()[-1])["status"] == "failed"
+
+
+def test_a_failed_job_is_rerun_with_the_same_arguments_under_a_linked_id(
+    db: Path, store: SqlStore
+) -> None:
+    Runtime(store).start(people_jobs.fails, "quota exceeded", id="broken")
+    run_worker_until(store, lambda: not store.get("broken").pending)
+    missing_kind = _run("jobs", "rerun", "broken", "--db", str(db))
+    assert missing_kind.returncode == 1 and "job kind 'people.fails' is not loaded here" in missing_kind.stderr
+    again = _json(_run("jobs", "rerun", "broken", "--json", "--db", str(db), "--jobs", "tests.people_jobs"))
+    assert again["job_id"] == "broken-rerun-1" and again["rerun_of"] == "broken"
+    assert json.loads(store.get("broken-rerun-1").param.data or "")["args"] == ["quota exceeded"]
+    run_worker_until(store, lambda: not store.get("broken-rerun-1").pending)  # fails again
+    third = _json(_run("jobs", "rerun", "broken-rerun-1", "--json", "--db", str(db), "--jobs", "tests.people_jobs"))
+    assert third["job_id"] == "broken-rerun-2"
+    shown = _json(_run("jobs", "show", "broken", "--json", "--db", str(db)))
+    assert shown["reruns"] == ["broken-rerun-1"]
+    assert _json(_run("jobs", "show", "broken-rerun-1", "--json", "--db", str(db)))["rerun_of"] == "broken"
+    Runtime(store).start(builtin_jobs.sleep, 600, id="still-going")
+    busy = _run("jobs", "rerun", "still-going", "--db", str(db))
+    assert busy.returncode == 1 and "has not finished" in busy.stderr
+
+
+def test_cancel_by_id_or_in_bulk_by_filter_with_a_dry_run_first(db: Path, store: SqlStore) -> None:
+    runtime = Runtime(store)
+    for i in range(5):
+        runtime.start(builtin_jobs.sleep, 600, id=f"nap-{i}")
+    runtime.start(people_jobs.refund, "Z-1", 10.0, id="keep")
+    run_worker_until(store, lambda: all(waiting_on(store, f"nap-{i}") for i in range(5))
+                     and waiting_on(store, "keep"))  # fmt: skip
+    one = _run("jobs", "cancel", "nap-0", "--db", str(db))
+    assert one.returncode == 0 and one.stdout.strip() == "cancelled nap-0"
+    dry = _run("jobs", "cancel", "--status", "waiting", "--kind", "sleep", "--db", str(db))
+    assert dry.returncode == 0 and "4 jobs match" in dry.stdout and "Add --yes" in dry.stdout
+    assert store.get("nap-1").pending  # nothing cancelled without --yes
+    done = _json(_run("jobs", "cancel", "--status", "waiting", "--kind", "sleep", "--yes", "--json", "--db", str(db)))
+    assert sorted(done["cancelled"]) == ["nap-1", "nap-2", "nap-3", "nap-4"]
+    assert store.get("keep").pending
+    again = _run("jobs", "cancel", "nap-1", "--db", str(db))
+    assert again.returncode == 1 and "already cancelled" in again.stdout
+    unknown = _run("jobs", "cancel", "nobody", "--db", str(db))
+    assert unknown.returncode == 1 and "no job, timer or schedule has the id 'nobody'" in unknown.stdout
+    neither = _run("jobs", "cancel", "--db", str(db))
+    assert neither.returncode == 1 and "say which jobs" in neither.stderr
+
+
+# -- approvals ----------------------------------------------------------------------------
+
+
+def test_approvals_lists_what_waits_for_a_person_and_approve_decides_only_those(
+    db: Path, store: SqlStore
+) -> None:
+    runtime = Runtime(store)
+    runtime.start(builtin_jobs.approval, "Ship it?", id="ask-1")
+    runtime.start(builtin_jobs.approval, "Delete it?", id="ask-2")
+    runtime.start(builtin_jobs.sleep, 1800, id="nap")
+    runtime.start(people_jobs.report, "Oslo", ["2025-01"], id="rep")
+    run_worker_until(store, lambda: waiting_on(store, "ask-1") and waiting_on(store, "ask-2")
+                     and waiting_on(store, "nap") and not store.get("rep").pending)  # fmt: skip
+    listed = _json(_run("approvals", "--json", "--db", str(db)))
+    assert {(a["job_id"], a["question"]) for a in listed["approvals"]} == {
+        ("ask-1", "Ship it?"), ("ask-2", "Delete it?")}  # fmt: skip
+    table = _run("approvals", "--db", str(db))
+    assert "Ship it?" in table.stdout and "Delete it?" in table.stdout and "in 48 hours" in table.stdout
+    # Only approvals may be decided: not a sleeping job, its timer, or a step.
+    for target, said in (("nap", "'nap' is not something a person decides: it is a job"),
+                         ("nap.0", "'nap.0' is not something a person decides: it is a timer"),
+                         ("rep.0", "'rep.0' is not something a person decides: it is a step of job rep")):  # fmt: skip
+        refused = _run("approve", target, "--db", str(db))
+        assert refused.returncode == 1 and said in refused.stderr, refused.stderr
+        assert "agent-tools approvals` lists the open ones" in refused.stderr
+    assert "To stop the job instead: agent-tools jobs cancel nap" in _run("reject", "nap", "--db", str(db)).stderr
+    assert store.get("nap").pending and store.get("nap.0").pending
+    approved = _json(_run("approve", "ask-1", "--comment", "go", "--by", "ana", "--json", "--db", str(db)))
+    assert approved == {"approval": "ask-1.0", "approved": True, "comment": "go", "by": "ana", "job_id": "ask-1"}
+    assert _run("reject", "ask-2.0", "--db", str(db)).stdout.startswith("rejected ask-2.0")
+    second = _run("approve", "ask-1", "--db", str(db))
+    assert second.returncode == 1
+    assert 'This was already approved by ana on' in second.stderr and 'with the comment "go"' in second.stderr
+    assert "The first decision stands" in second.stderr and "idempotency" not in second.stderr
+    run_worker_until(store, lambda: not store.get("ask-1").pending)
+    assert _json(_run("approvals", "--json", "--db", str(db)))["approvals"] == []
+
+
+def test_an_expired_approval_is_answered_in_a_persons_words(db: Path, store: SqlStore) -> None:
+    Runtime(store).start(builtin_jobs.approval, "Quick?", None, 0.3 / 3600, id="late")
+    run_worker_until(store, lambda: not store.get("late").pending)
+    late = _run("approve", "late.0", "--db", str(db))
+    assert late.returncode == 1
+    assert "This approval expired on" in late.stderr and "without a decision" in late.stderr
+    assert "(just now)" in late.stderr or "ago)" in late.stderr
+
+
+# -- health -------------------------------------------------------------------------------
+
+
+def test_health_counts_jobs_per_status_and_kind_and_names_the_oldest_waiting_job(
+    db: Path, store: SqlStore
+) -> None:
+    runtime = Runtime(store)
+    runtime.start(builtin_jobs.approval, "First?", id="oldest")
+    runtime.start(builtin_jobs.sleep, 600, id="nap")
+    runtime.start(people_jobs.fails, "x", id="broken")
+    runtime.start(people_jobs.report, "Oslo", ["2025-01"], id="rep")
+    run_worker_until(store, lambda: waiting_on(store, "oldest") and waiting_on(store, "nap")
+                     and not store.get("broken").pending and not store.get("rep").pending)  # fmt: skip
+    data = _json(_run("health", "--json", "--db", str(db)))
+    assert data["jobs"] == {"running": 0, "waiting": 2, "completed": 1, "failed": 1,
+                            "cancelled": 0, "timed_out": 0}  # fmt: skip
+    assert data["kinds"]["sleep"]["waiting"] == 1 and data["kinds"]["people.fails"]["failed"] == 1
+    assert data["oldest_waiting"]["job_id"] == "oldest"
+    text = _run("health", "--db", str(db)).stdout
+    assert "Oldest waiting job: oldest (approval)" in text and "waiting for a person: First?" in text
+
+
+# -- serve, worker and client configs -----------------------------------------------------
+
+
+def test_the_worker_logs_what_it_runs_and_json_logs_are_json(db: Path, store: SqlStore) -> None:
+    worker = subprocess.Popen(
+        [AGENT_TOOLS, "worker", "--db", str(db), "--jobs",
+         "tests.people_jobs", "--log-format", "json"],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert worker.stderr is not None
+    line = json.loads(worker.stderr.readline())
+    worker.terminate()
+    assert worker.wait(20) == 0
+    rest = [json.loads(line) for line in worker.stderr.read().splitlines() if line.strip()]
+    worker.stderr.close()
+    assert line["level"] == "info" and line["logger"] == "agent_tools.serve"
+    assert f"database sqlite:///{db}" in line["message"]
+    assert "people.report" in line["message"] and "concurrency 16" in line["message"]
+    assert rest[-1]["message"] == "worker stopped"
+
+
+def test_config_prints_absolute_paths_and_what_it_prints_runs_from_anywhere(
+    tmp_path: Path,
+) -> None:
+    elsewhere = tmp_path / "somewhere-else"
+    elsewhere.mkdir()
+    db = tmp_path / "c.db"
+    desktop = _json(_run("config", "claude-desktop", "--db", str(db), "--jobs", "tests.people_jobs"))
     entry = desktop["mcpServers"]["agent-tools"]
-    assert Path(entry["command"]).name == "agent-tools" and Path(entry["command"]).exists()
-    assert entry["args"] == ["serve", "--db", f"sqlite:///{db}", "--jobs", "tests.durable_jobs"]
-    code = _json(_run("config", "claude-code", "--db", db))["mcpServers"]["agent-tools"]
-    assert code["type"] == "stdio"
-    cursor_http = _json(_run("config", "cursor", "--http", "--port", "9000", "--token", "t"))
+    assert Path(entry["command"]).is_absolute() and Path(entry["command"]).exists()
+    assert entry["args"] == ["serve", "--db", f"sqlite:///{db}", "--jobs", "tests.people_jobs"]
+    assert entry["env"] == {"PYTHONPATH": str(ROOT)}
+    # Launch exactly what it printed, from another directory, as Claude Desktop would.
+    from mcp import Client, StdioServerParameters
+
+    async def tools() -> set[str]:
+        base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+        params = StdioServerParameters(command=entry["command"], args=entry["args"],
+                                       env={**base, **entry["env"]}, cwd=str(elsewhere))  # fmt: skip
+        async with Client(params) as client:
+            return {t.name for t in (await client.list_tools()).tools}
+
+    assert {"start_job", "start_people_report"} <= asyncio.run(tools())
+    code = _json(_run("config", "claude-code", "--db", str(db)))["mcpServers"]["agent-tools"]
+    assert code["type"] == "stdio" and code["env"] == {}
+    pages = _json(_run("config", "cursor", "--ui-port", "8800", "--db", str(db)))
+    assert pages["mcpServers"]["agent-tools"]["args"][-2:] == ["--ui-port", "8800"]
+    cursor_http = _json(_run("config", "cursor", "--http", "--port", "9000", "--token"))
     assert cursor_http["mcpServers"]["agent-tools"] == {
         "url": "http://127.0.0.1:9000/mcp",
         "headers": {"Authorization": "Bearer ${AGENT_TOOLS_TOKEN}"},
     }
     refused = _run("config", "claude-desktop", "--http")
-    assert (
-        refused.returncode != 0 and "Claude Desktop launches servers over stdio" in refused.stderr
-    )
+    assert refused.returncode == 2 and "Claude Desktop launches servers over stdio" in refused.stderr
+
+
+def test_health_names_the_live_workers_their_kinds_and_jobs_no_worker_can_run(
+    db: Path, store: SqlStore
+) -> None:
+    from tests import durable_jobs
+
+    worker = subprocess.Popen(
+        [AGENT_TOOLS, "worker", "--db", str(db), "--jobs", "tests.people_jobs"],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert worker.stderr is not None
+        assert "agent-tools worker on database" in worker.stderr.readline()
+        Runtime(store).start(durable_jobs.squares, 2, id="orphan")  # a kind no worker has
+        deadline = time.monotonic() + 30
+        while True:
+            data = _json(_run("health", "--json", "--db", str(db)))
+            if data["workers"] and data["no_worker_for"]:
+                break
+            assert time.monotonic() < deadline, data
+            time.sleep(0.2)
+        (alive,) = data["workers"]
+        assert alive["pid"] == worker.pid and "people.report" in alive["kinds"]
+        assert "tests.squares" not in alive["kinds"]
+        assert data["no_worker_for"] == {"tests.squares": 1} and data["ready_queue"] == 1
+        text = _run("health", "--db", str(db)).stdout
+        assert "Workers alive: 1" in text and "approval, people.busy" in text
+        assert "1 tests.squares job wait for a worker with that kind: none is alive" in text
+        listed = _run("jobs", "list", "--db", str(db)).stdout
+        assert "a worker with kind tests.squares (none has run)" in listed
+        shown = _json(_run("jobs", "show", "orphan", "--json", "--db", str(db)))
+        assert shown["waiting_for_worker"] == {"kind": "tests.squares", "last_seen": None}
+    finally:
+        worker.terminate()
+        worker.wait(20)
+        if worker.stderr is not None:
+            worker.stderr.close()
+    after = _json(_run("health", "--json", "--db", str(db)))
+    assert after["workers"] == [] and after["workers_stopped"] == 1
+
+
+def test_schedules_are_listed_paused_resumed_and_cancelled(db: Path, store: SqlStore) -> None:
+    from promises import Schedules
+
+    Schedules(Runtime(store)).add("nightly-oslo", "0 3 * * *", people_jobs.report, "Oslo", ["2025-01"],
+                                  timezone="Europe/Oslo")  # fmt: skip
+    listed = _json(_run("schedules", "list", "--json", "--db", str(db)))
+    (nightly,) = listed["schedules"]
+    assert nightly["id"] == "nightly-oslo" and nightly["state"] == "active"
+    assert nightly["cron"] == "0 3 * * *" and nightly["timezone"] == "Europe/Oslo"
+    assert nightly["kind"] == "people.report" and nightly["next_fire_at"] is not None
+    table = _run("schedules", "list", "--db", str(db)).stdout
+    assert "nightly-oslo" in table and "0 3 * * * (Europe/Oslo)" in table and "never" in table
+    paused = _json(_run("schedules", "pause", "nightly-oslo", "--json", "--db", str(db)))
+    assert paused["state"] == "paused" and paused["next_fire_at"] is None
+    assert _json(_run("schedules", "list", "--state", "paused", "--json", "--db", str(db)))["schedules"]
+    resumed = _run("schedules", "resume", "nightly-oslo", "--db", str(db))
+    assert resumed.stdout.startswith("schedule nightly-oslo is active, next in ")
+    assert _json(_run("schedules", "cancel", "nightly-oslo", "--json", "--db", str(db)))["state"] == "cancelled"
+    again = _run("schedules", "resume", "nightly-oslo", "--db", str(db))
+    assert again.returncode == 1 and "was cancelled; it cannot be active" in again.stderr
+    unknown = _run("schedules", "pause", "nope", "--db", str(db))
+    assert unknown.returncode == 1 and "no schedule is named 'nope'" in unknown.stderr

@@ -32,7 +32,7 @@ def entries(ledger: Path) -> list[dict[str, Any]]:
 
 
 def cli(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent_tools.cli", *args, "--db", str(db)],
+    return subprocess.run([str(Path(sys.executable).parent / "agent-tools"), *args, "--db", str(db)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
 
 
@@ -83,7 +83,7 @@ async def test_approved_on_the_command_line_the_refund_is_issued_once(
 ) -> None:
     Runtime(store).start(refunds.refund, "B-2", 250.0, "never arrived", id="r2")
     await run_until(store, lambda: waiting_for_a_person(store, "r2"))
-    shown = json.loads(cli(db, "jobs", "show", "r2").stdout)
+    shown = json.loads(cli(db, "jobs", "show", "r2", "--json").stdout)
     assert shown["waiting_for"]["request"]["question"] == "Refund 250.00 EUR for order B-2?"
     approved = cli(db, "approve", "r2", "--comment", "ok")
     assert approved.returncode == 0, approved.stderr
@@ -128,9 +128,8 @@ async def test_a_decision_after_the_deadline_is_refused_and_nothing_is_paid(
     await run_until(store, lambda: settled(store, "r5"))
     assert Runtime.result(store.get("r5")) == {"status": "expired", "order_id": "E-5"}
     late = cli(db, "approve", "r5.0")
-    assert (
-        late.returncode == 2 and "expired at" in late.stderr and "without a decision" in late.stderr
-    )
+    assert late.returncode == 1
+    assert "This approval expired on" in late.stderr and "without a decision" in late.stderr
     assert entries(ledger) == []
 
 
@@ -167,3 +166,55 @@ async def test_a_person_decides_in_band_through_mcp_task_input(
             await asyncio.sleep(0.05)
     assert task["result"]["structuredContent"]["result"]["status"] == "refunded"
     assert len(entries(ledger)) == 1
+
+
+@pytest.mark.slow
+def test_the_offline_refund_demo_is_approved_from_the_page_in_a_browser() -> None:
+    from tests.test_mcp_transports import free_port
+
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip(f"no Chromium at {chromium} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    demo = subprocess.Popen(
+        [sys.executable, "examples/approvals/demo.py", "--port", str(free_port())],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert demo.stdout is not None
+        assert demo.stdout.readline().startswith("asked for a refund of 250.00 EUR for order B-2")
+        waiting = demo.stdout.readline()
+        assert waiting.startswith("it waits for a person. Decide here: http://127.0.0.1:")
+        link = waiting.split("Decide here: ")[1].strip()
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+            page.goto(link)
+            assert page.inner_text("#question") == "Refund 250.00 EUR for order B-2?"
+            assert "reason\nnever arrived" in page.inner_text("#details")
+            page.fill("input[name=by]", "Ana")
+            page.click("button.approve")
+            assert "You approved: Refund 250.00 EUR for order B-2?" in page.inner_text("#restated")
+            browser.close()
+        assert demo.stdout.readline().startswith("refunded: ")
+        assert demo.wait(60) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        if demo.stdout is not None:
+            demo.stdout.close()
+
+
+def test_the_refund_demo_can_approve_by_itself_for_a_quick_look() -> None:
+    from tests.test_mcp_transports import free_port
+
+    demo = subprocess.run(
+        [sys.executable, "examples/approvals/demo.py", "--approve-as", "Ana", "--port", str(free_port())],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert demo.returncode == 0, demo.stderr
+    lines = demo.stdout.splitlines()
+    assert lines[2] == "approved on the page as Ana"
+    assert lines[3].startswith("refunded: ") and lines[3].endswith("(decided by a person)")

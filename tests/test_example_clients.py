@@ -7,7 +7,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -24,17 +23,39 @@ STDIO_CONFIGS = ["claude_desktop_config.json", "claude-code/.mcp.json", "cursor/
 HTTP_CONFIGS = ["claude-code/.mcp.http.json", "cursor/.cursor/mcp.http.json"]
 
 
+PLACEHOLDER_ROOT = "/home/you/agent-tools"
+PLACEHOLDER_DB = "/home/you/.local/share/agent-tools/agent-tools.db"
+CONFIG_TARGETS = {"claude_desktop_config.json": "claude-desktop", "claude-code/.mcp.json": "claude-code",
+                  "cursor/.cursor/mcp.json": "cursor"}  # fmt: skip
+
+
 @pytest.mark.parametrize("config", STDIO_CONFIGS)
-async def test_each_stdio_config_launches_a_server_with_its_job_kinds(
+def test_each_stdio_config_is_what_agent_tools_config_prints(config: str) -> None:
+    import subprocess
+
+    entry = json.loads((CLIENTS / config).read_text())["mcpServers"]["agent-tools"]
+    jobs = [a for i, a in enumerate(entry["args"]) if i and entry["args"][i - 1] == "--jobs"]
+    printed = subprocess.run(
+        [str(Path(sys.executable).parent / "agent-tools"), "config", CONFIG_TARGETS[config],
+         "--db", PLACEHOLDER_DB, *(w for j in jobs for w in ("--jobs", j))],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert printed.returncode == 0, printed.stderr
+    shown = printed.stdout.replace(str(ROOT), PLACEHOLDER_ROOT)
+    assert json.loads(shown)["mcpServers"]["agent-tools"] == entry
+
+
+@pytest.mark.parametrize("config", STDIO_CONFIGS)
+async def test_each_stdio_config_launches_a_server_with_its_job_kinds_from_anywhere(
     config: str, tmp_path: Path
 ) -> None:
-    entry = json.loads((CLIENTS / config).read_text())["mcpServers"]["agent-tools"]
-    assert entry["command"] == "agent-tools" and entry["args"][0] == "serve"
-    command = str(Path(sys.executable).parent / entry["command"])  # as installed by `make`
-    env = {**os.environ, **entry["env"], "AGENT_TOOLS_DB": str(tmp_path / "client.db")}
-    async with Client(
-        StdioServerParameters(command=command, args=entry["args"], env=env, cwd=str(ROOT))
-    ) as client:
+    text = (CLIENTS / config).read_text().replace(PLACEHOLDER_DB, str(tmp_path / "client.db"))
+    entry = json.loads(text.replace(PLACEHOLDER_ROOT, str(ROOT)))["mcpServers"]["agent-tools"]
+    assert entry["args"][0] == "serve" and Path(entry["command"]).is_absolute()
+    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    params = StdioServerParameters(command=entry["command"], args=entry["args"],
+                                   env={**base, **entry["env"]}, cwd=str(tmp_path))  # fmt: skip
+    async with Client(params) as client:
         names = {t.name for t in (await client.list_tools()).tools}
     assert {"start_job", "await_result", "start_weather_gather"} <= names
 
@@ -48,34 +69,11 @@ def test_each_http_config_points_at_the_default_endpoint_with_a_token_header(con
 
 
 def scripted_model(request: httpx.Request) -> httpx.Response:
-    """Start a sleep job, await it by the id the server returned, then answer."""
-    messages = json.loads(request.content)["messages"]
-    last = messages[-1]
-    if last["role"] == "user":
-        call = {
-            "name": "start_job",
-            "arguments": json.dumps({"kind": "sleep", "args": {"seconds": 0.2}}),
-        }
-    else:
-        result: dict[str, Any] = json.loads(last["content"])
-        if "job_id" in result:
-            call = {
-                "name": "await_result",
-                "arguments": json.dumps({"job_ids": [result["job_id"]], "timeout_s": 20}),
-            }
-        else:
-            done = result["done"][0]
-            message = {
-                "role": "assistant",
-                "content": f"{done['job_id']} is {done['status']}: {done['result']}",
-            }
-            return chat_completion(message)
-    message = {
-        "role": "assistant",
-        "content": None,
-        "tool_calls": [{"id": f"c{len(messages)}", "type": "function", "function": call}],
-    }
-    return chat_completion(message)
+    """Start a sleep job, await it by the id the server returned, then answer (the
+    examples' stand-in model)."""
+    from examples.fakes import agent_loop_script
+
+    return chat_completion(agent_loop_script(json.loads(request.content)["messages"]))
 
 
 async def test_an_openai_agent_starts_a_job_and_rejoins_it_through_mcp(
@@ -93,3 +91,17 @@ async def test_an_openai_agent_starts_a_job_and_rejoins_it_through_mcp(
         t["function"]["name"] for t in json.loads(route.calls[0].request.content)["tools"]
     }
     assert {"start_job", "await_result", "probe_status"} <= sent_tools
+
+
+def test_the_agent_loop_runs_offline_in_one_command(tmp_path: Path) -> None:
+    import subprocess
+
+    env = {**os.environ, "AGENT_TOOLS_DB": str(tmp_path / "loop.db")}
+    env.pop("OPENAI_API_KEY", None)
+    ran = subprocess.run([sys.executable, "examples/clients/agent_loop.py", "--offline"], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip().endswith("is completed: {'slept_s': 0.2}")
+    without_key = subprocess.run([sys.executable, "examples/clients/agent_loop.py"], cwd=ROOT,
+                                 env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert without_key.returncode == 1 and "agent_loop.py --offline" in without_key.stderr

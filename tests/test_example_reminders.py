@@ -72,7 +72,7 @@ def test_remind_me_tomorrow_at_9_survives_a_crash_mid_sleep(tmp_path: Path) -> N
             second.wait()
         result = Runtime.result(store.get("rem"))
 
-    assert result == {"answer": "Done: I reminded you to call Ana at 09:00 UTC.", "model_calls": 4}
+    assert result == {"answer": "Done: I reminded you: Call Ana.", "model_calls": 4}
     calls = [json.loads(line) for line in model_log.read_text().splitlines()]
     assert [c["messages"] for c in calls] == [2, 4, 6, 8]  # four model calls, none repeated
     assert {c["pid"] for c in calls[:2]} == {first.pid} and {c["pid"] for c in calls[2:]} == {
@@ -130,3 +130,34 @@ def test_a_schedule_without_a_time_zone_fails_the_job_clearly(
     job = asyncio.run(run())
     with pytest.raises(StoredError, match=r"schedule needs a time zone \(Z\)"):
         Runtime.result(job)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_the_offline_reminder_demo_is_one_command_and_survives_a_restart() -> None:
+    demo = subprocess.run(
+        [sys.executable, "examples/reminders/demo.py", "--request", "Remind me in 3 seconds to stretch"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert demo.returncode == 0, demo.stderr
+    lines = demo.stdout.splitlines()
+    assert lines[0].startswith("offline: a scripted stand-in for the model at http://127.0.0.1:")
+    assert lines[3] == "worker killed (SIGKILL) while the assistant sleeps"
+    assert [line for line in lines if line.startswith("delivered: ")] == [
+        line for line in lines if line.startswith("delivered: 'Stretch' at ")
+    ] and len([line for line in lines if line.startswith("delivered")]) == 1
+    assert lines[-2] == "assistant: Done: I reminded you: Stretch."
+    assert lines[-1] == "4 model turns; the model was called 4 times, none repeated"
+
+
+def test_an_unreachable_model_is_an_error_with_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_mcp_transports import free_port
+
+    nowhere = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    monkeypatch.setenv("OPENAI_BASE_URL", nowhere)
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    with pytest.raises(agent.ModelUnreachable) as failed:
+        agent.call_model([{"role": "user", "content": "remind me"}])
+    message = str(failed.value)
+    assert f"cannot reach the model at {nowhere}" in message
+    assert "set OPENAI_API_KEY" in message and "python examples/reminders/demo.py" in message
+    assert not isinstance(failed.value, agent.NonRetryableError)  # the step retries it

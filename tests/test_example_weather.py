@@ -11,6 +11,7 @@ import httpx
 import pytest
 import respx
 
+from examples.fakes import FakeOpenMeteo, archive_days
 from examples.weather import jobs as weather
 from promises import Runtime, SqlStore, Worker, open_store
 from promises.codec import StoredError
@@ -22,15 +23,9 @@ OSLO = {"name": "Oslo", "latitude": 59.91, "longitude": 10.75}
 
 
 def archive(request: httpx.Request) -> httpx.Response:
-    """Thirty days of weather whose values depend on the place, like the real API."""
-    warm = float(request.url.params["latitude"]) < 50
-    days = 28 if request.url.params["start_date"].endswith("02-01") else 30
-    return httpx.Response(200, json={"daily": {
-        "time": [f"d{i}" for i in range(days)],
-        "temperature_2m_max": [20.0 if warm else 5.0] * days,
-        "temperature_2m_min": [12.0 if warm else -1.0] * days,
-        "precipitation_sum": [1.0 if warm else 2.0] * days,
-    }})  # fmt: skip
+    """A month of weather whose values depend on the place (the examples' stand-in)."""
+    params = request.url.params
+    return httpx.Response(200, json=archive_days(float(params["latitude"]), params["start_date"]))
 
 
 @pytest.fixture
@@ -128,52 +123,6 @@ def test_bad_arguments_are_refused_at_start(tmp_path: Path) -> None:
         Runtime(store).start(weather.gather_weather, [{"name": "Nowhere"}], ["2026-01"])
 
 
-class FakeArchive:
-    """A local stand-in for the Open-Meteo archive: quick, except for Oslo (3 s), so a
-    kill one second after the start interrupts exactly Oslo's four fetches."""
-
-    def __init__(self) -> None:
-        import http.server
-        import json as json_module
-        import threading
-        import urllib.parse
-
-        self.requests: list[tuple[str, str]] = []
-        self.answered: dict[tuple[str, str], float] = {}  # first answer's wall-clock time
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
-                outer.requests.append((query["latitude"], query["start_date"]))
-                import time as time_module
-
-                time_module.sleep(3.0 if query["latitude"].startswith("59.") else 0.1)
-                body = json_module.dumps(
-                    archive(
-                        httpx.Request("GET", "http://x/?" + urllib.parse.urlencode(query))
-                    ).json()
-                )
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(body.encode())
-                outer.answered.setdefault(
-                    (query["latitude"], query["start_date"]), time_module.time()
-                )
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/archive"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.mark.slow
 def test_the_story_script_kills_the_server_mid_way_and_rejoins_the_result(tmp_path: Path) -> None:
     import os
@@ -183,7 +132,7 @@ def test_the_story_script_kills_the_server_mid_way_and_rejoins_the_result(tmp_pa
 
     from tests.test_mcp_transports import free_port
 
-    fake = FakeArchive()
+    fake = FakeOpenMeteo(slow={"59.": 3.0}, delay=0.1)  # Oslo is slow: the kill interrupts it
     command = [
         sys.executable,
         "examples/weather/story.py",
@@ -214,6 +163,9 @@ def test_the_story_script_kills_the_server_mid_way_and_rejoins_the_result(tmp_pa
             story.stdout.close()
     assert lines[1] == "server killed mid-way (SIGKILL)" and lines[2].startswith("server restarted")
     assert lines[-1].startswith("completed: ") and '"Lisbon": {"mean_max_c": 20.0' in lines[-1]
+    # Leave out the story's reachability check (latitude 0).
+    fake.requests = [r for r in fake.requests if r[0] != "0"]
+    fake.answered = {k: at for k, at in fake.answered.items() if k[0] != "0"}
     assert len(set(fake.requests)) == 12  # every location-month fetched
     counts = {key: fake.requests.count(key) for key in set(fake.requests)}
     finished_before_kill = [key for key, at in fake.answered.items() if at < killed_at - 0.5]
@@ -221,3 +173,43 @@ def test_the_story_script_kills_the_server_mid_way_and_rejoins_the_result(tmp_pa
         counts[key] == 1 for key in finished_before_kill
     )  # finished steps never fetched again
     assert all(count <= 2 for count in counts.values())  # an interrupted one at most once more
+
+
+@pytest.mark.slow
+def test_the_offline_weather_story_is_one_command_and_tells_its_story(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.test_mcp_transports import free_port
+
+    story = subprocess.run(
+        [sys.executable, "examples/weather/story.py", "--offline", "--port", str(free_port()),
+         "--db", str(tmp_path / "offline.db")],
+        cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert story.returncode == 0, story.stderr
+    lines = story.stdout.splitlines()
+    assert lines[0].startswith("offline: a local Open-Meteo stand-in at http://127.0.0.1:")
+    assert lines[2] == "server killed mid-way (SIGKILL)"
+    assert lines[-1].startswith("completed: ") and '"Oslo": {"mean_max_c": 5.0' in lines[-1]
+    assert "agent-tools serving MCP over HTTP" in story.stderr  # the server's log is shown
+
+
+def test_without_the_network_the_story_says_so_at_once_and_how_to_run_offline(
+    tmp_path: Path,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_mcp_transports import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}/v1/archive"  # nothing listens there
+    story = subprocess.run(
+        [sys.executable, "examples/weather/story.py", "--db", str(tmp_path / "x.db")],
+        cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "OPEN_METEO_ARCHIVE_URL": closed},
+    )  # fmt: skip
+    assert story.returncode == 1
+    assert f"cannot reach the Open-Meteo archive at {closed}" in story.stderr
+    assert "python examples/weather/story.py --offline" in story.stderr

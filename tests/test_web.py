@@ -1,6 +1,6 @@
 """The web pages in a real browser: Debian's headless Chromium driven by Playwright
-(no browser download), against a real server subprocess. Screenshots are saved in
-artifacts/screenshots/ (git-ignored)."""
+(no browser download), against a real server subprocess, at a desktop width (1280 px)
+and a phone's (390 px). Screenshots are saved in artifacts/screenshots/ (git-ignored)."""
 
 from __future__ import annotations
 
@@ -17,15 +17,18 @@ import pytest
 
 from agent_tools import builtin_jobs
 from agent_tools.links import Signer
-from promises import Runtime, SqlStore, open_store
+from promises import Context, Runtime, SqlStore, durable, open_store
 from tests import durable_jobs as jobs
+from tests import people_jobs
 from tests.test_mcp_transports import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).parent.parent
+AGENT_TOOLS = str(Path(sys.executable).parent / "agent-tools")  # the installed command
 SHOTS = ROOT / "artifacts" / "screenshots"
 SECRET = "test-secret-for-links"
 TOKEN = "page-token-for-tests"
+DESKTOP, PHONE = 1280, 390
 
 pytestmark = [
     pytest.mark.slow,
@@ -36,15 +39,17 @@ pytestmark = [
 
 
 class Server:
-    def __init__(self, db: Path, token: str | None = None) -> None:
-        self.db, self.port, self.token = db, free_port(), token
+    def __init__(self, db: Path, *extra: str) -> None:
+        self.db, self.port = db, free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "agent_tools.cli", "serve", "--http", "--port", str(self.port),
-                   "--db", str(db), "--jobs", "tests.durable_jobs"] + (["--token", token] if token else [])  # fmt: skip
+        self.log = db.with_suffix(".stderr")
+        command = [AGENT_TOOLS, "serve", "--http", "--port", str(self.port),
+                   "--db", str(db), "--jobs", "tests.durable_jobs", "--jobs", "tests.people_jobs", *extra]  # fmt: skip
         env = {**os.environ, "AGENT_TOOLS_SECRET": SECRET}
-        self.proc = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        with self.log.open("ab") as errors:
+            self.proc = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=errors
+            )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -52,7 +57,7 @@ class Server:
                 return
             except httpx.TransportError:
                 assert self.proc.poll() is None and time.monotonic() < deadline, (
-                    "server did not start"
+                    f"server did not start: {self.log.read_text()}"
                 )
                 time.sleep(0.1)
 
@@ -91,14 +96,47 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
-@pytest.fixture
+def open_page(browser: Any, width: int) -> Any:
+    context = browser.new_context(
+        viewport={"width": width, "height": 900},
+        is_mobile=width < 600,
+        has_touch=width < 600,
+        timezone_id="America/New_York",
+    )
+    return context.new_page()
+
+
+@pytest.fixture(params=[DESKTOP, PHONE], ids=["desktop", "phone"])
 def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
-    context = browser.new_context()
-    opened = context.new_page()
+    opened = open_page(browser, request.param)
     yield opened
+    shoot(opened, request.node.name)
+    opened.context.close()
+
+
+def shoot(page: Any, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
-    opened.screenshot(path=str(SHOTS / f"{request.node.name}.png"), full_page=True)
-    context.close()
+    safe = name.replace("[", "-").replace("]", "").replace("/", "_")
+    page.screenshot(path=str(SHOTS / f"{safe}.png"), full_page=True)
+
+
+def width_of(page: Any) -> int:
+    return int(page.viewport_size["width"])
+
+
+def assert_fits(page: Any) -> None:
+    """Nothing runs off the side: no horizontal scrolling, every element within the page."""
+    overflow = page.evaluate(
+        """() => {
+            const width = document.documentElement.clientWidth;
+            const wide = [...document.querySelectorAll("body *")].filter(e => {
+                const r = e.getBoundingClientRect();
+                return r.width > 0 && (r.right > width + 1 || r.left < -1) && !e.closest("pre, details:not([open])");
+            }).map(e => e.tagName + "." + e.className + " " + Math.round(e.getBoundingClientRect().right));
+            return {scroll: document.documentElement.scrollWidth, width, wide: wide.slice(0, 5)};
+        }"""
+    )
+    assert overflow["scroll"] <= overflow["width"] and overflow["wide"] == [], overflow
 
 
 def wait_until(condition: Any, timeout: float = 20) -> None:
@@ -116,48 +154,74 @@ def waiting_approval(store: SqlStore, job_id: str) -> str:
     return task.waiting_on
 
 
-def test_approving_from_the_link_completes_the_job(
-    server: Server, store: SqlStore, page: Any
-) -> None:
-    Runtime(store).start(
-        builtin_jobs.approval,
-        "Refund 250 EUR to Ana?",
-        {"order": "B-2", "reason": "lost"},
-        id="ask",
-    )
-    approval_id = waiting_approval(store, "ask")
-    page.goto(server.link(approval_id))
-    assert page.inner_text("#question") == "Refund 250 EUR to Ana?"
-    assert '"reason": "lost"' in page.inner_text("#details")
-    page.fill("textarea[name=comment]", "fine by me")
-    page.click("button.approve")
-    assert "Approved" in page.inner_text("#message h2")
-    page.click("text=See the job")
-    for _ in range(100):
-        if page.inner_text("#status") == "completed":
-            break
+def reload_until(page: Any, selector: str, text: str) -> None:
+    deadline = time.monotonic() + 20
+    while page.inner_text(selector) != text:
+        assert time.monotonic() < deadline, f"{selector} never showed {text!r}"
         time.sleep(0.1)
         page.reload()
-    assert page.inner_text("#status") == "completed"
-    assert '"comment": "fine by me"' in page.inner_text("#result")
 
 
-def test_rejecting_from_the_link_and_a_second_decision_is_refused(
-    server: Server, store: SqlStore, page: Any, browser: Any
+@durable(name="web.unserved")
+async def unserved(ctx: Context) -> None:
+    """Registered in the test process only: the server's worker cannot run it."""
+
+
+# -- approvals ----------------------------------------------------------------------------
+
+
+def test_an_approval_read_and_approved_on_the_page_completes_the_job(
+    server: Server, store: SqlStore, page: Any
+) -> None:
+    Runtime(store).start(people_jobs.refund, "B-2", 250.0, id="refund")
+    page.goto(server.link(waiting_approval(store, "refund")))
+    assert page.inner_text("#question") == "Refund 250.00 EUR for order B-2?"
+    details = page.inner_text("#details")
+    assert "order_id\nB-2" in details and "amount_eur\n250.0" in details  # key / value, not JSON
+    assert "{" not in details.split("history")[0]
+    assert page.inner_text("#deadline-relative") == "in 47 hours"
+    # the deadline in the reader's own time zone, not UTC with milliseconds
+    deadline = page.locator("time").first.inner_text()
+    assert deadline.endswith(("EST", "EDT")) and ".000" not in deadline
+    assert_fits(page)
+    comment = page.locator("textarea[name=comment]").bounding_box()
+    assert comment["x"] >= 0 and comment["x"] + comment["width"] <= width_of(page)
+    page.fill("input[name=by]", "Ana")
+    page.fill("textarea[name=comment]", "fine by me")
+    page.click("button.approve")
+    assert page.inner_text("#message h1") == "Approved — thank you"
+    restated = page.inner_text("#message")
+    assert "You approved: Refund 250.00 EUR for order B-2?" in restated
+    assert "Ana" in restated and "fine by me" in restated
+    assert_fits(page)
+    page.click("text=See the job")
+    reload_until(page, "#status", "completed")
+    decision = page.inner_text(".decision")
+    assert "Approved by Ana" in decision and "fine by me" in decision
+    assert "Refund 250.00 EUR for order B-2?" in decision
+    assert_fits(page)
+
+
+def test_a_rejection_then_a_second_decision_is_answered_in_a_persons_words(
+    server: Server, store: SqlStore, browser: Any
 ) -> None:
     Runtime(store).start(builtin_jobs.approval, "Delete the archive?", id="del")
-    approval_id = waiting_approval(store, "del")
-    other = browser.new_page()  # the same link opened twice (two people, or two tabs)
-    other.goto(server.link(approval_id))
-    page.goto(server.link(approval_id))
-    page.click("button.reject")
-    assert "Rejected" in page.inner_text("#message h2")
-    other.click("button.approve")  # too late: the first decision stands
-    assert other.inner_text("#message h2") == "Already decided"
-    assert "It was rejected" in other.inner_text(
-        "#message"
-    ) and "The first decision stands" in other.inner_text("#message")
-    other.close()
+    link = server.link(waiting_approval(store, "del"))
+    first, second = open_page(browser, PHONE), open_page(browser, DESKTOP)  # two people
+    first.goto(link)
+    second.goto(link)
+    first.fill("textarea[name=comment]", "we still need it")
+    first.click("button.reject")
+    assert first.inner_text("#message h1") == "Rejected — thank you"
+    assert "You rejected: Delete the archive?" in first.inner_text("#restated")
+    second.click("button.approve")  # too late: the first decision stands
+    assert second.inner_text("#message h2") == "Already decided"
+    said = second.inner_text("#message")
+    assert "This was already rejected" in said and "we still need it" in said
+    assert "The first decision stands" in said and "idempotency" not in said
+    shoot(second, "test_a_second_decision-desktop")
+    first.context.close()
+    second.context.close()
     wait_until(lambda: not store.get("del").pending)
     assert Runtime.result(store.get("del"))["approved"] is False
 
@@ -166,37 +230,41 @@ def test_an_expired_and_a_tampered_link_get_clear_pages(
     server: Server, store: SqlStore, page: Any
 ) -> None:
     Runtime(store).start(builtin_jobs.approval, "Quick?", None, 0.5 / 3600, id="late")
-    approval_id = waiting_approval(store, "late")
-    link = server.link(approval_id)
+    link = server.link(waiting_approval(store, "late"))
     wait_until(lambda: not store.get("late").pending)
     page.goto(link)
     assert page.inner_text("#message h2") == "This approval has expired"
+    assert "without a decision; the job went on without it" in page.inner_text("#message")
     tampered = link[:-1] + ("0" if link[-1] != "0" else "1")
     page.goto(tampered)
     assert page.inner_text("#message h2") == "This approval link is not valid"
-    page.goto(
-        link.replace(link.split("/")[-1].split(".")[0], "bm90LWEtam9i")
-    )  # another id, same signature
+    page.goto(link.replace(link.split("/")[-1].split(".")[0], "bm90LWEtam9i"))  # another id
     assert page.inner_text("#message h2") == "This approval link is not valid"
+    assert_fits(page)
 
 
-def test_decisions_from_another_site_are_refused(server: Server, store: SqlStore) -> None:
+def test_decisions_from_another_site_or_without_the_form_token_are_refused(
+    server: Server, store: SqlStore
+) -> None:
     Runtime(store).start(builtin_jobs.approval, "Pay 900 EUR?", id="pay")
     link = server.link(waiting_approval(store, "pay"))
-    forged = httpx.post(link, data={"decision": "approve", "form_token": "guess"})
+    forged = httpx.post(link + "?form_token=guess", data={"decision": "approve"})
     assert forged.status_code == 403 and "Request refused" in forged.text
+    no_token = httpx.post(link, data={"decision": "approve"})
+    assert no_token.status_code == 403
     page_html = httpx.get(link).text
-    form_token = page_html.split('name="form_token" value="')[1].split('"')[0]
+    action = page_html.split('id="decide"')[0].rsplit('action="', 1)[1].split('"')[0]
     cross_site = httpx.post(
-        link,
-        data={"decision": "approve", "form_token": form_token},
-        headers={"Origin": "http://evil.example"},
+        link + action, data={"decision": "approve"}, headers={"Origin": "http://evil.example"}
     )
     assert cross_site.status_code == 403
     assert store.get("pay").pending and store.get("pay.0").pending  # nothing was decided
 
 
-def test_the_dashboard_lists_filters_and_pages_1000_jobs(
+# -- the dashboard ------------------------------------------------------------------------
+
+
+def test_the_dashboard_counts_pages_both_ways_and_filters_1000_jobs(
     server: Server, store: SqlStore, page: Any
 ) -> None:
     runtime = Runtime(store)
@@ -210,56 +278,156 @@ def test_the_dashboard_lists_filters_and_pages_1000_jobs(
         runtime.start(jobs.squares, 3, id=f"sq-{i}")
     wait_until(lambda: all(not store.get(f"sq-{i}").pending for i in range(10)))
     page.goto(server.base + "/")
+    counts = {
+        a.get_attribute("data-status"): a.inner_text().split("\n")[0]
+        for a in page.locator("#counts a").all()
+    }
+    assert counts["waiting"] == "990" and counts["completed"] == "10" and counts["failed"] == "0"
     rows = page.locator("tr.job")
-    assert rows.count() == 50
-    first_page = set(page.locator("tr.job td:first-child").all_inner_texts())
+    assert rows.count() == 50 and page.inner_text("#range") == "1–50 of 1000"
+    assert page.locator("#prev").count() == 0
+    first_page = set(page.locator("td.job").all_inner_texts())
     page.click("#next")
-    assert rows.count() == 50 and not first_page & set(
-        page.locator("tr.job td:first-child").all_inner_texts()
-    )
-    page.goto(server.base + "/")
+    assert page.inner_text("#range") == "51–100 of 1000"
+    assert rows.count() == 50 and not first_page & set(page.locator("td.job").all_inner_texts())
+    page.click("#next")
+    assert page.inner_text("#range") == "101–150 of 1000"
+    page.click("#prev")
+    page.click("#prev")
+    assert page.inner_text("#range") == "1–50 of 1000"
+    assert set(page.locator("td.job").all_inner_texts()) == first_page
+    assert_fits(page)
     page.select_option("select[name=status]", "completed")
     page.wait_for_url("**status=completed**")
-    assert rows.count() == 10 and set(page.locator("td.status").all_inner_texts()) == {"completed"}
+    assert rows.count() == 10 and page.inner_text("#range") == "1–10 of 10"
+    assert set(page.locator("td.status .badge").all_inner_texts()) == {"completed"}
     page.select_option("select[name=kind]", "sleep")
     page.wait_for_url("**kind=sleep**")
     assert "No jobs match these filters" in page.inner_text("#jobs")
     page.goto(server.base + "/?status=waiting&kind=sleep")
-    assert rows.count() == 50 and set(page.locator("td.status").all_inner_texts()) == {"waiting"}
+    assert rows.count() == 50 and page.inner_text("#range") == "1–50 of 990"
+    assert "scheduled start or retry, in 60 min" in page.inner_text("tr.job >> nth=0")
 
 
-def test_a_job_page_shows_its_timeline_and_cancels(
+def test_the_dashboard_shows_what_each_job_waits_for_and_who_needs_a_person(
     server: Server, store: SqlStore, page: Any
 ) -> None:
     runtime = Runtime(store)
-    runtime.start(jobs.squares, 4, 0.05, id="steps")
-    wait_until(lambda: not store.get("steps").pending)
-    page.goto(server.base + "/jobs/steps")
+    runtime.start(people_jobs.refund, "C-3", 90.0, id="needs-ana")
+    runtime.start(people_jobs.nap, 7200, id="long-nap")
+    runtime.start(people_jobs.report, "Lisbon", ["2025-01", "2025-02"], id="report")
+    runtime.start(people_jobs.fails, "quota exceeded", id="broken")
+    runtime.start(unserved, id="orphan")  # a kind the server's worker does not have
+    waiting_approval(store, "needs-ana")
+    waiting_approval(store, "long-nap")
+    wait_until(lambda: not store.get("report").pending and not store.get("broken").pending)
+    page.goto(server.base + "/")
+    row = {r.locator("td.job").inner_text(): r for r in page.locator("tr.job").all()}
+    assert "needs a person" in row["needs-ana"].inner_text()
+    assert "Refund 90.00 EUR for order C-3?" in row["needs-ana"].locator("td.waiting").inner_text()
+    assert row["long-nap"].locator("td.waiting").inner_text().endswith("in 2 hours")
+    assert "needs a person" not in row["long-nap"].inner_text()
+    assert row["report"].locator(".bar").count() == 0  # finished: no stale progress
+    assert "fetching" not in row["report"].inner_text()
+    assert "Broken: the upstream said no: quota exceeded" in row["broken"].inner_text()
+    assert row["report"].locator("td.started").inner_text().endswith(("ago", "just now"))
+    assert "a worker with kind web.unserved (none has run)" in row["orphan"].inner_text()
+    assert_fits(page)
+
+
+def test_the_dashboard_reloads_only_when_what_it_shows_changed(
+    server: Server, store: SqlStore, page: Any
+) -> None:
+    runtime = Runtime(store)
+    runtime.start(people_jobs.nap, 3600, id="asleep")
+    waiting_approval(store, "asleep")
+    page.goto(server.base + "/")
+    assert page.locator("meta[http-equiv=refresh]").count() == 0
+    page.evaluate("window.stillTheSamePage = true")
+    page.evaluate("window.agentToolsCheck()")  # what the page does every 5 s while visible
+    assert page.evaluate("window.stillTheSamePage") is True  # nothing changed: no reload
+    with page.expect_navigation():
+        runtime.cancel("asleep")
+        page.evaluate("window.agentToolsCheck()")
+    assert page.evaluate("window.stillTheSamePage") is None
+    assert "cancelled" in page.inner_text("tr.job")
+
+
+# -- one job ------------------------------------------------------------------------------
+
+
+def test_a_job_page_puts_the_timeline_first_folds_long_results_and_shows_the_call(
+    server: Server, store: SqlStore, page: Any
+) -> None:
+    Runtime(store).start(people_jobs.report, "Lisbon", ["2025-01", "2025-02", "2025-03"], id="rep")
+    wait_until(lambda: not store.get("rep").pending)
+    page.goto(server.base + "/jobs/rep")
     assert page.inner_text("#status") == "completed"
+    assert page.inner_text("#call") == 'people.report(city="Lisbon", months=["2025-01", "2025-02", "2025-03"])'
+    assert '"args"' not in page.content() and '"kwargs"' not in page.content()
     lanes = page.locator("#timeline .lane")
-    assert lanes.count() == 4
-    assert "square" in lanes.nth(0).inner_text() and "1 attempt" in lanes.nth(0).inner_text()
-    assert '"args": [\n    4,\n    0.05\n  ]' in page.inner_text("#arguments")
+    assert lanes.count() == 3 and ".0 fetch_month" in lanes.nth(0).inner_text()
+    assert "1 attempt" in lanes.nth(0).inner_text()
+    timeline_y = page.locator("#timeline").bounding_box()["y"]
+    assert timeline_y < page.locator("#result-fold").bounding_box()["y"]
+    assert timeline_y < 900  # on the first screen
+    assert page.locator("#result-fold").get_attribute("open") is None  # long: folded
+    assert not page.locator("#result").is_visible()
+    assert "Show the whole result" in page.inner_text("#result-fold summary")
+    assert page.locator("#progress").count() == 0  # finished: no stale progress
+    assert_fits(page)
+
+
+def test_a_waiting_job_page_links_to_its_approval_and_cancels(
+    server: Server, store: SqlStore, page: Any
+) -> None:
+    runtime = Runtime(store)
+    runtime.start(people_jobs.refund, "D-4", 300.0, id="r4")
+    approval_id = waiting_approval(store, "r4")
+    page.goto(server.base + "/jobs/r4")
+    assert "Waiting for a person: Refund 300.00 EUR for order D-4?" in page.inner_text("#needs-person")
+    assert page.get_attribute("#needs-person a", "href") == server.link(approval_id)
+    assert_fits(page)
     runtime.start(jobs.sleeper, 600, id="long-nap")
     wait_until(lambda: store.search("long-nap.1").promises != [])
     page.goto(server.base + "/jobs/long-nap")
-    assert (
-        page.locator("#timeline .seg.sleep.pending").count() == 1
-    )  # where it waits, drawn as still going
+    assert page.locator("#timeline .seg.sleep.pending").count() == 1  # drawn as still going
+    assert "sleep until" in page.inner_text("#timeline")
+    page.once("dialog", lambda dialog: dialog.accept())
     page.click("button.cancel")
     assert page.inner_text("#status") == "cancelled"
-    assert (
-        page.locator("#timeline .seg.pending").count() == 0
-    )  # the job is over: nothing still going
+    assert page.locator("#timeline .seg.pending").count() == 0  # over: nothing still going
     assert "(cut short)" in page.inner_text("#timeline")
 
 
+def test_an_id_with_slashes_and_dots_opens_its_own_job_not_another(
+    server: Server, store: SqlStore, page: Any
+) -> None:
+    runtime = Runtime(store)
+    runtime.start(jobs.squares, 1, id="a/../b")
+    runtime.start(jobs.squares, 2, id="b")
+    runtime.start(jobs.squares, 3, id="..")
+    wait_until(lambda: all(not store.get(i).pending for i in ("a/../b", "b", "..")))
+    page.goto(server.base + "/")
+    page.click("td.job >> text='a/../b'")
+    assert page.inner_text("#job-id") == "a/../b" and page.inner_text("#call") == "tests.squares(n=1)"
+    page.goto(server.base + "/")
+    page.click("td.job >> text='..'")
+    assert page.inner_text("#job-id") == ".." and page.inner_text("#call") == "tests.squares(n=3)"
+
+
+# -- a token ------------------------------------------------------------------------------
+
+
 def test_with_a_server_token_the_dashboard_needs_it_and_approval_links_still_work(
-    tmp_path: Path, page: Any
+    tmp_path: Path, browser: Any
 ) -> None:
     db = tmp_path / "token.db"
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    page = open_page(browser, PHONE)
     with open_store(f"sqlite:///{db}") as store:
-        server = Server(db, token=TOKEN)
+        server = Server(db, "--token-file", str(token_file))
         try:
             page.goto(server.base + "/")
             assert page.inner_text("#message h2") == "This server needs its token"
@@ -268,43 +436,11 @@ def test_with_a_server_token_the_dashboard_needs_it_and_approval_links_still_wor
             page.goto(server.base + f"/?token={TOKEN}")
             assert page.url == server.base + "/" and page.locator("#jobs").count() == 1
             Runtime(store).start(builtin_jobs.approval, "With a token?", id="tok")
-            page.goto(server.link(waiting_approval(store, "tok")))
-            assert page.inner_text("#question") == "With a token?"
-            assert TOKEN not in page.content()
+            fresh = open_page(browser, PHONE)  # someone without the token
+            fresh.goto(server.link(waiting_approval(store, "tok")))
+            assert fresh.inner_text("#question") == "With a token?"
+            assert TOKEN not in fresh.content()
+            fresh.context.close()
         finally:
             server.stop()
-
-
-def test_in_stdio_mode_the_pages_are_served_on_the_ui_port(tmp_path: Path) -> None:
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "agent_tools.cli",
-        "serve",
-        "--ui-port",
-        str(port),
-        "--db",
-        str(tmp_path / "s.db"),
-    ]
-    proc = subprocess.Popen(
-        command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, (
-                    "the pages did not come up"
-                )
-                time.sleep(0.1)
-        assert response.status_code == 200 and '<table id="jobs">' in response.text
-    finally:
-        proc.terminate()
-        proc.wait(20)
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                stream.close()
+            page.context.close()

@@ -1,10 +1,12 @@
 """An agent that uses agent-tools *as an MCP client*: an OpenAI model (function
 calling) starts durable jobs with start_job and rejoins them with await_result.
 
+    python examples/clients/agent_loop.py --offline      # a scripted stand-in model
     python examples/clients/agent_loop.py "How warm was Lisbon in January 2025?"
 
 The server is launched over stdio (``agent-tools serve``); the model, key and endpoint
-come from OPENAI_MODEL, OPENAI_API_KEY and OPENAI_BASE_URL.
+come from OPENAI_MODEL, OPENAI_API_KEY and OPENAI_BASE_URL (``--offline`` uses a local
+stand-in that starts a short job and rejoins it).
 """
 
 from __future__ import annotations
@@ -34,10 +36,13 @@ TOOLS_FOR_THE_MODEL = (
 
 
 def stdio_server(*jobs_modules: str) -> StdioServerParameters:
-    args = ["-m", "agent_tools.cli", "serve"]
+    from pathlib import Path
+
+    args = ["serve"]
     for module in jobs_modules:
         args += ["--jobs", module]
-    return StdioServerParameters(command=sys.executable, args=args, env=dict(os.environ))
+    command = str(Path(sys.executable).parent / "agent-tools")  # installed beside this Python
+    return StdioServerParameters(command=command, args=args, env=dict(os.environ))
 
 
 # --8<-- [start:loop]
@@ -80,8 +85,29 @@ async def run_agent(task: str, server: StdioServerParameters | str, max_turns: i
 # --8<-- [end:loop]
 
 
+def main() -> None:
+    from pathlib import Path
+
+    offline = "--offline" in sys.argv[1:]
+    words = [w for w in sys.argv[1:] if w != "--offline"]
+    question = " ".join(words) or "Sleep a moment in the background, then tell me it is done."
+    root = Path(__file__).resolve().parent.parent.parent
+    sys.path.insert(0, str(root))
+    os.environ.setdefault("PYTHONPATH", str(root))  # the server finds the example jobs
+    if not offline:
+        if not os.environ.get("OPENAI_API_KEY"):
+            raise SystemExit(
+                "set OPENAI_API_KEY (and OPENAI_BASE_URL for another OpenAI-compatible "
+                "endpoint), or run offline: python examples/clients/agent_loop.py --offline"
+            )
+        print(asyncio.run(run_agent(question, stdio_server("examples.weather.jobs"))))
+        return
+    from examples.fakes import FakeOpenAI, agent_loop_script
+
+    with FakeOpenAI(agent_loop_script) as fake:
+        os.environ.update(OPENAI_BASE_URL=fake.url, OPENAI_API_KEY="offline")
+        print(asyncio.run(run_agent(question, stdio_server("examples.weather.jobs"))))
+
+
 if __name__ == "__main__":
-    question = (
-        " ".join(sys.argv[1:]) or "Sleep for one second in the background, then tell me it is done."
-    )
-    print(asyncio.run(run_agent(question, stdio_server("examples.weather.jobs"))))
+    main()

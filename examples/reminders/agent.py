@@ -9,6 +9,14 @@ The model, key and endpoint come from OPENAI_MODEL, OPENAI_API_KEY and OPENAI_BA
 (any OpenAI-compatible endpoint). Deliveries are appended to $REMINDERS_OUTBOX (JSON
 lines; a real deployment would send a message), keyed by the step id so a retried
 delivery is recognisable.
+
+How to run it:
+
+    python examples/reminders/demo.py                 # offline: a scripted stand-in model
+    OPENAI_API_KEY=sk-... python examples/reminders/demo.py --model   # a real model
+
+or serve it to an agent: ``agent-tools serve --jobs examples.reminders.agent`` and call
+``start_reminders_assistant`` with ``request="Remind me tomorrow at 9 to call Ana"``.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import openai
 from openai import OpenAI
 
 from promises import Context, Exponential, NonRetryableError, current_step, durable
@@ -43,18 +52,40 @@ TOOLS: list[dict[str, Any]] = [
 MAX_TURNS = 12
 
 
+class ModelUnreachable(Exception):
+    """The model's endpoint did not answer (retried by the step's policy)."""
+
+
+class ModelRefused(NonRetryableError):
+    """The endpoint refused the key or the request; retrying will not help."""
+
+
+HINT = (
+    "set OPENAI_API_KEY (and OPENAI_BASE_URL for another OpenAI-compatible endpoint, "
+    "OPENAI_MODEL for another model), or try the offline demo: "
+    "python examples/reminders/demo.py"
+)
+
+
 def call_model(messages: list[dict[str, Any]]) -> dict[str, Any]:
     """One chat completion (a step: checkpointed, never repeated once it returned)."""
+    base_url = os.environ.get("OPENAI_BASE_URL") or None
     client = OpenAI(
         api_key=os.environ.get("OPENAI_API_KEY", "unset"),
-        base_url=os.environ.get("OPENAI_BASE_URL") or None,
+        base_url=base_url,
         max_retries=0,  # the step's retry policy does the retrying, durably
     )
-    response = client.chat.completions.create(
-        model=os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
-        messages=messages,
-        tools=TOOLS,  # type: ignore[arg-type]
-    )
+    try:
+        response = client.chat.completions.create(
+            model=os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
+            messages=messages,
+            tools=TOOLS,  # type: ignore[arg-type]
+        )
+    except openai.APIConnectionError as exc:
+        where = base_url or "api.openai.com"
+        raise ModelUnreachable(f"cannot reach the model at {where} ({exc}); {HINT}") from exc
+    except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
+        raise ModelRefused(f"the model endpoint refused the request ({exc}); {HINT}") from exc
     return response.choices[0].message.model_dump(exclude_none=True)
 
 

@@ -1,0 +1,297 @@
+"""What the pages show, built from the store (off the event loop) for the templates:
+dashboard rows, a job's timeline and decisions, an approval's question. Values are
+already in a person's terms here (relative times, calls, key/value details)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from agent_tools import approvals, operate
+from agent_tools.jobs import JobService
+from agent_tools.present import (
+    FINISHED,
+    call_text,
+    duration,
+    is_long,
+    job_arguments,
+    key_values,
+    local_time,
+    ms_of,
+    pretty,
+    relative,
+    short_json,
+)
+from promises import STEP_TAG, Approval, Promise, PromiseNotFound
+from promises.approvals import approval_of
+from promises.context import ARGS_HEADER, STARTED_HEADER
+from promises.views import JobView
+
+PAGE_SIZE = 50
+#: Stands for the first page in the trail of cursors that makes "Previous page".
+FIRST = "~"
+
+
+def job_path(job_id: str) -> str:
+    """The page of a job, with the id encoded as one path segment (``a/../b`` stays
+    itself; ids that are only dots go by query, since browsers resolve those)."""
+    if set(job_id) == {"."}:
+        return "/job?" + urlencode({"id": job_id})
+    return "/jobs/" + quote(job_id, safe="")
+
+
+def when(at_ms: int | None, now: int) -> dict[str, Any]:
+    """A time for the templates: relative text, the server's local time, and ISO for
+    the browser to show in its own zone."""
+    from agent_tools.jobs import iso
+
+    return {"ms": at_ms, "relative": relative(at_ms, now), "local": local_time(at_ms),
+            "iso": iso(at_ms)}  # fmt: skip
+
+
+def waiting_text(job: dict[str, Any], now: int) -> str:
+    waiting = job.get("waiting_for") or {}
+    if "approval" in waiting:
+        return (waiting.get("request") or {}).get("question") or "a person's decision"
+    if "time" in waiting:
+        at = ms_of(waiting["time"])
+        reason = waiting.get("reason")
+        if reason:
+            return f"{reason}, {relative(at, now)}"
+        return f"its time, {relative(at, now)}"
+    if waiting.get("promise"):
+        return f"promise {waiting['promise']}"
+    return ""
+
+
+def needs_person(job: dict[str, Any], view: JobView | None) -> bool:
+    """Waits on an approval (a question for a person), not on a program's promise."""
+    if view is not None:
+        return view.waited is not None and view.waited.approval
+    return "approval" in (job.get("waiting_for") or {})
+
+
+def no_worker(view: JobView | None, now: int) -> str:
+    """'a worker with kind X (…)' when the job is ready but no worker with its kind lives."""
+    wait = operate.worker_wait(view, now)
+    if wait is None:
+        return ""
+    seen = ms_of(wait["last_seen"])
+    since = f"none alive since {relative(seen, now)}" if seen else "none has run"
+    return f"a worker with kind {wait['kind']} ({since})"
+
+
+def dashboard_row(job: dict[str, Any], now: int, view: JobView | None = None) -> dict[str, Any]:
+    created = ms_of(job.get("created_at"))
+    finished = ms_of(job.get("finished_at"))
+    waiting = job.get("waiting_for") or {}
+    progress = job.get("progress") if job["status"] not in FINISHED else None
+    workerless = no_worker(view, now)
+    return {
+        "job_id": job["job_id"],
+        "path": job_path(job["job_id"]),
+        "kind": job.get("kind") or "",
+        "status": job["status"],
+        "needs_person": needs_person(job, view),
+        "approval_link": waiting.get("link"),
+        "waiting_for": workerless
+        or (waiting_text(job, now) if job["status"] == "waiting" else ""),
+        "started": when(created, now),
+        "took": duration((finished or now) - (created or now)),
+        "progress": progress,
+        "error": job.get("error") if job["status"] in FINISHED else None,
+    }
+
+
+def fingerprint(jobs: list[dict[str, Any]]) -> str:
+    """Changes when anything shown for these jobs changes (status, wait, progress)."""
+    seen = [(j["job_id"], j["status"], short_json(j.get("waiting_for"), 400),
+             short_json(j.get("progress"), 400)) for j in jobs]  # fmt: skip
+    return hashlib.sha256(json.dumps(seen).encode()).hexdigest()[:16]
+
+
+def dashboard(service: JobService, status: str | None, kind: str | None, cursor: str | None,
+              back: list[str]) -> dict[str, Any]:  # fmt: skip
+    now = service.store.clock()
+    page = service.list_jobs(status, kind, PAGE_SIZE, cursor)
+    counts = operate.count_jobs(service)
+    counts.pop("pending_ids")
+    if kind:
+        per_status = counts["kinds"].get(kind, {})
+        total = per_status.get(status, 0) if status else sum(per_status.values())
+    else:
+        total = counts["jobs"].get(status, 0) if status else sum(counts["jobs"].values())
+    filters = {k: v for k, v in (("status", status), ("kind", kind)) if v}
+    next_url = prev_url = None
+    if page["next_cursor"]:
+        trail = [*back, cursor or FIRST]
+        next_url = "/?" + urlencode({**filters, "cursor": page["next_cursor"],
+                                     "back": ",".join(trail)})  # fmt: skip
+    if cursor:
+        previous = back[-1] if back else FIRST
+        query = {**filters, **({"cursor": previous} if previous != FIRST else {})}
+        if back[:-1]:
+            query["back"] = ",".join(back[:-1])
+        prev_url = "/?" + urlencode(query) if query else "/"
+    first = len(back) * PAGE_SIZE + 1 if cursor else 1
+    views = service.runtime.views([j["job_id"] for j in page["jobs"]]) if page["jobs"] else {}
+    rows = [dashboard_row(j, now, views.get(j["job_id"])) for j in page["jobs"]]
+    return {
+        "jobs": rows,
+        "counts": counts["jobs"],
+        "needs_person": sum(1 for row in rows if row["needs_person"]),
+        "total": total,
+        "first": first,
+        "last": first + len(page["jobs"]) - 1,
+        "next_url": next_url,
+        "prev_url": prev_url,
+        "version": fingerprint(page["jobs"]),
+        "filters": filters,
+        "count_links": {
+            s: "/?" + urlencode({"status": s, **({"kind": kind} if kind else {})})
+            for s in counts["jobs"]
+        },
+    }
+
+
+def changes(service: JobService, status: str | None, kind: str | None,
+            cursor: str | None) -> str:  # fmt: skip
+    return fingerprint(service.list_jobs(status, kind, PAGE_SIZE, cursor)["jobs"])
+
+
+# -- one job ------------------------------------------------------------------------------
+
+
+def _children(service: JobService, job_id: str) -> list[Promise]:
+    found: list[Promise] = []
+    cursor = None
+    while True:
+        page = service.store.search(f"{job_id}.*", limit=1000, cursor=cursor)
+        found += page.promises
+        if page.cursor is None or len(found) >= 5000:
+            return sorted(found, key=lambda p: (p.created_at, p.id))
+        cursor = page.cursor
+
+
+def _step_label(child: Promise, job_id: str) -> tuple[str, str]:
+    """A step's lane label: its position, its function's name, and its arguments as the
+    engine recorded them (``promises:args``)."""
+    suffix = child.id.removeprefix(job_id)
+    name = child.param.headers.get(STEP_TAG, "")
+    short = name.split(":")[-1].split(".")[-1]
+    arguments = child.param.headers.get(ARGS_HEADER)
+    if arguments is None:
+        return "step", f"{suffix} {short}"
+    return "step", f"{suffix} {short}({arguments})"
+
+
+def _began(child: Promise) -> int:
+    """When a child began: a step records its start (its promise is made when it ends)."""
+    started = child.param.headers.get(STARTED_HEADER, "")
+    return int(started) if started.isdigit() else child.created_at
+
+
+def job_page(service: JobService, job_id: str) -> dict[str, Any] | None:
+    job = service.probe([job_id])[0]
+    if job["status"] == "unknown":
+        return None
+    try:
+        promise = service.store.get(job_id)
+    except PromiseNotFound:
+        return None
+    now = service.store.clock()
+    start, end = promise.created_at, promise.settled_at or now
+    span = max(end - start, 1)
+    timeline, decisions = [], []
+    children = _children(service, job_id)
+    asked = {c.id: approval_of(c, promise) for c in children if c.approval}
+    for child in children:
+        still_going = child.pending and promise.pending
+        began = max(_began(child), start)
+        child_end = min(child.settled_at or end, end)
+        lane, label = _lane(child, job_id, asked.get(child.id))
+        approval = asked.get(child.id)
+        if approval is not None and approval.state != "pending":
+            at = approval.decision.at if approval.decision else None
+            decisions.append({**approvals.as_dict(approval), "at": when(at, now)})
+        left = round(min(100 * (began - start) / span, 99.6), 2)
+        width = min(max(100 * (child_end - began) / span, 0.4), 100 - left)
+        timeline.append({
+            "id": child.id, "label": label, "kind": lane, "left": left,
+            "width": round(width, 2),
+            "duration": duration(child_end - began)
+            + (" so far" if still_going else " (cut short)" if child.pending else ""),
+            "attempts": child.value.headers.get("attempts"),
+            "pending": still_going, "failed": child.state.startswith("rejected"),
+        })  # fmt: skip
+    arguments = job_arguments(promise)
+    result_text = pretty(job.get("result")) if job["status"] == "completed" else None
+    rerun_of = promise.tags.get(operate.RERUN_TAG)
+    reruns = [
+        p.id for p in service.store.search(tags={operate.RERUN_TAG: job_id}, limit=20).promises
+    ]
+    waiting = job.get("waiting_for") or {}
+    view = service.runtime.views([job_id]).get(job_id)
+    return {
+        "title": job_id,
+        "job": job,
+        "path": job_path(job_id),
+        "call": call_text(job.get("kind"), arguments, 160),
+        "arguments": key_values(arguments),
+        "result": result_text,
+        "result_rows": key_values(job.get("result")) if isinstance(job.get("result"), dict) else [],
+        "result_long": result_text is not None and is_long(result_text),
+        "started": when(start, now),
+        "finished": when(promise.settled_at, now) if promise.settled_at else None,
+        "took": duration(end - start),
+        "progress": job.get("progress") if job["status"] not in FINISHED else None,
+        "waiting_text": no_worker(view, now)
+        or (waiting_text(job, now) if job["status"] == "waiting" else ""),
+        "needs_person": needs_person(job, view),
+        "approval_link": waiting.get("link"),
+        "deadline": when(ms_of(waiting.get("deadline")), now) if waiting.get("deadline") else None,
+        "decisions": decisions,
+        "timeline": timeline,
+        "rerun_of": {"id": rerun_of, "path": job_path(rerun_of)} if rerun_of else None,
+        "reruns": [{"id": r, "path": job_path(r)} for r in reruns],
+        "cancellable": promise.pending,
+    }
+
+
+def _lane(child: Promise, job_id: str, approval: Approval | None) -> tuple[str, str]:
+    suffix = child.id.removeprefix(job_id)
+    if child.timer:
+        return "sleep", f"{suffix} sleep until {local_time(child.timeout_at)}"
+    if approval is not None:
+        return "approval", f"{suffix} a person: {approval.question}"
+    if child.param.headers.get(STEP_TAG) == "promise":
+        return "promise", f"{suffix} waiting for a promise"
+    return _step_label(child, job_id)
+
+
+# -- an approval --------------------------------------------------------------------------
+
+
+def approval_page(service: JobService, approval: Approval) -> dict[str, Any]:
+    now = service.store.clock()
+    kind = None
+    if approval.job_id:
+        try:
+            kind = service.probe([approval.job_id])[0].get("kind")
+        except Exception:
+            kind = None
+    details = approval.details
+    return {
+        "title": "Decision needed",
+        "approval": approval,
+        "kind": kind,
+        "job_path": job_path(approval.job_id) if approval.job_id else None,
+        "details": key_values(details, 2000) if details is not None else [],
+        "details_long": {k for k, v in key_values(details, 2000) if is_long(v, 4, 240)}
+        if details is not None
+        else set(),
+        "asked": when(approval.created_at, now),
+        "deadline": when(approval.deadline, now),
+    }

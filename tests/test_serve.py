@@ -1,0 +1,367 @@
+"""The server as a process and its listeners' safety: pages beside stdio, exiting with
+the client, ports that cannot be bound, tokens on every listener, checks before any
+body is read, capped bodies, host names, IPv6 loopback, owner-only database files, and
+one log line for a client that goes away. Real subprocesses, real sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+from agent_tools import builtin_jobs
+from agent_tools.links import Signer
+from promises import Runtime, open_store
+from tests.test_mcp_transports import free_port
+
+ROOT = Path(__file__).parent.parent
+AGENT_TOOLS = str(Path(sys.executable).parent / "agent-tools")  # the installed command
+SECRET = "serve-test-secret"
+TOKEN = "a-long-enough-token-for-tests"
+pytestmark = pytest.mark.slow
+
+
+def command(db: Path, *extra: str) -> list[str]:
+    return [AGENT_TOOLS, "serve", "--db", str(db), *extra]
+
+
+def env(**extra: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_TOOLS_")}
+    return {**base, "AGENT_TOOLS_SECRET": SECRET, **extra}
+
+
+def wait_for(condition: Any, timeout: float = 30, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def pages_url(log: Path) -> str:
+    """The pages' URL from the server's start line."""
+
+    def found() -> str | None:
+        match = re.search(r"pages: (https?://\S+)/", log.read_text() if log.exists() else "")
+        return match[1] if match else None
+
+    url: str = wait_for(found, what="the server's start line")
+    return url
+
+
+class Running:
+    """A server subprocess, stderr to a file."""
+
+    def __init__(self, args: list[str], log: Path, **environment: str) -> None:
+        self.log = log
+        with log.open("ab") as errors:
+            self.proc = subprocess.Popen(args, cwd=ROOT, env=env(**environment),
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)  # fmt: skip
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(20)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[list[Running]]:
+    started: list[Running] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+def start(running: list[Running], args: list[str], log: Path, **environment: str) -> Running:
+    server = Running(args, log, **environment)
+    running.append(server)
+    return server
+
+
+def http_server(running: list[Running], tmp_path: Path, *extra: str, **environment: str) -> str:
+    port = free_port()
+    log = tmp_path / f"http-{port}.log"
+    start(running, command(tmp_path / "h.db", "--http", "--port", str(port), *extra), log,
+          **environment)  # fmt: skip
+    return pages_url(log)
+
+
+# -- pages beside stdio -------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_stdio_server_serves_its_pages_and_hands_out_links_that_open(tmp_path: Path) -> None:
+    log = tmp_path / "stdio.log"
+    params = StdioServerParameters(
+        command=AGENT_TOOLS, args=command(tmp_path / "s.db")[1:], env=env(), cwd=str(ROOT)
+    )
+    with log.open("w") as errors:
+        async with Client(stdio_client(params, errlog=errors)) as client:
+            started = await client.call_tool(
+                "start_job", {"kind": "approval", "args": {"question": "Ship it?"}}
+            )
+            job_id = (started.structured_content or {})["job_id"]
+            base = pages_url(log)
+            for _ in range(200):
+                probe = await client.call_tool("probe_status", {"job_ids": [job_id]})
+                job = (probe.structured_content or {})["jobs"][0]
+                if job["status"] == "waiting":
+                    break
+                time.sleep(0.05)
+            link = job["waiting_for"]["link"]
+            assert link.startswith(base + "/approve/")  # where the pages really are
+            opened = httpx.get(link)
+            assert opened.status_code == 200 and "Ship it?" in opened.text
+    line = next(line for line in log.read_text().splitlines() if "agent-tools serving" in line)
+    assert "over stdio" in line and f"{tmp_path}/s.db" in line and "approval, sleep" in line
+    assert "a worker runs here" in line and f"pages: {base}/" in line
+
+
+def test_when_the_pages_port_is_taken_a_stdio_server_uses_a_free_one(
+    tmp_path: Path, running: list[Running]
+) -> None:
+    holder = socket.socket()
+    try:
+        try:
+            holder.bind(("127.0.0.1", 8765))
+            holder.listen()
+        except OSError:
+            pass  # taken already: the same situation
+        server = start(running, command(tmp_path / "t.db"), tmp_path / "t.log")
+        url = pages_url(server.log)
+        assert url != "http://127.0.0.1:8765" and httpx.get(url + "/").status_code == 200
+        assert "port 8765 is taken; serving the pages on a free port instead" in server.log.read_text()
+    finally:
+        holder.close()
+
+
+def test_the_server_exits_promptly_when_its_client_closes_stdin(
+    tmp_path: Path, running: list[Running]
+) -> None:
+    port = free_port()
+    server = start(running, command(tmp_path / "e.db", "--ui-port", str(port)), tmp_path / "e.log")
+    assert httpx.get(pages_url(server.log) + "/").status_code == 200
+    assert server.proc.stdin is not None
+    server.proc.stdin.close()
+    assert server.proc.wait(timeout=15) == 0
+    assert "the client closed stdin; stopping" in server.log.read_text()
+    with socket.socket() as again:  # the port is free for the next server
+        again.bind(("127.0.0.1", port))
+
+
+def test_sigterm_stops_a_stdio_server_whose_client_keeps_stdin_open(
+    tmp_path: Path, running: list[Running]
+) -> None:
+    server = start(running, command(tmp_path / "g.db", "--ui-port", "0"), tmp_path / "g.log")
+    pages_url(server.log)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=15) == 0
+    assert "stopping on a signal" in server.log.read_text()
+
+
+@pytest.mark.parametrize("mode", ["--ui-port", "--port"])
+def test_a_port_that_cannot_be_bound_is_a_clear_error_at_start(tmp_path: Path, mode: str) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = str(holder.getsockname()[1])
+        args = command(tmp_path / "p.db", mode, port) + (["--http"] if mode == "--port" else [])
+        result = subprocess.run(args, cwd=ROOT, env=env(), capture_output=True, text=True,
+                                timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert result.returncode == 2 and result.stdout == ""
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert "choose another port" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- tokens -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [["--ui-port", "0"], ["--http", "--port", "0"]])
+def test_every_listener_beyond_loopback_needs_a_token(tmp_path: Path, mode: list[str]) -> None:
+    result = subprocess.run(command(tmp_path / "n.db", "--host", "0.0.0.0", *mode), cwd=ROOT,
+                            env=env(), capture_output=True, text=True, timeout=60,
+                            stdin=subprocess.DEVNULL)  # fmt: skip
+    assert result.returncode == 2
+    assert "without a token" in result.stderr and "--token-file" in result.stderr
+
+
+def test_the_token_comes_from_a_file_or_the_environment_not_the_command_line(
+    tmp_path: Path, running: list[Running]
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    base = http_server(running, tmp_path, AGENT_TOOLS_TOKEN_FILE=str(token_file))
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}  # past the token
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    assert httpx.post(base + "/mcp", json=body, headers=headers).status_code == 401
+    authorized = {**headers, "Authorization": f"Bearer {TOKEN}"}
+    assert httpx.post(base + "/mcp", json=body, headers=authorized).status_code != 401
+    cmdline = Path(f"/proc/{running[0].proc.pid}/cmdline").read_bytes()
+    assert TOKEN.encode() not in cmdline
+    base_env = http_server(running, tmp_path, AGENT_TOOLS_TOKEN=TOKEN)
+    assert httpx.post(base_env + "/mcp", json=body, headers=headers).status_code == 401
+    assert httpx.post(base_env + "/mcp", json=body, headers=authorized).status_code != 401
+
+
+# -- before the body: origin, form token, size --------------------------------------------
+
+
+def raw_request(base: str, head: str, body: bytes = b"", close_after: bool = False) -> str:
+    """Send a request by hand (maybe only part of its body); the response, if any."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=10) as conn:
+        conn.sendall(head.encode() + b"\r\n" + body)
+        if close_after:
+            return ""
+        conn.settimeout(10)
+        chunks = []
+        while True:
+            try:
+                chunk = conn.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks).decode("latin-1")
+
+
+def test_origin_and_form_token_are_checked_before_any_body_is_read(
+    tmp_path: Path, running: list[Running]
+) -> None:
+    base = http_server(running, tmp_path)
+    netloc = base.removeprefix("http://")
+    with open_store(f"sqlite:///{tmp_path}/h.db") as store:
+        Runtime(store).start(builtin_jobs.approval, "Pay?", id="pay")
+        token = Signer(SECRET.encode()).approval_token("pay.0")
+        wait_for(lambda: (t := Runtime(store).tasks.get("pay")) and t.waiting_on, what="the wait")
+    # Each request announces a 50 kB body and sends none of it: an answer proves the
+    # server decided before reading.
+    for path, origin in (
+        (f"/approve/{token}?form_token=wrong", None),
+        (f"/approve/{token}", None),
+        (f"/approve/{token}?form_token=x", "http://evil.example"),
+        ("/jobs/pay/cancel?form_token=wrong", None),
+    ):
+        head = f"POST {path} HTTP/1.1\r\nHost: {netloc}\r\nConnection: close\r\nContent-Length: 50000\r\n"
+        head += "Content-Type: application/x-www-form-urlencoded\r\n"
+        if origin:
+            head += f"Origin: {origin}\r\n"
+        answer = raw_request(base, head)
+        assert answer.startswith("HTTP/1.1 403"), (path, answer[:200])
+
+
+def test_every_body_is_capped_before_it_is_read_whole(tmp_path: Path, running: list[Running]) -> None:
+    base = http_server(running, tmp_path)
+    netloc = base.removeprefix("http://")
+    announced = raw_request(base, f"POST /jobs/x/cancel HTTP/1.1\r\nHost: {netloc}\r\nConnection: close\r\n"
+                                  "Content-Length: 1000000000\r\n")  # fmt: skip
+    assert announced.startswith("HTTP/1.1 413") and "at most 65536 bytes" in announced
+    # One byte over the cap, streamed without a length (and not finished: the server
+    # must answer from what it read so far).
+    chunked = b"%x\r\n%s\r\n" % (65537, b"x" * 65537)
+    with open_store(f"sqlite:///{tmp_path}/h.db") as store:
+        Runtime(store).start(builtin_jobs.approval, "Big?", id="big")
+        wait_for(lambda: (t := Runtime(store).tasks.get("big")) and t.waiting_on, what="the wait")
+    form_token = Signer(SECRET.encode()).form_token("approve:big.0")
+    link = f"/approve/{Signer(SECRET.encode()).approval_token('big.0')}?form_token={form_token}"
+    streamed = raw_request(base, f"POST {link} HTTP/1.1\r\nHost: {netloc}\r\nConnection: close\r\n"
+                                 "Content-Type: application/x-www-form-urlencoded\r\n"
+                                 "Transfer-Encoding: chunked\r\n", chunked)  # fmt: skip
+    assert streamed.startswith("HTTP/1.1 413"), streamed[:200]
+
+
+def test_a_client_that_goes_away_mid_body_costs_one_log_line(
+    tmp_path: Path, running: list[Running]
+) -> None:
+    base = http_server(running, tmp_path)
+    netloc = base.removeprefix("http://")
+    with open_store(f"sqlite:///{tmp_path}/h.db") as store:
+        Runtime(store).start(builtin_jobs.approval, "Stall?", id="stall")
+        wait_for(lambda: (t := Runtime(store).tasks.get("stall")) and t.waiting_on, what="the wait")
+    signer = Signer(SECRET.encode())
+    link = f"/approve/{signer.approval_token('stall.0')}?form_token={signer.form_token('approve:stall.0')}"
+    for _ in range(20):
+        raw_request(base, f"POST {link} HTTP/1.1\r\nHost: {netloc}\r\nConnection: close\r\nContent-Length: 1000\r\n"
+                          "Content-Type: application/x-www-form-urlencoded\r\n",
+                    b"decision=app", close_after=True)  # fmt: skip
+    log = running[0].log
+    wait_for(lambda: log.read_text().count("went away") == 20, what="20 log lines")
+    assert httpx.get(base + "/").status_code == 200  # still serving
+    running[0].proc.terminate()
+    running[0].proc.wait(20)
+    text = log.read_text()
+    assert "Traceback" not in text and text.count("went away") == 20
+    with open_store(f"sqlite:///{tmp_path}/h.db") as store:
+        assert store.get("stall.0").pending  # nothing was decided
+
+
+# -- host names ---------------------------------------------------------------------------
+
+
+def test_the_public_url_and_allowed_hosts_are_answered_and_links_use_the_public_url(
+    tmp_path: Path, running: list[Running]
+) -> None:
+    base = http_server(running, tmp_path, "--public-url", "https://agents.example.org",
+                       "--allowed-host", "proxy.internal:8080")  # fmt: skip
+    assert base == "https://agents.example.org"
+    port = re.search(r"over HTTP at http://127\.0\.0\.1:(\d+)/mcp", running[0].log.read_text())
+    assert port is not None
+    local = f"http://127.0.0.1:{port[1]}"
+    for host, status in (("agents.example.org", 200), ("agents.example.org:443", 200),
+                         ("proxy.internal:8080", 200), ("evil.example", 421),
+                         (f"127.0.0.1:{port[1]}", 200)):  # fmt: skip
+        assert httpx.get(local + "/", headers={"Host": host}).status_code == status, host
+    with open_store(f"sqlite:///{tmp_path}/h.db") as store:
+        Runtime(store).start(builtin_jobs.approval, "Public?", id="pub")
+        wait_for(lambda: (t := Runtime(store).tasks.get("pub")) and t.waiting_on, what="the wait")
+    shown = subprocess.run(
+        [AGENT_TOOLS, "jobs", "show", "pub", "--json",
+         "--db", str(tmp_path / "h.db"), "--public-url", "https://agents.example.org"],
+        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert json.loads(shown.stdout)["waiting_for"]["link"].startswith(
+        "https://agents.example.org/approve/"
+    )
+
+
+def test_ipv6_loopback_is_served(tmp_path: Path, running: list[Running]) -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("this machine has no IPv6 loopback")
+    base = http_server(running, tmp_path, "--host", "::1")
+    assert base.startswith("http://[::1]:")
+    assert httpx.get(base + "/").status_code == 200
+    assert "<table" in httpx.get(base + "/").text
+
+
+# -- the database file --------------------------------------------------------------------
+
+
+def test_a_new_sqlite_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    db = tmp_path / "private.db"
+    result = subprocess.run(command(db, "--no-ui"), cwd=ROOT, env=env(), capture_output=True,
+                            text=True, timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for path in tmp_path.glob("private.db*"):
+        assert path.stat().st_mode & 0o777 == 0o600, path
