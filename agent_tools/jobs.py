@@ -209,6 +209,7 @@ class JobService:
         if task is None:
             return
         out["attempts"] = task.attempts
+        out["updated_at"] = iso(task.updated_at)
         if task.progress:
             out["progress"] = {
                 "message": task.progress.message,

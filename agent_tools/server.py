@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import inspect
 import logging
 import re
@@ -21,6 +22,8 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from agent_tools.jobs import JobError, JobService, Kind
+from agent_tools.task_handles import TaskHandles
+from agent_tools.tasks_core import CoreTasks
 from agent_tools.tasks_ext import DurableTasks
 from promises import DurableFunction, PromiseError, SqlStore, Worker
 
@@ -33,6 +36,13 @@ start_job (or a start_<kind> tool), keep the job_id, and rejoin it later with
 probe_status (never blocks) or await_result (waits up to 50 s, then tells you what is
 still pending). If you lost your job ids, list_jobs finds them. schedule waits until a
 time (a timer you can await) or starts a job later or on a cron schedule."""
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("agent-tools")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
 
 
 def _tool_name(kind: str) -> str:
@@ -84,8 +94,13 @@ def build_server(
         or "- (none loaded)"
     )
     job_tools = {"start_job", *(_tool_name(name) for name in service.kinds)}
+    handles = TaskHandles(service)
     server = MCPServer(
-        "agent-tools", instructions=INSTRUCTIONS, extensions=[DurableTasks(service, job_tools)]
+        "agent-tools",
+        version=_version(),
+        instructions=INSTRUCTIONS,
+        extensions=[DurableTasks(handles, job_tools)],
+        middleware=[CoreTasks(handles, job_tools)],
     )
     server.service = service  # type: ignore[attr-defined]  # for the CLI and tests
 
