@@ -10,7 +10,7 @@
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { ElicitRequestSchema } from "@modelcontextprotocol/sdk/types.js";
+import { CallToolResultSchema, ElicitRequestSchema } from "@modelcontextprotocol/sdk/types.js";
 
 const scenario = JSON.parse(process.argv[2]);
 const say = (event, data = {}) => process.stdout.write(JSON.stringify({ event, ...data }) + "\n");
@@ -42,7 +42,7 @@ async function rejoinTask(taskId) {
     if (["completed", "failed", "cancelled", "input_required"].includes(task.status)) break;
     await new Promise((r) => setTimeout(r, Math.min(task.pollInterval ?? 200, 200)));
   }
-  const result = await client.experimental.tasks.getTaskResult(taskId);
+  const result = await client.experimental.tasks.getTaskResult(taskId, CallToolResultSchema);
   say("result", { result });
 }
 
