@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -108,7 +108,7 @@ class Script:
     """A client process; its JSON event lines arrive on a queue as they are printed.
     Every script started is in ``Script.started``, for the tests to stop at teardown."""
 
-    started: list[Script] = []
+    started: ClassVar[list[Script]] = []
 
     def __init__(self, argv: list[str]) -> None:
         self.argv = argv
