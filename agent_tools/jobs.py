@@ -1,27 +1,39 @@
 """Jobs as agents see them: statuses, results, waits, timers and schedules.
 
-This is the layer under the MCP tools (and the CLI): it turns durable promises and
-their tasks into the statuses an agent reads — ``running``, ``waiting`` (with what it
-waits for), ``completed``, ``failed``, ``cancelled``, ``timed_out`` — and validates
-what an agent asks for, with errors that say what is allowed. It knows no SQL.
+This is the layer under the MCP tools (and the CLI and the web pages): it turns
+durable promises and their tasks into the statuses an agent reads — ``running``,
+``waiting`` (with what it waits for), ``completed``, ``failed``, ``cancelled``,
+``timed_out`` (``unknown`` for an id nobody knows) — and validates what an agent asks
+for, with errors that say what was wrong and what is allowed, in the agent's words
+(never store internals). It knows no SQL.
+
+A status is a dict (the pages and the CLI read these keys; keys may be added, never
+renamed): ``job_id, type, kind, status, created_at, updated_at, finished_at,
+duration_s, result, error{type,message}, waiting_for{...}, progress{message,fraction,
+at}, attempts, deadline`` — and for schedules ``cron, timezone, next_fire_at,
+last_job_id``. ``type`` is ``job``, ``timer`` or ``schedule``: the same tools answer
+for all three.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+import pydantic
+
+from agent_tools.errors import JobError, check_job_id, check_job_ids, check_new_id, friendly
+from agent_tools.scheduling import KIND_TAG, Scheduling, iso
 from promises import (
     JOB_TAG,
-    TIMER_TAG,
     DurableFunction,
     InvalidArgument,
+    JobConflict,
     Promise,
     PromiseError,
     PromiseNotFound,
@@ -33,38 +45,19 @@ from promises import (
 from promises.codec import ErrorInfo
 from promises.tasks import TaskInfo
 
-Status = Literal["running", "waiting", "completed", "failed", "cancelled", "timed_out", "unknown"]
+#: The statuses of something that exists (``list_jobs`` filters on these)...
+ListedStatus = Literal["running", "waiting", "completed", "failed", "cancelled", "timed_out"]
+#: ... and every status an agent may read: ``unknown`` is an id nobody has.
+Status = Literal[ListedStatus, "unknown"]
+STATUSES: tuple[str, ...] = get_args(Status)
+LISTED_STATUSES: tuple[str, ...] = get_args(ListedStatus)
+SETTLED = frozenset({"completed", "failed", "cancelled", "timed_out"})
+ItemType = Literal["job", "timer", "schedule"]
 
-#: Tags agent-tools puts on what it creates, so ``list_jobs`` finds them again.
-KIND_TAG = "agent_tools"
 MAX_JOB_IDS = 100
+MAX_WAIT_S = 45.0
 
-
-class JobError(Exception):
-    """A request an agent can fix: the message says what was wrong and what is allowed."""
-
-
-def iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    # Always milliseconds, so these strings sort in time order.
-    when = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_time(value: str, what: str = "at") -> int:
-    """An ISO-8601 instant with a time zone, in ms since the epoch."""
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, AttributeError) as exc:
-        raise JobError(
-            f"{what}={value!r} is not an ISO-8601 time; use e.g. '2026-12-01T09:00:00Z'"
-        ) from exc
-    if when.tzinfo is None:
-        raise JobError(
-            f"{what}={value!r} has no time zone; add 'Z' for UTC or an offset like '+01:00'"
-        )
-    return int(when.timestamp() * 1000)
+__all__ = ["KIND_TAG", "STATUSES", "JobError", "JobService", "Kind", "Status", "iso"]
 
 
 @dataclass(frozen=True)
@@ -78,10 +71,6 @@ class Kind:
 
 
 def kind_of(function: DurableFunction) -> Kind:
-    import inspect
-
-    import pydantic
-
     fields: dict[str, Any] = {}
     for param in function.signature.parameters.values():
         annotation = Any if param.annotation is inspect.Parameter.empty else param.annotation
@@ -89,10 +78,8 @@ def kind_of(function: DurableFunction) -> Kind:
         fields[param.name] = (annotation, default)
     model = pydantic.create_model(f"{function.name}Arguments", **fields)
     schema = model.model_json_schema()
-    first_line = (function.description or "").strip().splitlines()
-    return Kind(
-        function.name, "\n".join(first_line) or f"Run the job {function.name}.", schema, function
-    )
+    text = inspect.cleandoc(function.description or "")
+    return Kind(function.name, text or f"Run the job {function.name}.", schema, function)
 
 
 class JobService:
@@ -113,15 +100,18 @@ class JobService:
         self.kinds = {name: kind_of(fn) for name, fn in sorted(kinds.items())}
         self.await_cap_s = await_cap_s
         self.progress_every_s = progress_every_s
+        self.scheduling = Scheduling(self)
 
     # -- starting ---------------------------------------------------------------------
 
-    def _kind(self, kind: str) -> Kind:
-        found = self.kinds.get(kind)
+    def kind(self, kind: object) -> Kind:
+        found = self.kinds.get(kind) if isinstance(kind, str) else None
         if found is None:
             available = ", ".join(self.kinds) or "none (load some with --jobs module.path)"
             raise JobError(f"unknown job kind {kind!r}; available kinds: {available}")
         return found
+
+    _kind = kind  # the name the CLI and pages used
 
     def start_job(
         self,
@@ -130,25 +120,46 @@ class JobService:
         job_id: str | None,
         start_at: int | None = None,
     ) -> dict[str, Any]:
-        found = self._kind(kind)
-        arguments = dict(args or {})
+        found = self.kind(kind)
+        if args is not None and not isinstance(args, Mapping):
+            raise JobError(f"args must be an object of {kind}'s arguments, got {args!r:.60}")
+        if job_id is not None:
+            check_new_id(job_id)
         try:
             transition = self.runtime.start(
-                found.function, id=job_id, start_at=start_at, **arguments
+                found.function, id=job_id, start_at=start_at, **dict(args or {})
             )
-        except UnknownJob as exc:
-            raise JobError(str(exc)) from exc
-        except InvalidArgument as exc:
-            raise JobError(f"{exc}. Arguments of {kind}: {json.dumps(found.input_schema)}") from exc
+        except JobConflict as exc:
+            current = self._probe_one(str(job_id))
+            raise JobError(
+                f"job {job_id!r} already exists with other arguments (it is {current['status']}); "
+                f"call again with the same arguments to get it, or choose a new job_id"
+            ) from exc
+        except (UnknownJob, InvalidArgument) as exc:
+            raise JobError(friendly(exc, what=f"the arguments of {kind}")) from exc
         status = self.status(transition.promise)
         status["created"] = transition.fresh
         return status
+
+    async def start_and_wait(
+        self, kind: str, args: Mapping[str, Any] | None, job_id: str | None, wait_s: float
+    ) -> dict[str, Any]:
+        """Start a job and wait up to ``wait_s`` seconds for it to finish: a quick job's
+        answer then carries its result, so the agent needs no second call."""
+        wait = check_wait_s(wait_s)
+        started = await asyncio.to_thread(self.start_job, kind, args, job_id)
+        if wait <= 0 or started["status"] in SETTLED:
+            return started
+        await self.store.wait(started["job_id"], timeout=wait)
+        status = await asyncio.to_thread(self._probe_one, started["job_id"])
+        return {**status, "created": started["created"]}
 
     # -- reading ----------------------------------------------------------------------
 
     def status(self, promise: Promise) -> dict[str, Any]:
         out: dict[str, Any] = {
             "job_id": promise.id,
+            "type": "timer" if promise.timer else "job",
             "kind": promise.tags.get(JOB_TAG) or ("timer" if promise.timer else None),
             "created_at": iso(promise.created_at),
         }
@@ -166,13 +177,14 @@ class JobService:
             out["status"] = "timed_out"
             out["error"] = {
                 "type": "TimeoutError",
-                "message": f"the job did not finish by {iso(promise.timeout_at)}",
+                "message": f"the job did not finish by its deadline, {iso(promise.timeout_at)}",
             }
         else:
             info = ErrorInfo.from_json(promise.value.data)
             out["status"] = "failed"
             out["error"] = {"type": info.type, "message": info.message}
-        self._add_task_facts(self.runtime.tasks.get(promise.id), out)
+        # A finished job shows no progress: its last one described work now over.
+        self._add_task_facts(self.runtime.tasks.get(promise.id), out, finished=True)
         return out
 
     def _pending_status(self, promise: Promise) -> dict[str, Any]:
@@ -188,7 +200,7 @@ class JobService:
         elif task is not None and task.state == "ready" and task.ready_at > now:
             out["status"] = "waiting"
             out["waiting_for"] = {"time": iso(task.ready_at), "reason": "scheduled start or retry"}
-        self._add_task_facts(task, out)
+        self._add_task_facts(task, out, finished=False)
         return out
 
     def _waiting_for(self, promise_id: str) -> dict[str, Any]:
@@ -205,12 +217,13 @@ class JobService:
         return out
 
     @staticmethod
-    def _add_task_facts(task: TaskInfo | None, out: dict[str, Any]) -> None:
+    def _add_task_facts(task: TaskInfo | None, out: dict[str, Any], *, finished: bool) -> None:
         if task is None:
             return
         out["attempts"] = task.attempts
         out["updated_at"] = iso(task.updated_at)
-        if task.progress:
+        if task.progress and not finished:
+            progress = json.loads(task.progress)
             out["progress"] = {
                 "message": task.progress.message,
                 "fraction": task.progress.fraction,
@@ -218,85 +231,121 @@ class JobService:
             }
 
     def probe(self, job_ids: list[str]) -> list[dict[str, Any]]:
-        _check_ids(job_ids)
+        check_job_ids(job_ids, MAX_JOB_IDS)
         return [self._probe_one(job_id) for job_id in job_ids]
 
     def _probe_one(self, job_id: str) -> dict[str, Any]:
         try:
             return self.status(self.store.get(job_id))
         except PromiseNotFound:
-            return {
-                "job_id": job_id,
-                "status": "unknown",
-                "error": {"type": "NotFound", "message": f"no job or timer has the id {job_id!r}"},
-            }
+            schedule = self.scheduling.schedule_status(job_id)
+            if schedule is not None:
+                return schedule
+            return unknown(job_id, "NotFound", f"no job, timer or schedule has the id {job_id!r}")
         except PromiseError as exc:  # a malformed id
-            return {
-                "job_id": job_id,
-                "status": "unknown",
-                "error": {"type": "InvalidArgument", "message": str(exc)},
-            }
+            return unknown(job_id, "InvalidArgument", friendly(exc, what="the id"))
 
     async def await_results(
         self,
         job_ids: list[str],
         timeout_s: float,
         report: Callable[[float, float, str], Awaitable[None]] | None = None,
+        on_approval: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
     ) -> dict[str, Any]:
-        _check_ids(job_ids)
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s < 0:
-            raise JobError(f"timeout_s must be a number of seconds >= 0, got {timeout_s!r}")
+        """Wait until every job or timer is settled or ``timeout_s`` (capped) passes.
+
+        Every ``progress_every_s`` it calls ``report(elapsed, total, message)`` with the
+        jobs' own progress, and ``on_approval(statuses)`` with jobs newly found waiting
+        for a person (to ask in the chat). Schedules never settle while active: they are
+        reported as pending with their next run, not waited for."""
+        check_job_ids(job_ids, MAX_JOB_IDS)
+        if (
+            isinstance(timeout_s, bool)
+            or not isinstance(timeout_s, int | float)
+            or not 0 <= timeout_s < float("inf")
+        ):
+            raise JobError(
+                f"timeout_s must be a number of seconds from 0 to {self.await_cap_s:g}, "
+                f"got {timeout_s!r}"
+            )
         timeout = min(float(timeout_s), self.await_cap_s)
         started = time.monotonic()
-        known = [i for i in job_ids if self._probe_one(i)["status"] != "unknown"]
+        first = await asyncio.to_thread(self.probe, job_ids)
+        waitable = [
+            s["job_id"]
+            for s in first
+            if s["status"] in ("running", "waiting") and s.get("type") != "schedule"
+        ]
         waits = {
             i: asyncio.create_task(self.store.wait(i, timeout=timeout))
-            for i in dict.fromkeys(known)
+            for i in dict.fromkeys(waitable)
         }
+        asked: set[str] = set()
+
+        async def look(statuses: list[dict[str, Any]]) -> None:
+            fresh = [s for s in statuses if _approval_of(s) not in (None, *asked)]
+            if fresh and on_approval is not None:
+                asked.update(str(_approval_of(s)) for s in fresh)
+                await on_approval(fresh)
+
         try:
+            await look(first)
             while True:
                 pending = [t for t in waits.values() if not t.done()]
                 elapsed = time.monotonic() - started
                 if not pending or elapsed >= timeout:
                     break
                 await asyncio.wait(pending, timeout=min(self.progress_every_s, timeout - elapsed))
-                if report is not None and any(not t.done() for t in waits.values()):
-                    done = sum(t.done() for t in waits.values())
-                    await report(
-                        time.monotonic() - started,
-                        timeout,
-                        f"{done} of {len(waits)} settled; still waiting",
-                    )
+                still = [i for i, t in waits.items() if not t.done()]
+                if not still:
+                    break
+                statuses = await asyncio.to_thread(self.probe, still[:MAX_JOB_IDS])
+                await look(statuses)
+                if report is not None:
+                    done = len(waits) - len(still)
+                    message = f"{done} of {len(waits)} finished; " + _progress_words(statuses)
+                    await report(time.monotonic() - started, timeout, message)
         finally:
             for task in waits.values():
                 task.cancel()
-        statuses = [self._probe_one(i) for i in job_ids]
-        settled = {"completed", "failed", "cancelled", "timed_out"}
+        statuses = await asyncio.to_thread(self.probe, job_ids)
         return {
-            "done": [s for s in statuses if s["status"] in settled],
+            "done": [s for s in statuses if s["status"] in SETTLED],
             "pending": [s for s in statuses if s["status"] in ("running", "waiting")],
             "unknown": [s for s in statuses if s["status"] == "unknown"],
             "waited_s": round(time.monotonic() - started, 3),
         }
 
     def list_jobs(
-        self, status: str | None, kind: str | None, limit: int, cursor: str | None
+        self,
+        status: str | None,
+        kind: str | None,
+        limit: int,
+        cursor: str | None,
+        type: str | None = None,
     ) -> dict[str, Any]:
-        statuses = ("running", "waiting", "completed", "failed", "cancelled", "timed_out")
-        if status is not None and status not in statuses:
-            raise JobError(f"status must be one of {', '.join(statuses)}, got {status!r}")
-        if not isinstance(limit, int) or not 1 <= limit <= 200:
+        if status is not None and status not in LISTED_STATUSES:
+            raise JobError(f"status must be one of {', '.join(LISTED_STATUSES)}, got {status!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 200:
             raise JobError(f"limit must be an integer from 1 to 200, got {limit!r}")
+        if type not in (None, "job", "timer"):
+            raise JobError(f"type must be job or timer, got {type!r}")
         if kind is not None:
-            self._kind(kind)
+            self.kind(kind)
+        if type == "timer" and kind is not None:
+            raise JobError("timers have no kind; leave kind out to list timers")
         state = {"running": "pending", "waiting": "pending", "completed": "resolved"}.get(
             status or "", None if status is None else "rejected"
         )
-        tags = {JOB_TAG: kind or "*"}  # every job, however it was started
+        # Every job, however it was started (a job kind tag); or the timers schedule made.
+        tags = {KIND_TAG: "timer"} if type == "timer" else {JOB_TAG: kind or "*"}
         try:
             page = self.store.search(state=state, tags=tags, limit=limit, cursor=cursor)  # type: ignore[arg-type]
         except InvalidArgument as exc:
-            raise JobError(str(exc)) from exc
+            raise JobError(
+                "cursor is not one this server handed out for these filters; "
+                "pass next_cursor from the previous list_jobs answer, with the same filters"
+            ) from exc
         jobs = [self.status(p) for p in page.promises]
         if status is not None:
             jobs = [j for j in jobs if j["status"] == status]
@@ -305,96 +354,70 @@ class JobService:
     # -- cancelling and scheduling ----------------------------------------------------------
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        schedule = self.schedules.get(job_id)
-        if schedule is not None:
-            self.schedules.cancel(job_id)
-            return {"job_id": job_id, "status": "cancelled", "kind": "schedule"}
+        check_job_id(job_id, "job_id")
+        if self.scheduling.cancel_schedule(job_id):
+            found = self._probe_one(job_id)
+            return {**found, "job_id": job_id, "status": "cancelled", "kind": found.get("kind")}
+        current = self._probe_one(job_id)
+        if current["status"] == "unknown":
+            raise JobError(f"no job, timer or schedule has the id {job_id!r}; list_jobs shows them")
+        if current["status"] in SETTLED:
+            raise JobError(
+                f"{current.get('type', 'job')} {job_id!r} is already {current['status']}; "
+                "start a new one to run it again"
+            )
         try:
             self.runtime.cancel(job_id)
-        except PromiseNotFound as exc:
-            raise JobError(
-                f"no job, timer or schedule has the id {job_id!r}; list_jobs shows them"
-            ) from exc
-        except PromiseError as exc:
-            current = self._probe_one(job_id)
-            raise JobError(
-                f"job {job_id!r} is already {current['status']}; start a new job to run it again"
-            ) from exc
+        except PromiseError as exc:  # it finished meanwhile
+            now = self._probe_one(job_id)
+            raise JobError(f"job {job_id!r} is already {now['status']}") from exc
         return self._probe_one(job_id)
 
-    def schedule(
-        self,
-        *,
-        at: str | None,
-        delay_s: float | None,
-        cron: str | None,
-        kind: str | None,
-        args: Mapping[str, Any] | None,
-        schedule_id: str | None,
-        timezone: str,
-    ) -> dict[str, Any]:
-        given = [
-            name for name, v in (("at", at), ("delay_s", delay_s), ("cron", cron)) if v is not None
-        ]
-        if len(given) != 1:
-            raise JobError(
-                "give exactly one of at (ISO-8601 time), delay_s (seconds) or cron (expression)"
-            )
-        now = self.store.clock()
-        if cron is not None:
-            if kind is None:
-                raise JobError("a cron schedule starts a job: give kind (and args)")
-            found = self._kind(kind)
-            sid = schedule_id or f"schedule-{uuid.uuid4().hex}"
-            try:
-                created = self.schedules.add(
-                    sid, cron, found.function, timezone=timezone, **dict(args or {})
-                )
-            except InvalidArgument as exc:
-                raise JobError(str(exc)) from exc
-            return {
-                "id": sid,
-                "type": "schedule",
-                "cron": cron,
-                "timezone": timezone,
-                "next_fire_at": iso(created.next_fire_at),
-            }
-        if at is not None:
-            fire_at = parse_time(at)
+    def schedule(self, **request: Any) -> dict[str, Any]:
+        return self.scheduling.schedule(**request)
+
+    def now(self) -> int:
+        return self.store.clock()
+
+
+def _approval_of(status: dict[str, Any]) -> str | None:
+    waiting = status.get("waiting_for") or {}
+    return waiting.get("approval") if status.get("status") == "waiting" else None
+
+
+def _progress_words(statuses: list[dict[str, Any]]) -> str:
+    """The jobs' own words: each pending job's progress, or what it waits for."""
+    parts = []
+    for status in statuses[:5]:
+        progress = status.get("progress") or {}
+        waiting = status.get("waiting_for") or {}
+        if progress.get("message"):
+            parts.append(f"{status['job_id']}: {progress['message']}")
+        elif "approval" in waiting:
+            parts.append(f"{status['job_id']}: waiting for a person to decide")
+        elif "time" in waiting:
+            parts.append(f"{status['job_id']}: waiting until {waiting['time']}")
         else:
-            if isinstance(delay_s, bool) or not isinstance(delay_s, int | float) or delay_s < 0:
-                raise JobError(f"delay_s must be a number of seconds >= 0, got {delay_s!r}")
-            fire_at = now + int(delay_s * 1000)
-        if fire_at < now:
-            raise JobError(f"at={at!r} is in the past (now is {iso(now)}); give a future time")
-        if kind is not None:
-            job = self.start_job(kind, args, schedule_id, start_at=fire_at)
-            return {
-                "id": job["job_id"],
-                "type": "job",
-                "next_fire_at": iso(fire_at),
-                "status": job["status"],
-            }
-        timer_id = schedule_id or f"timer-{uuid.uuid4().hex}"
-        try:
-            transition = self.store.create(
-                timer_id,
-                timeout_at=fire_at,
-                tags={TIMER_TAG: "true", KIND_TAG: "timer"},
-                ikey=f"timer@{fire_at}",
-            )
-        except PromiseError as exc:
-            raise JobError(f"cannot create timer {timer_id!r}: {exc}") from exc
-        return {
-            "id": timer_id,
-            "type": "timer",
-            "next_fire_at": iso(transition.promise.timeout_at),
-            "status": "waiting",
-        }
+            parts.append(f"{status['job_id']}: {status['status']}")
+    more = f"; and {len(statuses) - 5} more" if len(statuses) > 5 else ""
+    return "; ".join(parts) + more
 
 
-def _check_ids(job_ids: object) -> None:
-    if not isinstance(job_ids, list) or not job_ids or not all(isinstance(i, str) for i in job_ids):
-        raise JobError("job_ids must be a non-empty list of job id strings")
-    if len(job_ids) > MAX_JOB_IDS:
-        raise JobError(f"at most {MAX_JOB_IDS} job ids per call, got {len(job_ids)}")
+def unknown(job_id: str, error_type: str, message: str) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "status": "unknown",
+        "error": {"type": error_type, "message": message},
+    }
+
+
+def check_wait_s(wait_s: object) -> float:
+    if (
+        isinstance(wait_s, bool)
+        or not isinstance(wait_s, int | float)
+        or not 0 <= wait_s <= MAX_WAIT_S
+    ):
+        raise JobError(
+            f"wait_s must be a number of seconds from 0 to {MAX_WAIT_S:g}, got {wait_s!r}"
+        )
+    return float(wait_s)

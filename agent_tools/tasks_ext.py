@@ -10,8 +10,8 @@ extension (the Inspector does) keeps the plain tools, because its SDK rejects a
   (``resultType: "task"``) once the job is durably created; a bad call keeps its
   tool error. The task id resolves after a restart (``task_handles``).
 * ``tasks/get``: ``working`` (``statusMessage``: the job's progress or what it waits
-  for), ``input_required`` while the job waits for a person and the client can show
-  a form (one ``elicitation/create`` input request per approval), ``completed`` with
+  for), ``input_required`` while the job waits for a person (one
+  ``elicitation/create`` input request per approval), ``completed`` with
   the ``CallToolResult`` inlined (a failed or timed-out job completes with
   ``isError``: the spec keeps ``failed`` for JSON-RPC errors), or ``cancelled``.
 * ``tasks/update`` answers input requests: the decision lands on the approval
@@ -71,8 +71,10 @@ def not_found() -> MCPError:
     return MCPError(code=INVALID_PARAMS, message="Failed to retrieve task: Task not found")
 
 
-def detailed_task(state: TaskState, poll_interval_ms: int, can_elicit: bool) -> dict[str, Any]:
-    """The 2026-07-28 ``DetailedTask`` for a task now."""
+def detailed_task(state: TaskState, poll_interval_ms: int) -> dict[str, Any]:
+    """The 2026-07-28 ``DetailedTask`` for a task now. A job waiting for a person is
+    ``input_required`` with a form: in this shape input requests travel inside the task
+    (``tasks/update`` answers them), which every client of the extension handles."""
     task: dict[str, Any] = {
         "taskId": state.task_id,
         "status": "working",
@@ -91,7 +93,7 @@ def detailed_task(state: TaskState, poll_interval_ms: int, can_elicit: bool) -> 
     elif job_status == "unknown":
         task["status"] = "failed"
         task["error"] = {"code": INVALID_PARAMS, "message": task["statusMessage"]}
-    elif state.approval is not None and can_elicit:
+    elif state.approval is not None:
         task["status"] = "input_required"
         task["inputRequests"] = {
             state.approval["approval"]: {
@@ -151,8 +153,7 @@ class DurableTasks(Extension):
             state = await anyio.to_thread.run_sync(self.handles.state, task_id)
         except TaskNotFound as exc:
             raise not_found() from exc
-        can_elicit = approvals_inband.can_elicit(ctx.session.client_capabilities)
-        return detailed_task(state, self.poll_interval_ms, can_elicit)
+        return detailed_task(state, self.poll_interval_ms)
 
     async def _get(self, ctx: ServerRequestContext[Any, Any], params: TaskParams) -> HandlerResult:
         require_client_extension(ctx, TASKS_EXTENSION)
