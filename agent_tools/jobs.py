@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -62,24 +63,58 @@ __all__ = ["KIND_TAG", "STATUSES", "JobError", "JobService", "Kind", "Status", "
 
 @dataclass(frozen=True)
 class Kind:
-    """A job kind as agents see it: a registered durable function."""
+    """A job kind as agents see it: a registered durable function, its description
+    (the docstring without its ``Args:`` section) and each argument's description."""
 
     name: str
     description: str
     input_schema: dict[str, Any]
     function: DurableFunction
+    arguments: Mapping[str, str]
+
+
+_SECTION = re.compile(r"^(Args|Arguments|Parameters):\s*$")
+_ENTRY = re.compile(r"^(\w+)\s*(\([^)]*\))?:\s*(.*)$")
+
+
+def split_docstring(text: str) -> tuple[str, dict[str, str]]:
+    """A Google-style docstring: the prose, and ``{argument: description}`` from its
+    ``Args:`` section (entries ``name: text``, continued on indented lines)."""
+    lines = inspect.cleandoc(text).splitlines()
+    prose: list[str] = []
+    described: dict[str, str] = {}
+    current: str | None = None
+    in_args = False
+    for line in lines:
+        if _SECTION.match(line.strip()) and not line.startswith(" "):
+            in_args = True
+            continue
+        if in_args and line and not line.startswith(" "):
+            in_args = False  # the next section or prose
+        if not in_args:
+            prose.append(line)
+            continue
+        entry = _ENTRY.match(line.strip())
+        indent = len(line) - len(line.lstrip())
+        if entry and (current is None or indent <= 4):
+            current = entry.group(1)
+            described[current] = entry.group(3).strip()
+        elif current and line.strip():
+            described[current] = f"{described[current]} {line.strip()}".strip()
+    return "\n".join(prose).strip(), described
 
 
 def kind_of(function: DurableFunction) -> Kind:
+    text, described = split_docstring(function.description or "")
     fields: dict[str, Any] = {}
     for param in function.signature.parameters.values():
         annotation = Any if param.annotation is inspect.Parameter.empty else param.annotation
         default = ... if param.default is inspect.Parameter.empty else param.default
-        fields[param.name] = (annotation, default)
+        info = pydantic.Field(default, description=described.get(param.name))
+        fields[param.name] = (annotation, info)
     model = pydantic.create_model(f"{function.name}Arguments", **fields)
     schema = model.model_json_schema()
-    text = inspect.cleandoc(function.description or "")
-    return Kind(function.name, text or f"Run the job {function.name}.", schema, function)
+    return Kind(function.name, text or f"Run the job {function.name}.", schema, function, described)
 
 
 class JobService:

@@ -148,7 +148,7 @@ def register(server: MCPServer, service: JobService) -> dict[str, Callable[..., 
         kind: Annotated[
             str,
             Field(
-                description="The job kind to run; one of those listed above. Example: "
+                description="The job kind to run (the tool description lists them). Example: "
                 f"{json.dumps(kinds[0] if kinds else 'sleep')}",
                 json_schema_extra=kind_enum,
             ),
@@ -192,12 +192,12 @@ def register(server: MCPServer, service: JobService) -> dict[str, Callable[..., 
         add(
             _kind_tool(service, kind),
             name=tool_name(kind.name),
-            title=f"Start a {kind.name} job",
+            title=f"Start {_article(kind.name)} {kind.name} job",
             description=_text(
                 f"""
-                Start a {kind.name} job in the background (durable: it survives restarts) and
-                return its job_id at once; rejoin it with await_result or probe_status.
-
+                Start {_article(kind.name)} {kind.name} job in the background (durable: it
+                survives restarts) and return its job_id at once; rejoin it with await_result
+                or probe_status. With wait_s, a quick job's result comes back in this answer.
                 """
             )
             + "\n\n"
@@ -287,8 +287,9 @@ def register(server: MCPServer, service: JobService) -> dict[str, Callable[..., 
         kind: Annotated[
             str | None,
             Field(
-                description="The job kind to start then (see start_job). Without kind, "
-                "schedule makes a timer that simply completes at that time.",
+                description="The job kind to start then (see start_job). Example: "
+                f"{json.dumps(kinds[0] if kinds else 'sleep')}. Without kind, schedule makes a "
+                "timer that simply completes at that time.",
                 json_schema_extra=kind_enum,
             ),
         ] = None,
@@ -344,31 +345,33 @@ def register(server: MCPServer, service: JobService) -> dict[str, Callable[..., 
             ListedStatus | None,
             Field(
                 description="Only these: running, waiting (includes not yet started), "
-                "completed, failed, cancelled or timed_out. Default: all."
+                'completed, failed, cancelled or timed_out. Example: "waiting". Default: all.'
             ),
         ] = None,
         kind: Annotated[
             str | None,
             Field(
-                description="Only jobs of this kind. Default: all kinds.",
+                description="Only jobs of this kind. Example: "
+                f"{json.dumps(kinds[0] if kinds else 'sleep')}. Default: all kinds.",
                 json_schema_extra=kind_enum,
             ),
         ] = None,
         type: Annotated[
             Literal["job", "timer"] | None,
             Field(
-                description="job (default): jobs, including those schedules started; timer: "
-                "the timers schedule made without kind."
+                description="job: jobs, including those schedules started; timer: the timers "
+                'schedule made without kind. Example: "timer". Default: job.'
             ),
         ] = None,
         limit: Annotated[
-            int, Field(ge=1, le=200, description="Page size, 1 to 200. Default: 20.")
+            int, Field(ge=1, le=200, description="Page size, 1 to 200. Example: 50. Default: 20.")
         ] = 20,
         cursor: Annotated[
             str | None,
             Field(
                 max_length=1000,
-                description="next_cursor from the previous answer, for the next page.",
+                description="next_cursor from the previous answer, for the next page (opaque, "
+                'e.g. "eyJhZnRlciI6..."). Default: the first page.',
             ),
         ] = None,
     ) -> ListAnswer:
@@ -448,6 +451,10 @@ def register(server: MCPServer, service: JobService) -> dict[str, Callable[..., 
     return added
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 def _first_paragraph(kind: Kind) -> str:
     return kind.description.split("\n\n", 1)[0].replace("\n", " ")
 
@@ -472,10 +479,12 @@ def _kind_tool(service: JobService, kind: Kind) -> Any:
         status = await _async_call(service.start_and_wait(kind.name, arguments, job_id, wait_s))
         return _answer(JobStatus, status)  # type: ignore[return-value]
 
-    params = [
-        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
-        for p in kind.function.signature.parameters.values()
-    ]
+    params = []
+    for p in kind.function.signature.parameters.values():
+        annotation = Any if p.annotation is inspect.Parameter.empty else p.annotation
+        text = kind.arguments.get(p.name) or f"The {p.name} argument of the {kind.name} job."
+        described = Annotated[annotation, Field(description=text)]  # type: ignore[valid-type]
+        params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=described))
     params.append(
         inspect.Parameter(
             "job_id", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=NewJobId
