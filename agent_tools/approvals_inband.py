@@ -5,13 +5,13 @@ the CLI and ``tasks/update`` settle, so the first decision stands wherever it ca
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from mcp_types import ClientCapabilities
 
 from agent_tools.jobs import JobService
-from promises import PromiseError, Value
+from promises import PromiseError
+from promises import decide as decide_approval
 
 #: The form a person fills in (elicitation ``requestedSchema``: flat primitives only).
 APPROVAL_FORM: dict[str, Any] = {
@@ -56,13 +56,19 @@ def decision_from(action: str | None, content: Any) -> dict[str, Any] | None:
     return None
 
 
-def decide(service: JobService, approval_id: str, decision: dict[str, Any]) -> bool:
-    """Settle the approval with ``decision``; False if it was decided or expired meanwhile
-    (the first decision stands)."""
+def decide(
+    service: JobService, approval_id: str, decision: dict[str, Any], by: str = "mcp:elicitation"
+) -> bool:
+    """Decide the approval; False if it was decided, expired or withdrawn meanwhile
+    (the first decision stands) or is not an approval at all."""
     try:
-        transition = service.store.resolve(
-            approval_id, value=Value(json.dumps(decision)), ikey=f"decision:{approval_id}"
+        decide_approval(
+            service.store,
+            approval_id,
+            approved=bool(decision["approved"]),
+            comment=decision.get("comment"),
+            by=by,
         )
     except PromiseError:
         return False
-    return transition.fresh and transition.promise.state == "resolved"
+    return True

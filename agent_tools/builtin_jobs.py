@@ -25,9 +25,7 @@ async def approval(
         deadline_hours: Hours (a number) the person has to decide; after that the job
             completes with decided false. Example: 24. Default: 48.
     """
-    decision = ctx.promise(
-        timeout=deadline_hours * 3600, data={"question": question, "details": details}
-    )
+    asked = ctx.approval(question, details=details, timeout=deadline_hours * 3600)
     try:
         decision = await asked
     except StoredError:  # the deadline passed with no decision

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,6 +29,7 @@ import pydantic
 
 from agent_tools.errors import JobError, check_job_id, check_job_ids, check_new_id, friendly
 from agent_tools.scheduling import KIND_TAG, Scheduling, iso
+from agent_tools.statuses import status_of
 from promises import (
     JOB_TAG,
     DurableFunction,
@@ -37,14 +37,11 @@ from promises import (
     JobConflict,
     Promise,
     PromiseError,
-    PromiseNotFound,
     Runtime,
     Schedules,
     SqlStore,
     UnknownJob,
 )
-from promises.codec import ErrorInfo
-from promises.tasks import TaskInfo
 
 #: The statuses of something that exists (``list_jobs`` filters on these)...
 ListedStatus = Literal["running", "waiting", "completed", "failed", "cancelled", "timed_out"]
@@ -192,93 +189,33 @@ class JobService:
     # -- reading ----------------------------------------------------------------------
 
     def status(self, promise: Promise) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "job_id": promise.id,
-            "type": "timer" if promise.timer else "job",
-            "kind": promise.tags.get(JOB_TAG) or ("timer" if promise.timer else None),
-            "created_at": iso(promise.created_at),
-        }
-        if promise.pending:
-            out.update(self._pending_status(promise))
-            return out
-        out["finished_at"] = iso(promise.settled_at)
-        out["duration_s"] = round(((promise.settled_at or 0) - promise.created_at) / 1000, 3)
-        if promise.state == "resolved":
-            out["status"] = "completed"
-            out["result"] = json.loads(promise.value.data) if promise.value.data else None
-        elif promise.state == "rejected_canceled":
-            out["status"] = "cancelled"
-        elif promise.state == "rejected_timedout":
-            out["status"] = "timed_out"
-            out["error"] = {
-                "type": "TimeoutError",
-                "message": f"the job did not finish by its deadline, {iso(promise.timeout_at)}",
-            }
-        else:
-            info = ErrorInfo.from_json(promise.value.data)
-            out["status"] = "failed"
-            out["error"] = {"type": info.type, "message": info.message}
-        # A finished job shows no progress: its last one described work now over.
-        self._add_task_facts(self.runtime.tasks.get(promise.id), out, finished=True)
-        return out
+        """The status of a job or timer whose promise the caller holds (one more read,
+        for its task and what it waits on)."""
+        return self.statuses([promise.id]).get(promise.id) or unknown(
+            promise.id, "NotFound", f"no job, timer or schedule has the id {promise.id!r}"
+        )
 
-    def _pending_status(self, promise: Promise) -> dict[str, Any]:
-        out: dict[str, Any] = {"deadline": iso(promise.deadline)}
-        if promise.timer:
-            return {**out, "status": "waiting", "waiting_for": {"time": iso(promise.timeout_at)}}
-        task = self.runtime.tasks.get(promise.id)
+    def statuses(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Jobs and timers in one read; cron schedules by their id; unknown ids left out."""
         now = self.store.clock()
-        out["status"] = "running"
-        if task is not None and task.state == "ready" and task.waiting_on is not None:
-            out["status"] = "waiting"
-            out["waiting_for"] = self._waiting_for(task.waiting_on)
-        elif task is not None and task.state == "ready" and task.ready_at > now:
-            out["status"] = "waiting"
-            out["waiting_for"] = {"time": iso(task.ready_at), "reason": "scheduled start or retry"}
-        self._add_task_facts(task, out, finished=False)
+        views = self.runtime.views(list(dict.fromkeys(ids)))
+        out = {i: status_of(v, now, self.approval_link) for i, v in views.items()}
+        for missing in (i for i in ids if i not in out):
+            schedule = self.scheduling.schedule_status(missing)
+            if schedule is not None:
+                out[missing] = schedule
         return out
-
-    def _waiting_for(self, promise_id: str) -> dict[str, Any]:
-        try:
-            waited = self.store.get(promise_id)
-        except PromiseNotFound:
-            return {"promise": promise_id}
-        if waited.timer:
-            return {"time": iso(waited.timeout_at)}
-        request = json.loads(waited.param.data) if waited.param.data else None
-        out = {"approval": promise_id, "deadline": iso(waited.timeout_at), "request": request}
-        if self.approval_link is not None:
-            out["link"] = self.approval_link(promise_id)
-        return out
-
-    @staticmethod
-    def _add_task_facts(task: TaskInfo | None, out: dict[str, Any], *, finished: bool) -> None:
-        if task is None:
-            return
-        out["attempts"] = task.attempts
-        out["updated_at"] = iso(task.updated_at)
-        if task.progress and not finished:
-            progress = json.loads(task.progress)
-            out["progress"] = {
-                "message": task.progress.message,
-                "fraction": task.progress.fraction,
-                "at": iso(task.progress.at),
-            }
 
     def probe(self, job_ids: list[str]) -> list[dict[str, Any]]:
         check_job_ids(job_ids, MAX_JOB_IDS)
-        return [self._probe_one(job_id) for job_id in job_ids]
+        found = self.statuses(job_ids)
+        return [
+            found.get(i) or unknown(i, "NotFound", f"no job, timer or schedule has the id {i!r}")
+            for i in job_ids
+        ]
 
     def _probe_one(self, job_id: str) -> dict[str, Any]:
-        try:
-            return self.status(self.store.get(job_id))
-        except PromiseNotFound:
-            schedule = self.scheduling.schedule_status(job_id)
-            if schedule is not None:
-                return schedule
-            return unknown(job_id, "NotFound", f"no job, timer or schedule has the id {job_id!r}")
-        except PromiseError as exc:  # a malformed id
-            return unknown(job_id, "InvalidArgument", friendly(exc, what="the id"))
+        return self.probe([job_id])[0]
 
     async def await_results(
         self,
@@ -311,10 +248,13 @@ class JobService:
             for s in first
             if s["status"] in ("running", "waiting") and s.get("type") != "schedule"
         ]
-        waits = {
-            i: asyncio.create_task(self.store.wait(i, timeout=timeout))
-            for i in dict.fromkeys(waitable)
-        }
+        waitable = list(dict.fromkeys(waitable))
+        # One waiter for all: each wake-up reads every id in one query.
+        waiting = (
+            asyncio.create_task(self.store.wait_all(waitable, timeout=timeout))
+            if waitable
+            else None
+        )
         asked: set[str] = set()
 
         async def look(statuses: list[dict[str, Any]]) -> None:
@@ -325,24 +265,23 @@ class JobService:
 
         try:
             await look(first)
-            while True:
-                pending = [t for t in waits.values() if not t.done()]
+            while waiting is not None and not waiting.done():
                 elapsed = time.monotonic() - started
-                if not pending or elapsed >= timeout:
+                if elapsed >= timeout:
                     break
-                await asyncio.wait(pending, timeout=min(self.progress_every_s, timeout - elapsed))
-                still = [i for i, t in waits.items() if not t.done()]
-                if not still:
+                await asyncio.wait([waiting], timeout=min(self.progress_every_s, timeout - elapsed))
+                if waiting.done():
                     break
-                statuses = await asyncio.to_thread(self.probe, still[:MAX_JOB_IDS])
-                await look(statuses)
-                if report is not None:
-                    done = len(waits) - len(still)
-                    message = f"{done} of {len(waits)} finished; " + _progress_words(statuses)
+                statuses = await asyncio.to_thread(self.probe, waitable)
+                still = [s for s in statuses if s["status"] not in SETTLED]
+                await look(still)
+                if report is not None and still:
+                    done = len(waitable) - len(still)
+                    message = f"{done} of {len(waitable)} finished; " + _progress_words(still)
                     await report(time.monotonic() - started, timeout, message)
         finally:
-            for task in waits.values():
-                task.cancel()
+            if waiting is not None:
+                waiting.cancel()
         statuses = await asyncio.to_thread(self.probe, job_ids)
         return {
             "done": [s for s in statuses if s["status"] in SETTLED],
@@ -363,10 +302,17 @@ class JobService:
             raise JobError(f"status must be one of {', '.join(LISTED_STATUSES)}, got {status!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 200:
             raise JobError(f"limit must be an integer from 1 to 200, got {limit!r}")
-        if type not in (None, "job", "timer"):
-            raise JobError(f"type must be job or timer, got {type!r}")
+        if type not in (None, "job", "timer", "schedule"):
+            raise JobError(f"type must be job, timer or schedule, got {type!r}")
         if kind is not None:
             self.kind(kind)
+        if type == "schedule":
+            listed = self.scheduling.list_schedules(limit, cursor)
+            listed["jobs"] = [
+                j for j in listed["jobs"]
+                if (status is None or j["status"] == status) and kind in (None, j["kind"])
+            ]  # fmt: skip
+            return listed
         if type == "timer" and kind is not None:
             raise JobError("timers have no kind; leave kind out to list timers")
         state = {"running": "pending", "waiting": "pending", "completed": "resolved"}.get(

@@ -58,12 +58,22 @@ class WaitingFor(Answer):
     deadline: Time | None = Field(None, description="The approval expires at this time.")
     link: str | None = Field(None, description="A web page where a person decides the approval.")
     promise: str | None = Field(None, description="The id of another promise the job waits on.")
+    question: str | None = Field(None, description="What the person is asked.")
+    worker: str | None = Field(
+        None, description="Waiting for a worker that runs this kind (none is running)."
+    )
 
 
 class LastRun(Answer):
-    job_id: str
-    status: Status
-    error: ErrorInfo | None = None
+    job_id: str = Field(description="The job the schedule started last.")
+    at: Time | None = Field(None, description="When it was started.")
+    status: Status | None = Field(None, description="How that job stands now.")
+    error: ErrorInfo | None = Field(None, description="Why that job failed.")
+
+
+class LastError(Answer):
+    message: str = Field(description="Why the schedule could not start its job.")
+    at: Time | None = None
 
 
 class JobStatus(Answer):
@@ -103,6 +113,10 @@ class JobStatus(Answer):
     next_fire_at: Time | None = Field(None, description="A schedule's next run.")
     last_job_id: str | None = Field(None, description="The job a schedule started last.")
     last_run: LastRun | None = Field(None, description="How a schedule's last job went.")
+    last_error: LastError | None = Field(
+        None, description="The last time a schedule failed to start its job (it keeps firing)."
+    )
+    failures: int | None = Field(None, description="How many times the schedule failed to fire.")
 
 
 class ProbeAnswer(Answer):

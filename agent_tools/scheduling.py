@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from agent_tools.errors import JobError, check_new_id, friendly
-from promises import JOB_TAG, TIMER_TAG, InvalidArgument, PromiseError, PromiseNotFound
+from promises import InvalidArgument, JobConflict, PromiseNotFound, Schedule
 
 if TYPE_CHECKING:
     from agent_tools.jobs import JobService
@@ -144,17 +144,12 @@ class Scheduling:
         if self.service.schedules.get(timer_id) is not None:
             self._taken(timer_id)
         try:
-            transition = self.service.store.create(
-                timer_id,
-                timeout_at=fire_at,
-                tags={TIMER_TAG: "true", KIND_TAG: "timer"},
-                ikey=f"timer@{fire_at}",
-            )
-        except PromiseError as exc:
-            self._taken(timer_id)
+            transition = self.service.runtime.timer(timer_id, fire_at, tags={KIND_TAG: "timer"})
+        except JobConflict as exc:
+            self._taken(timer_id)  # says what holds the id
+            raise JobError(f"the id {timer_id!r} is already used; choose a new id") from exc
+        except InvalidArgument as exc:
             raise JobError(friendly(exc, what="id")) from exc
-        if not transition.promise.pending:
-            self._taken(timer_id)  # the same timer again, but it is over (or cancelled)
         return {"id": timer_id, "type": "timer", "next_fire_at": iso(transition.promise.timeout_at),
                 "status": "waiting", "now": iso(now)}  # fmt: skip
 
@@ -198,27 +193,22 @@ class Scheduling:
         found = self.service.schedules.get(schedule_id)
         if found is None:
             return None
-        active = found.state == "active"
-        out: dict[str, Any] = {
-            "job_id": found.id,
-            "type": "schedule",
-            "kind": found.fn,
-            "status": "waiting" if active else "cancelled",
-            "cron": found.cron,
-            "timezone": found.timezone,
-            "next_fire_at": iso(found.next_fire_at) if active else None,
-        }
-        if active:
-            out["waiting_for"] = {
-                "time": iso(found.next_fire_at),
-                "reason": f"the next run of cron '{found.cron}' ({found.timezone})",
-            }
-        runs = self.service.store.search(f"{found.id}@*", tags={JOB_TAG: "*"}, limit=1)
-        if runs.promises:
-            last = self.service.status(runs.promises[0])
-            out["last_job_id"] = last["job_id"]
-            out["last_run"] = {k: last[k] for k in ("job_id", "status", "error") if k in last}
+        out = schedule_as_status(found)
+        if found.last_job_id is not None:
+            last = self.service.statuses([found.last_job_id]).get(found.last_job_id)
+            if last is not None:
+                out["last_run"].update({k: last[k] for k in ("status", "error") if k in last})
         return out
+
+    def list_schedules(self, limit: int, cursor: str | None) -> dict[str, Any]:
+        try:
+            page, next_cursor = self.service.schedules.list(limit=limit, cursor=cursor)
+        except InvalidArgument as exc:
+            raise JobError(
+                "cursor is not one this server handed out for these filters; pass next_cursor "
+                "from the previous list_jobs answer, with the same filters"
+            ) from exc
+        return {"jobs": [schedule_as_status(s) for s in page], "next_cursor": next_cursor}
 
     def cancel_schedule(self, schedule_id: str) -> bool:
         """True if ``schedule_id`` names a schedule, now cancelled."""
@@ -229,6 +219,34 @@ class Scheduling:
             raise JobError(f"schedule {schedule_id!r} is already cancelled; schedule a new one")
         self.service.schedules.cancel(schedule_id)
         return True
+
+
+def schedule_as_status(found: Schedule) -> dict[str, Any]:
+    active = found.state == "active"
+    out: dict[str, Any] = {
+        "job_id": found.id,
+        "type": "schedule",
+        "kind": found.fn,
+        "status": {"active": "waiting", "paused": "waiting"}.get(found.state, "cancelled"),
+        "created_at": iso(found.created_at),
+        "cron": found.cron,
+        "timezone": found.timezone,
+        "next_fire_at": iso(found.next_fire_at) if active else None,
+    }
+    if active:
+        out["waiting_for"] = {
+            "time": iso(found.next_fire_at),
+            "reason": f"the next run of cron '{found.cron}' ({found.timezone})",
+        }
+    elif found.state == "paused":
+        out["waiting_for"] = {"reason": "paused: it starts no jobs until resumed"}
+    if found.last_job_id is not None:
+        out["last_job_id"] = found.last_job_id
+        out["last_run"] = {"job_id": found.last_job_id, "at": iso(found.last_fired_at)}
+    if found.last_error is not None:
+        out["last_error"] = {"message": found.last_error, "at": iso(found.last_error_at)}
+        out["failures"] = found.failures
+    return out
 
 
 def check_delay(delay_s: object) -> int:

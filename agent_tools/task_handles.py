@@ -64,12 +64,11 @@ class TaskHandles:
         """A new task for ``job_id``; durable when this returns."""
         store = self.service.store
         task_id = secrets.token_urlsafe(32)
-        with store.transaction() as conn:
-            record = PREFIX + task_id
-            store.create_in(
-                conn, record, timeout_at=store.clock() + 60_000, tags={KIND_TAG: TASK_TAG_VALUE}
-            )
-            store.settle_in(conn, record, "resolve", value=Value(json.dumps({"job_id": job_id})))
+        record = PREFIX + task_id
+        # Resolved at once: a settled record is kept for the retention period (the ttl).
+        # A crash between the two leaves a pending record no task id was handed out for.
+        store.create(record, timeout_at=store.clock() + 60_000, tags={KIND_TAG: TASK_TAG_VALUE})
+        store.resolve(record, value=Value(json.dumps({"job_id": job_id})))
         return task_id
 
     def _record(self, task_id: object) -> Promise:

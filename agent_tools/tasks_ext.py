@@ -173,7 +173,9 @@ class DurableTasks(Extension):
                 response.get("action"), response.get("content")
             )
             if decision is not None:
-                await anyio.to_thread.run_sync(approvals_inband.decide, service, key, decision)
+                await anyio.to_thread.run_sync(
+                    approvals_inband.decide, service, key, decision, "mcp:tasks/update"
+                )
         return {"resultType": "complete"}
 
     async def _cancel(

@@ -357,10 +357,11 @@ def register(server: MCPServer, service: JobService) -> dict[str, Callable[..., 
             ),
         ] = None,
         type: Annotated[
-            Literal["job", "timer"] | None,
+            Literal["job", "timer", "schedule"] | None,
             Field(
                 description="job: jobs, including those schedules started; timer: the timers "
-                'schedule made without kind. Example: "timer". Default: job.'
+                "schedule made without kind; schedule: cron schedules. Example: \"timer\". "
+                "Default: job."
             ),
         ] = None,
         limit: Annotated[
@@ -385,8 +386,10 @@ def register(server: MCPServer, service: JobService) -> dict[str, Callable[..., 
         title="Find jobs and timers",
         description=_text(
             """
-            Jobs (or timers) newest first, optionally by status and kind, to find work again
-            after losing its ids. Pass next_cursor back as cursor for the next page.
+            Jobs newest first (or timers, or cron schedules: see type), optionally by status
+            and kind, to find work again after losing its ids; list_jobs(status="waiting")
+            shows what waits for a time or a person. Pass next_cursor back as cursor for
+            the next page.
             """
         ),
         annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False),

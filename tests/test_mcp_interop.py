@@ -249,7 +249,12 @@ def test_the_typescript_sdk_with_tasks_decides_an_approval_in_the_chat(target: T
     assert asked["message"] == "Refund 120 EUR to Ana?"
     assert asked["meta"]["io.modelcontextprotocol/related-task"] == {"taskId": started["taskId"]}
     result = call.until("result")["result"]["structuredContent"]["result"]
-    assert result == {"decided": True, "approved": True, "comment": "ok by me"}
+    assert result == {
+        "decided": True,
+        "approved": True,
+        "comment": "ok by me",
+        "by": "mcp:elicitation",
+    }
     assert call.finish() == 0
 
 
@@ -296,9 +301,11 @@ def test_the_tasks_client_library_answers_an_approval_form(target: Target, era: 
     )  # fmt: skip
     assert call.until("elicited")["message"] == "Ship v2 today?"
     settled = call.until("result")
+    decided_by = "mcp:tasks/update" if era == "modern" else "mcp:elicitation"
     assert settled["result"]["structuredContent"]["result"] == {
         "decided": True,
         "approved": False,
         "comment": "not on a Friday",
+        "by": decided_by,
     }
     assert call.finish() == 0

@@ -217,10 +217,7 @@ async def test_schedule_starts_a_job_later_or_on_a_cron_schedule_that_can_be_can
     )
     assert later["type"] == "job"
     probe = (await call(client, "probe_status", {"job_ids": [later["id"]]}))["jobs"][0]
-    assert (
-        probe["status"] == "waiting"
-        and probe["waiting_for"]["reason"] == "scheduled start or retry"
-    )
+    assert probe["status"] == "waiting" and probe["waiting_for"]["reason"] == "scheduled start"
     done = (await call(client, "await_result", {"job_ids": [later["id"]], "timeout_s": 5}))["done"][
         0
     ]

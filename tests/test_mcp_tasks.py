@@ -128,7 +128,7 @@ async def test_a_job_waiting_for_a_person_is_input_required_and_tasks_update_ans
             "decided": True,
             "approved": True,
             "comment": "fine",
-            "by": None,
+            "by": "mcp:tasks/update",
         }
 
 
