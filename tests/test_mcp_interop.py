@@ -235,6 +235,22 @@ def test_the_typescript_sdk_with_tasks_gets_a_core_task_that_survives_a_sigkill(
     assert_no_finished_step_ran_again(target.steps_log, restarts=1)
 
 
+def test_the_typescript_sdk_lists_and_cancels_core_tasks(target: Target) -> None:
+    call = Script.client(
+        "sdk1_client.mjs",
+        target.scenario(tasks=True, action="cancel", tool="start_sleep", args={"seconds": 600}),
+    )
+    task_id = call.until("started")["taskId"]
+    assert task_id in call.until("listed")["taskIds"]
+    assert call.until("cancelled")["task"]["status"] == "cancelled"
+    refused = call.until("refused")
+    assert (
+        refused["code"] == -32602 and "already in terminal status 'cancelled'" in refused["message"]
+    )
+    assert call.until("status")["status"] == "cancelled"
+    assert call.finish() == 0
+
+
 def test_the_typescript_sdk_with_tasks_decides_an_approval_in_the_chat(target: Target) -> None:
     call = Script.client(
         "sdk1_client.mjs",

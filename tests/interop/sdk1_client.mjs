@@ -75,6 +75,26 @@ async function main() {
       else if (message.type === "result") say("result", { result: message.result });
       else if (message.type === "error") say("error", { message: message.error.message });
     }
+  } else if (scenario.action === "cancel") {
+    // Start a task, find it with tasks/list, cancel it, cancel it again (refused).
+    await client.listTools();
+    const stream = client.experimental.tasks.callToolStream({ name: scenario.tool, arguments: scenario.args });
+    const first = await stream.next();
+    const taskId = first.value.task.taskId;
+    say("started", { taskId });
+    const listed = await client.experimental.tasks.listTasks();
+    say("listed", { taskIds: listed.tasks.map((t) => t.taskId) });
+    const cancelled = await client.experimental.tasks.cancelTask(taskId);
+    say("cancelled", { task: cancelled });
+    try {
+      await client.experimental.tasks.cancelTask(taskId);
+      say("cancelled-again");
+    } catch (error) {
+      say("refused", { code: error.code, message: error.message });
+    }
+    const task = await client.experimental.tasks.getTask(taskId);
+    say("status", { status: task.status });
+    await stream.return();
   } else if (scenario.action === "rejoin" && scenario.taskId) {
     await rejoinTask(scenario.taskId);
   } else if (scenario.action === "rejoin") {
