@@ -327,7 +327,8 @@ class JobService:
                 "cursor is not one this server handed out for these filters; "
                 "pass next_cursor from the previous list_jobs answer, with the same filters"
             ) from exc
-        jobs = [self.status(p) for p in page.promises]
+        found = self.statuses([p.id for p in page.promises])  # one read for the page
+        jobs = [found[p.id] for p in page.promises if p.id in found]
         if status is not None:
             jobs = [j for j in jobs if j["status"] == status]
         return {"jobs": jobs, "next_cursor": page.cursor}

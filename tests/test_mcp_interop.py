@@ -169,6 +169,20 @@ def test_the_inspector_starts_a_job_and_rejoins_it_after_a_sigkill(target: Targe
     assert_no_finished_step_ran_again(target.steps_log, restarts=2)
 
 
+def test_the_inspector_on_2026_07_28_gets_a_task_and_prints_its_result(target: Target) -> None:
+    done = target.inspector(
+        "--protocol-era", "modern", "--format", "json", "--method", "tools/call",
+        "--tool-name", "start_tests_squares", "--tool-args-json", json.dumps({"n": 4}),
+    )  # fmt: skip
+    result = inspector_json(done)
+    # A plain start answers `running` without a result: this came through the task it got.
+    assert result["resultType"] == "complete" and result["isError"] is False
+    assert result["structuredContent"]["result"] == [0, 1, 4, 9]
+    strict = target.inspector("--strict", "--protocol-era", "modern", "--method", "tools/list")
+    assert strict.returncode == 0 and "Error: tool" not in strict.stderr
+    assert "Warning: tool" not in strict.stderr, strict.stderr[-2000:]
+
+
 # -- the TypeScript SDK 1.32 client (2025-11-25) ---------------------------------------------
 
 
