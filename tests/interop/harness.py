@@ -10,6 +10,7 @@ command a client spawns for stdio, writing its pid to a file so a test can SIGKI
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
@@ -41,9 +42,13 @@ _lock = threading.Lock()
 
 
 def npm_clients() -> Path:
-    """The directory holding ``node`` 22 and the clients' binaries, installed on demand."""
+    """The directory holding ``node`` 22 and the clients' binaries, installed on demand
+    (again whenever package-lock.json changed since the last install)."""
+    lock = hashlib.sha256((HERE / "package-lock.json").read_bytes()).hexdigest()
+    stamp = HERE / "node_modules" / ".installed-from"
     with _lock:
-        if not (BIN / "node").exists() or not (BIN / "inspector").exists():
+        installed = stamp.read_text() if stamp.exists() else None
+        if installed != lock or not (BIN / "node").exists() or not (BIN / "inspector").exists():
             npm = shutil.which("npm")
             if npm is None:
                 pytest.skip("npm is not installed, so the official MCP clients cannot be fetched")
@@ -58,6 +63,7 @@ def npm_clients() -> Path:
                 if any(code in done.stderr for code in _NETWORK_ERRORS):
                     pytest.skip(f"the npm registry is unreachable: {done.stderr.strip()[-300:]}")
                 raise RuntimeError(f"npm ci failed in {HERE}:\n{done.stderr}")
+            stamp.write_text(lock)
     return BIN
 
 
