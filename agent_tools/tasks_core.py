@@ -99,12 +99,15 @@ class CoreTasks:
         job_tools: Collection[str],
         poll_interval_ms: int = 2000,
         recheck_s: float = 5.0,
+        ask_timeout_s: float = 300.0,
     ) -> None:
         self.handles = handles
         self.job_tools = frozenset(job_tools)
         self.poll_interval_ms = poll_interval_ms
         #: How often a blocked ``tasks/result`` looks again for a new approval to ask about.
         self.recheck_s = recheck_s
+        #: How long a form may stay unanswered before it is given up (and asked again).
+        self.ask_timeout_s = ask_timeout_s
         #: Approvals being asked about now, so a person is asked once at a time.
         self._asking: dict[str, asyncio.Task[None]] = {}
 
@@ -290,6 +293,8 @@ class CoreTasks:
             answer = await ctx.session.send_request(
                 request,
                 ElicitResult,
+                # An unanswered form is asked again later; the approval stays open.
+                request_read_timeout_seconds=self.ask_timeout_s,
                 metadata=ServerMessageMetadata(related_request_id=related_request_id),
             )
         except Exception as exc:  # the client could not ask: the link and the CLI still can

@@ -18,10 +18,12 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.shared.message import ServerMessageMetadata
 from mcp_types import (
     CallToolResult,
     ElicitRequest,
     ElicitRequestFormParams,
+    ElicitResult,
     InputRequiredResult,
     TextContent,
     ToolAnnotations,
@@ -360,7 +362,7 @@ def register(server: MCPServer, service: JobService) -> dict[str, Callable[..., 
             Literal["job", "timer", "schedule"] | None,
             Field(
                 description="job: jobs, including those schedules started; timer: the timers "
-                "schedule made without kind; schedule: cron schedules. Example: \"timer\". "
+                'schedule made without kind; schedule: cron schedules. Example: "timer". '
                 "Default: job."
             ),
         ] = None,
@@ -543,11 +545,21 @@ async def _await(
             return
         for status in statuses:
             approval_id, message = _form(status)
+            form = ElicitRequest(
+                params=ElicitRequestFormParams(
+                    message=message, requested_schema=approvals_inband.APPROVAL_FORM
+                )
+            )
             try:
-                answer = await ctx.session.elicit_form(
-                    message=message,
-                    requested_schema=approvals_inband.APPROVAL_FORM,
-                    related_request_id=ctx.request_context.request_id,
+                # Bounded like the call itself: an unanswered form leaves the approval
+                # open (the link, the CLI and the next await_result still can decide).
+                answer = await ctx.session.send_request(
+                    form,
+                    ElicitResult,
+                    request_read_timeout_seconds=service.await_cap_s,
+                    metadata=ServerMessageMetadata(
+                        related_request_id=ctx.request_context.request_id
+                    ),
                 )
             except Exception:  # the client could not ask: the link and the CLI still can
                 continue
