@@ -71,7 +71,8 @@ async def advertise_only_what_is_served(
     ctx: ServerRequestContext[Any, Any], call_next: CallNext
 ) -> HandlerResult:
     """Server middleware: capabilities name tools (whose list never changes) and the
-    task shape, not the prompts and resources the SDK would advertise empty."""
+    task shape, not the prompts and resources the SDK would advertise empty; and the
+    tool schemas carry the rules between arguments (``tools.SCHEMA_RULES``)."""
     result = await call_next(ctx)
     if ctx.method in ("initialize", "server/discover") and isinstance(result, dict):
         capabilities = result.get("capabilities")
@@ -79,6 +80,11 @@ async def advertise_only_what_is_served(
             for unserved in ("prompts", "resources", "completions"):
                 capabilities.pop(unserved, None)
             capabilities["tools"] = {"listChanged": False}
+    if ctx.method == "tools/list" and isinstance(result, dict):
+        for tool in result.get("tools", []):
+            rules = tools.SCHEMA_RULES.get(tool.get("name"))
+            if rules and isinstance(tool.get("inputSchema"), dict):
+                tool["inputSchema"].update(rules)
     return result
 
 

@@ -77,6 +77,22 @@ WaitS = Annotated[
     ),
 ]
 
+_ABSENT: dict[str, Any] = {"not": {}}  # a property that must not be given
+#: Rules between arguments, added to the generated schemas. No top-level oneOf/anyOf:
+#: some clients refuse those in a tool's input schema.
+SCHEMA_RULES: dict[str, dict[str, Any]] = {
+    "schedule": {
+        # at, delay_s and cron exclude one another (one of them is required: the server
+        # says so when none is given); cron and args need kind.
+        "dependentSchemas": {
+            "at": {"properties": {"delay_s": _ABSENT, "cron": _ABSENT}},
+            "delay_s": {"properties": {"at": _ABSENT, "cron": _ABSENT}},
+            "cron": {"properties": {"at": _ABSENT, "delay_s": _ABSENT}},
+        },
+        "dependentRequired": {"cron": ["kind"], "args": ["kind"]},
+    }
+}
+
 START_ANNOTATIONS = ToolAnnotations(
     read_only_hint=False,
     destructive_hint=False,

@@ -387,3 +387,25 @@ async def test_a_client_without_elicitation_keeps_the_link(served: tuple[Any, Sq
         job = await call(client, "start_approval", {"question": "Publish?"})
         waited = await call(client, "await_result", {"job_ids": [job["job_id"]], "timeout_s": 1})
         assert waited["pending"][0]["job_id"] == job["job_id"]
+
+
+async def test_schedules_alternatives_are_in_its_schema(served: tuple[Any, SqlStore]) -> None:
+    server, _ = served
+    async with Client(server) as client:
+        schema = next(
+            t for t in (await client.list_tools()).tools if t.name == "schedule"
+        ).input_schema
+    assert "oneOf" not in schema and "anyOf" not in schema  # top-level ones break some clients
+    exclusive = schema["dependentSchemas"]
+    assert exclusive["at"]["properties"] == {"delay_s": {"not": {}}, "cron": {"not": {}}}
+    assert exclusive["cron"]["properties"] == {"at": {"not": {}}, "delay_s": {"not": {}}}
+    assert schema["dependentRequired"] == {"cron": ["kind"], "args": ["kind"]}
+    # The rules mean what they say (a JSON Schema 2020-12 validator; mcp depends on it).
+    import jsonschema
+
+    check = jsonschema.Draft202012Validator(schema)
+    assert check.is_valid({"at": "2030-01-01T09:00:00Z"})
+    assert check.is_valid({"cron": "0 9 * * *", "kind": "sleep", "args": {"seconds": 1}})
+    assert not check.is_valid({"at": "2030-01-01T09:00:00Z", "delay_s": 5})
+    assert not check.is_valid({"cron": "0 9 * * *"})
+    assert not check.is_valid({"delay_s": 5, "args": {"seconds": 1}})
