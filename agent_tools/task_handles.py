@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agent_tools.jobs import KIND_TAG, JobService, iso
-from promises import InvalidArgument, Promise, PromiseError, PromiseNotFound, Value
+from promises import InvalidArgument, Promise, PromiseNotFound, Value
 
 PREFIX = "mcp-task."
 TASK_TAG_VALUE = "mcp-task"
@@ -83,9 +83,11 @@ class TaskHandles:
         record = self._record(task_id)
         return self._state(task_id, record)
 
-    def _state(self, task_id: str, record: Promise) -> TaskState:
-        job_id = str(json.loads(record.value.data or "{}")["job_id"])
-        job = self.service.probe([job_id])[0]
+    def _state(
+        self, task_id: str, record: Promise, job: dict[str, Any] | None = None
+    ) -> TaskState:
+        job_id = _job_id(record)
+        job = job if job is not None else self.service.probe([job_id])[0]
         progress = job.get("progress") or {}
         created = iso(record.created_at) or ""
         moments = [created, job.get("updated_at"), job.get("finished_at"), progress.get("at")]
@@ -103,13 +105,22 @@ class TaskHandles:
         page = self.service.store.search(
             f"{PREFIX}*", tags={KIND_TAG: TASK_TAG_VALUE}, limit=limit, cursor=cursor
         )
-        states = []
+        records = []
         for record in page.promises:
             try:
-                states.append(self._state(record.id.removeprefix(PREFIX), record))
-            except (PromiseError, KeyError, ValueError):
+                records.append((record, _job_id(record)))
+            except (KeyError, ValueError):
                 continue  # a record we cannot read is not a task anyone can use
+        jobs = self.service.probe([job_id for _, job_id in records]) if records else []
+        states = [
+            self._state(record.id.removeprefix(PREFIX), record, job)  # one read for the page
+            for (record, _), job in zip(records, jobs, strict=True)
+        ]
         return states, page.cursor
+
+
+def _job_id(record: Promise) -> str:
+    return str(json.loads(record.value.data or "{}")["job_id"])
 
 
 def job_result(state: TaskState) -> dict[str, Any]:
