@@ -249,6 +249,45 @@ def test_the_typescript_sdk_with_tasks_gets_a_core_task_that_survives_a_sigkill(
     assert_no_finished_step_ran_again(target.steps_log, restarts=1)
 
 
+EVERY_TOOL = [
+    ["start_job", {"kind": "tests.squares", "args": {"n": 3}, "job_id": "a1", "wait_s": 20}],
+    ["start_tests_fails", {"message": "nope", "wait_s": 20}],
+    ["start_sleep", {"seconds": 600, "job_id": "s1"}],
+    ["start_approval", {"question": "ok?", "job_id": "ap1"}],
+    ["probe_status", {"job_ids": ["a1", "s1", "ap1", "zzz"]}],
+    ["await_result", {"job_ids": ["a1", "s1"], "timeout_s": 0.5}],
+    ["schedule", {"delay_s": 60, "id": "t1"}],
+    ["schedule", {"cron": "0 9 * * 1-5", "kind": "sleep", "args": {"seconds": 1}, "id": "c1"}],
+    ["probe_status", {"job_ids": ["t1", "c1"]}],
+    ["list_jobs", {"status": "completed"}],
+    ["list_jobs", {"type": "timer"}],
+    ["list_jobs", {"type": "schedule"}],
+    ["cancel_job", {"job_id": "c1"}],
+    ["cancel_job", {"job_id": "s1"}],
+    ["current_time", {"timezone": "Asia/Tokyo"}],
+    ["start_sleep", {"seconds": 1, "bogus": 2}],
+]
+
+
+def test_every_tools_answers_pass_the_typescript_sdks_output_schema_checks(target: Target) -> None:
+    run = Script.client(
+        "sdk1_client.mjs", target.scenario(tasks=False, action="calls", calls=EVERY_TOOL)
+    )
+    answers = [run.until("answer") for _ in EVERY_TOOL]
+    assert run.finish() == 0
+    assert [
+        a for a in answers if "thrown" in a
+    ] == []  # the SDK refuses answers that break their schema
+    assert [a["name"] for a in answers if a["isError"]] == ["start_sleep"]
+    assert (
+        answers[-1]["text"]
+        == "start_sleep does not take 'bogus'; its arguments are: seconds, job_id, wait_s"
+    )
+    assert answers[0]["structuredContent"]["result"] == [0, 1, 4]
+    assert answers[1]["structuredContent"]["error"] == {"type": "ValueError", "message": "nope"}
+    assert {j["status"] for j in answers[8]["structuredContent"]["jobs"]} == {"waiting"}
+
+
 def test_the_typescript_sdk_lists_and_cancels_core_tasks(target: Target) -> None:
     call = Script.client(
         "sdk1_client.mjs",

@@ -75,6 +75,17 @@ async function main() {
       else if (message.type === "result") say("result", { result: message.result });
       else if (message.type === "error") say("error", { message: message.error.message });
     }
+  } else if (scenario.action === "calls") {
+    // Each call in turn; the SDK checks each answer against the tool's outputSchema.
+    await client.listTools();
+    for (const [name, args] of scenario.calls) {
+      try {
+        const result = await client.callTool({ name, arguments: args });
+        say("answer", { name, isError: result.isError ?? false, structuredContent: result.structuredContent ?? null, text: result.content?.[0]?.text ?? null });
+      } catch (error) {
+        say("answer", { name, thrown: String(error.message) });
+      }
+    }
   } else if (scenario.action === "cancel") {
     // Start a task, find it with tasks/list, cancel it, cancel it again (refused).
     await client.listTools();
