@@ -4,8 +4,10 @@ Tools every client can use (``agent_tools.tools``): ``start_job`` and one
 ``start_<kind>`` per job kind, ``probe_status``, ``await_result``, ``schedule``,
 ``list_jobs``, ``cancel_job``, ``current_time``. Clients that negotiated a task shape
 also get tasks, in that shape: the 2025-11-25 core tasks (``tasks_core``) or the
-2026-07-28 extension (``tasks_ext``). The server advertises what it serves — tools,
-and the task shape of the client's revision — and nothing else.
+2026-07-28 extension (``tasks_ext``). Each job is also a resource ``job://<id>`` a
+client can subscribe to (``resources``). The server advertises what it serves —
+tools, those resources, and the task shape of the client's revision — and nothing
+else.
 
 Run a worker beside it with ``worker_running`` (the CLI does, unless ``--no-worker``).
 """
@@ -21,10 +23,12 @@ from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
+from mcp.server.subscriptions import InMemorySubscriptionBus
 
 from agent_tools import tools
 from agent_tools.arguments import ArgumentCheck
 from agent_tools.jobs import JobService
+from agent_tools.resources import JobResources
 from agent_tools.task_handles import TaskHandles
 from agent_tools.tasks_core import CoreTasks
 from agent_tools.tasks_ext import DurableTasks
@@ -71,15 +75,18 @@ async def advertise_only_what_is_served(
     ctx: ServerRequestContext[Any, Any], call_next: CallNext
 ) -> HandlerResult:
     """Server middleware: capabilities name tools (whose list never changes) and the
-    task shape, not the prompts and resources the SDK would advertise empty; and the
+    task shape and the job resources, not the prompts the SDK would advertise empty; and the
     tool schemas carry the rules between arguments (``tools.SCHEMA_RULES``)."""
     result = await call_next(ctx)
     if ctx.method in ("initialize", "server/discover") and isinstance(result, dict):
         capabilities = result.get("capabilities")
         if isinstance(capabilities, dict):
-            for unserved in ("prompts", "resources", "completions"):
+            for unserved in ("prompts", "completions"):
                 capabilities.pop(unserved, None)
             capabilities["tools"] = {"listChanged": False}
+            # Jobs as resources, each subscribable (resources/subscribe on 2025-11-25,
+            # subscriptions/listen on 2026-07-28); the set of jobs is not announced.
+            capabilities["resources"] = {"subscribe": True, "listChanged": False}
     if ctx.method == "tools/list" and isinstance(result, dict):
         for tool in result.get("tools", []):
             rules = tools.SCHEMA_RULES.get(tool.get("name"))
@@ -105,6 +112,8 @@ def build_server(
     )
     handles = TaskHandles(service)
     arguments = ArgumentCheck()
+    bus = InMemorySubscriptionBus()
+    resources = JobResources(service, bus)
     job_tools = {"start_job", *(tools.tool_name(name) for name in service.kinds)}
     server = MCPServer(
         "agent-tools",
@@ -114,8 +123,15 @@ def build_server(
         extensions=[DurableTasks(handles, job_tools)],
         # Outermost first: capabilities, then the 2025-11-25 task shape (which strips
         # `task` before the arguments are checked), then the arguments.
-        middleware=[advertise_only_what_is_served, CoreTasks(handles, job_tools), arguments],
+        middleware=[
+            advertise_only_what_is_served,
+            CoreTasks(handles, job_tools),
+            resources,
+            arguments,
+        ],
+        subscriptions=bus,
     )
+    resources.register(server)
     for name, fn in tools.register(server, service).items():
         arguments.add(name, fn)
     server.service = service  # type: ignore[attr-defined]  # for the CLI and tests

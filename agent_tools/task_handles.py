@@ -83,9 +83,7 @@ class TaskHandles:
         record = self._record(task_id)
         return self._state(task_id, record)
 
-    def _state(
-        self, task_id: str, record: Promise, job: dict[str, Any] | None = None
-    ) -> TaskState:
+    def _state(self, task_id: str, record: Promise, job: dict[str, Any] | None = None) -> TaskState:
         job_id = _job_id(record)
         job = job if job is not None else self.service.probe([job_id])[0]
         progress = job.get("progress") or {}

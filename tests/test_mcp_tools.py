@@ -132,7 +132,10 @@ async def test_the_server_advertises_only_what_it_serves(
         capabilities = client.session.server_capabilities
         assert capabilities is not None
         assert capabilities.tools is not None and not capabilities.tools.list_changed
-        assert capabilities.prompts is None and capabilities.resources is None
+        assert capabilities.prompts is None and capabilities.completions is None
+        # Jobs are resources one can subscribe to (see the tests below), and nothing else.
+        assert capabilities.resources is not None and capabilities.resources.subscribe is True
+        assert not capabilities.resources.list_changed
         info = client.session.server_info
         assert info is not None and info.version == importlib.metadata.version("agent-tools")
         if mode == "legacy":
@@ -409,3 +412,79 @@ async def test_schedules_alternatives_are_in_its_schema(served: tuple[Any, SqlSt
     assert not check.is_valid({"at": "2030-01-01T09:00:00Z", "delay_s": 5})
     assert not check.is_valid({"cron": "0 9 * * *"})
     assert not check.is_valid({"delay_s": 5, "args": {"seconds": 1}})
+
+
+# -- jobs as resources, with subscriptions ------------------------------------------------------
+
+
+async def _waiting_approval(client: Client, question: str) -> tuple[str, str]:
+    job = await call(client, "start_approval", {"question": question})
+    seen: list[Any] = []
+    for _ in range(200):  # until the job waits for the person (an observed state)
+        probe = (await call(client, "probe_status", {"job_ids": [job["job_id"]]}))["jobs"][0]
+        if "approval" in (probe.get("waiting_for") or {}):
+            return job["job_id"], probe["waiting_for"]["approval"]
+        seen.append(probe.get("waiting_for"))
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the approval job never waited for its approval: {probe} {seen}")
+
+
+async def test_a_job_is_a_resource_and_a_2025_subscriber_hears_when_it_finishes(
+    served: tuple[Any, SqlStore],
+) -> None:
+    import json
+    import warnings
+
+    from mcp.shared.exceptions import MCPDeprecationWarning
+    from mcp_types import ResourceUpdatedNotification
+
+    from promises import decide
+
+    server, store = served
+    updated: list[str] = []
+    heard = asyncio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, ResourceUpdatedNotification):
+            updated.append(str(message.params.uri))
+            heard.set()
+
+    async with Client(server, mode="legacy", message_handler=on_message) as client:
+        templates = await client.list_resource_templates()
+        assert [t.uri_template for t in templates.resource_templates] == ["job://{job_id}"]
+        job_id, approval_id = await _waiting_approval(client, "Ship it?")
+        read = await client.read_resource(f"job://{job_id}")
+        assert json.loads(read.contents[0].text)["status"] == "waiting"  # type: ignore[union-attr]
+        with warnings.catch_warnings():  # deprecated for 2026-07-28; this is a 2025 client
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            await client.session.subscribe_resource(f"job://{job_id}")
+        await asyncio.to_thread(decide, store, approval_id, approved=True, by="test")
+        with anyio_fail_after(10):
+            await heard.wait()
+        read = await client.read_resource(f"job://{job_id}")
+        assert json.loads(read.contents[0].text)["status"] == "completed"  # type: ignore[union-attr]
+    assert updated == [f"job://{job_id}"]
+
+
+async def test_a_2026_client_listens_for_a_job_resource(served: tuple[Any, SqlStore]) -> None:
+    from mcp.client.subscriptions import ResourceUpdated
+
+    from promises import decide
+
+    server, store = served
+    async with Client(server, mode="2026-07-28") as client:
+        job_id, approval_id = await _waiting_approval(client, "Ship it?")
+        uri = f"job://{job_id}"
+        async with client.listen(resource_subscriptions=[uri]) as subscription:
+            await asyncio.to_thread(decide, store, approval_id, approved=False, by="test")
+            with anyio_fail_after(10):
+                event = await subscription.__anext__()
+        assert event == ResourceUpdated(uri=uri)
+        status = (await call(client, "probe_status", {"job_ids": [job_id]}))["jobs"][0]
+        assert status["status"] == "completed" and status["result"]["approved"] is False
+
+
+def anyio_fail_after(seconds: float) -> Any:
+    import anyio
+
+    return anyio.fail_after(seconds)
