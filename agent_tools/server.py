@@ -63,6 +63,12 @@ async def worker_running(service: JobService, *, concurrency: int = 16) -> Async
     (One per process: the SDK runs a server lifespan per session.)"""
     worker = Worker(service.runtime, concurrency=concurrency)
     task = asyncio.create_task(worker.run(), name="agent-tools worker")
+    # Serve once the worker is registered (a few ms), so the first status read does not
+    # report jobs as waiting for a worker; a store that is down only delays it.
+    loop = asyncio.get_running_loop()
+    ready_by = loop.time() + 10
+    while worker.passes == 0 and not task.done() and loop.time() < ready_by:
+        await asyncio.sleep(0.01)
     try:
         yield worker
     finally:
