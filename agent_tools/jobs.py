@@ -143,8 +143,6 @@ class JobService:
             raise JobError(f"unknown job kind {kind!r}; available kinds: {available}")
         return found
 
-    _kind = kind  # the name the CLI and pages used
-
     def start_job(
         self,
         kind: str,
