@@ -13,10 +13,18 @@ async def approval(
 ) -> dict[str, Any]:
     """Ask a person to approve or reject something; completes with their decision.
 
-    While it waits, probe_status shows the approval id and a link; a person decides with
-    `agent-tools approve ID` / `agent-tools reject ID`, the approval page, or in the chat
-    of a client that supports it. After deadline_hours without a decision it completes
-    with decided=false."""
+    While it waits, probe_status shows the approval id and a link; the person decides
+    on that page, with `agent-tools approve ID` / `agent-tools reject ID`, or in the
+    chat when the client can show a form.
+
+    Args:
+        question: What the person is asked, as one sentence they can answer yes or no.
+            Example: "Refund 120 EUR to Ana for order 4411?"
+        details: Optional facts shown with the question, as an object. Example:
+            {"order": "4411", "amount_eur": 120}
+        deadline_hours: Hours (a number) the person has to decide; after that the job
+            completes with decided false. Example: 24. Default: 48.
+    """
     asked = ctx.approval(question, details=details, timeout=deadline_hours * 3600)
     try:
         decision = await asked
@@ -32,6 +40,10 @@ async def approval(
 
 @durable(name="sleep", retry=Never())
 async def sleep(ctx: Context, seconds: float) -> dict[str, float]:
-    """Wait durably for some seconds (survives restarts), then complete."""
+    """Wait durably for some seconds (it survives restarts), then complete.
+
+    Args:
+        seconds: How long to wait, in seconds (a number). Example: 3600 for an hour.
+    """
     await ctx.sleep(seconds)
     return {"slept_s": seconds}

@@ -1,98 +1,117 @@
 """Jobs as agents see them: statuses, results, waits, timers and schedules.
 
-This is the layer under the MCP tools (and the CLI): it turns durable promises and
-their tasks into the statuses an agent reads — ``running``, ``waiting`` (with what it
-waits for), ``completed``, ``failed``, ``cancelled``, ``timed_out`` — and validates
-what an agent asks for, with errors that say what is allowed. It knows no SQL.
+This is the layer under the MCP tools (and the CLI and the web pages): it turns
+durable promises and their tasks into the statuses an agent reads — ``running``,
+``waiting`` (with what it waits for), ``completed``, ``failed``, ``cancelled``,
+``timed_out`` (``unknown`` for an id nobody knows) — and validates what an agent asks
+for, with errors that say what was wrong and what is allowed, in the agent's words
+(never store internals). It knows no SQL.
+
+A status is a dict (the pages and the CLI read these keys; keys may be added, never
+renamed): ``job_id, type, kind, status, created_at, updated_at, finished_at,
+duration_s, result, error{type,message}, waiting_for{...}, progress{message,fraction,
+at}, attempts, deadline`` — and for schedules ``cron, timezone, next_fire_at,
+last_job_id``. ``type`` is ``job``, ``timer`` or ``schedule``: the same tools answer
+for all three.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import inspect
+import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+import pydantic
+
+from agent_tools.errors import JobError, check_job_id, check_job_ids, check_new_id, friendly
+from agent_tools.scheduling import KIND_TAG, Scheduling, iso
+from agent_tools.statuses import status_of
 from promises import (
     JOB_TAG,
-    TIMER_TAG,
     DurableFunction,
     InvalidArgument,
+    JobConflict,
     Promise,
     PromiseError,
-    PromiseNotFound,
     Runtime,
     Schedules,
     SqlStore,
     UnknownJob,
 )
-from promises.codec import ErrorInfo
-from promises.tasks import TaskInfo
 
-Status = Literal["running", "waiting", "completed", "failed", "cancelled", "timed_out", "unknown"]
+#: The statuses of something that exists (``list_jobs`` filters on these)...
+ListedStatus = Literal["running", "waiting", "completed", "failed", "cancelled", "timed_out"]
+#: ... and every status an agent may read: ``unknown`` is an id nobody has.
+Status = Literal[ListedStatus, "unknown"]
+STATUSES: tuple[str, ...] = get_args(Status)
+LISTED_STATUSES: tuple[str, ...] = get_args(ListedStatus)
+SETTLED = frozenset({"completed", "failed", "cancelled", "timed_out"})
+ItemType = Literal["job", "timer", "schedule"]
 
-#: Tags agent-tools puts on what it creates, so ``list_jobs`` finds them again.
-KIND_TAG = "agent_tools"
 MAX_JOB_IDS = 100
+MAX_WAIT_S = 45.0
 
-
-class JobError(Exception):
-    """A request an agent can fix: the message says what was wrong and what is allowed."""
-
-
-def iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    # Always milliseconds, so these strings sort in time order.
-    when = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_time(value: str, what: str = "at") -> int:
-    """An ISO-8601 instant with a time zone, in ms since the epoch."""
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, AttributeError) as exc:
-        raise JobError(
-            f"{what}={value!r} is not an ISO-8601 time; use e.g. '2026-12-01T09:00:00Z'"
-        ) from exc
-    if when.tzinfo is None:
-        raise JobError(
-            f"{what}={value!r} has no time zone; add 'Z' for UTC or an offset like '+01:00'"
-        )
-    return int(when.timestamp() * 1000)
+__all__ = ["KIND_TAG", "STATUSES", "JobError", "JobService", "Kind", "Status", "iso"]
 
 
 @dataclass(frozen=True)
 class Kind:
-    """A job kind as agents see it: a registered durable function."""
+    """A job kind as agents see it: a registered durable function, its description
+    (the docstring without its ``Args:`` section) and each argument's description."""
 
     name: str
     description: str
     input_schema: dict[str, Any]
     function: DurableFunction
+    arguments: Mapping[str, str]
+
+
+_SECTION = re.compile(r"^(Args|Arguments|Parameters):\s*$")
+_ENTRY = re.compile(r"^(\w+)\s*(\([^)]*\))?:\s*(.*)$")
+
+
+def split_docstring(text: str) -> tuple[str, dict[str, str]]:
+    """A Google-style docstring: the prose, and ``{argument: description}`` from its
+    ``Args:`` section (entries ``name: text``, continued on indented lines)."""
+    lines = inspect.cleandoc(text).splitlines()
+    prose: list[str] = []
+    described: dict[str, str] = {}
+    current: str | None = None
+    in_args = False
+    for line in lines:
+        if _SECTION.match(line.strip()) and not line.startswith(" "):
+            in_args = True
+            continue
+        if in_args and line and not line.startswith(" "):
+            in_args = False  # the next section or prose
+        if not in_args:
+            prose.append(line)
+            continue
+        entry = _ENTRY.match(line.strip())
+        indent = len(line) - len(line.lstrip())
+        if entry and (current is None or indent <= 4):
+            current = entry.group(1)
+            described[current] = entry.group(3).strip()
+        elif current and line.strip():
+            described[current] = f"{described[current]} {line.strip()}".strip()
+    return "\n".join(prose).strip(), described
 
 
 def kind_of(function: DurableFunction) -> Kind:
-    import inspect
-
-    import pydantic
-
+    text, described = split_docstring(function.description or "")
     fields: dict[str, Any] = {}
     for param in function.signature.parameters.values():
         annotation = Any if param.annotation is inspect.Parameter.empty else param.annotation
         default = ... if param.default is inspect.Parameter.empty else param.default
-        fields[param.name] = (annotation, default)
+        info = pydantic.Field(default, description=described.get(param.name))
+        fields[param.name] = (annotation, info)
     model = pydantic.create_model(f"{function.name}Arguments", **fields)
     schema = model.model_json_schema()
-    first_line = (function.description or "").strip().splitlines()
-    return Kind(
-        function.name, "\n".join(first_line) or f"Run the job {function.name}.", schema, function
-    )
+    return Kind(function.name, text or f"Run the job {function.name}.", schema, function, described)
 
 
 class JobService:
@@ -113,11 +132,12 @@ class JobService:
         self.kinds = {name: kind_of(fn) for name, fn in sorted(kinds.items())}
         self.await_cap_s = await_cap_s
         self.progress_every_s = progress_every_s
+        self.scheduling = Scheduling(self)
 
     # -- starting ---------------------------------------------------------------------
 
-    def _kind(self, kind: str) -> Kind:
-        found = self.kinds.get(kind)
+    def kind(self, kind: object) -> Kind:
+        found = self.kinds.get(kind) if isinstance(kind, str) else None
         if found is None:
             available = ", ".join(self.kinds) or "none (load some with --jobs module.path)"
             raise JobError(f"unknown job kind {kind!r}; available kinds: {available}")
@@ -130,173 +150,183 @@ class JobService:
         job_id: str | None,
         start_at: int | None = None,
     ) -> dict[str, Any]:
-        found = self._kind(kind)
-        arguments = dict(args or {})
+        found = self.kind(kind)
+        if args is not None and not isinstance(args, Mapping):
+            raise JobError(f"args must be an object of {kind}'s arguments, got {args!r:.60}")
+        if job_id is not None:
+            check_new_id(job_id)
         try:
             transition = self.runtime.start(
-                found.function, id=job_id, start_at=start_at, **arguments
+                found.function, id=job_id, start_at=start_at, **dict(args or {})
             )
-        except UnknownJob as exc:
-            raise JobError(str(exc)) from exc
-        except InvalidArgument as exc:
-            raise JobError(f"{exc}. Arguments of {kind}: {json.dumps(found.input_schema)}") from exc
+        except JobConflict as exc:
+            current = self._probe_one(str(job_id))
+            raise JobError(
+                f"job {job_id!r} already exists with other arguments (it is {current['status']}); "
+                f"call again with the same arguments to get it, or choose a new job_id"
+            ) from exc
+        except (UnknownJob, InvalidArgument) as exc:
+            raise JobError(friendly(exc, what=f"the arguments of {kind}")) from exc
         status = self.status(transition.promise)
         status["created"] = transition.fresh
         return status
 
+    async def start_and_wait(
+        self, kind: str, args: Mapping[str, Any] | None, job_id: str | None, wait_s: float
+    ) -> dict[str, Any]:
+        """Start a job and wait up to ``wait_s`` seconds for it to finish: a quick job's
+        answer then carries its result, so the agent needs no second call."""
+        wait = check_wait_s(wait_s)
+        started = await asyncio.to_thread(self.start_job, kind, args, job_id)
+        if wait <= 0 or started["status"] in SETTLED:
+            return started
+        await self.store.wait(started["job_id"], timeout=wait)
+        status = await asyncio.to_thread(self._probe_one, started["job_id"])
+        return {**status, "created": started["created"]}
+
     # -- reading ----------------------------------------------------------------------
 
     def status(self, promise: Promise) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "job_id": promise.id,
-            "kind": promise.tags.get(JOB_TAG) or ("timer" if promise.timer else None),
-            "created_at": iso(promise.created_at),
-        }
-        if promise.pending:
-            out.update(self._pending_status(promise))
-            return out
-        out["finished_at"] = iso(promise.settled_at)
-        out["duration_s"] = round(((promise.settled_at or 0) - promise.created_at) / 1000, 3)
-        if promise.state == "resolved":
-            out["status"] = "completed"
-            out["result"] = json.loads(promise.value.data) if promise.value.data else None
-        elif promise.state == "rejected_canceled":
-            out["status"] = "cancelled"
-        elif promise.state == "rejected_timedout":
-            out["status"] = "timed_out"
-            out["error"] = {
-                "type": "TimeoutError",
-                "message": f"the job did not finish by {iso(promise.timeout_at)}",
-            }
-        else:
-            info = ErrorInfo.from_json(promise.value.data)
-            out["status"] = "failed"
-            out["error"] = {"type": info.type, "message": info.message}
-        self._add_task_facts(self.runtime.tasks.get(promise.id), out)
-        return out
+        """The status of a job or timer whose promise the caller holds (one more read,
+        for its task and what it waits on)."""
+        return self.statuses([promise.id]).get(promise.id) or unknown(
+            promise.id, "NotFound", f"no job, timer or schedule has the id {promise.id!r}"
+        )
 
-    def _pending_status(self, promise: Promise) -> dict[str, Any]:
-        out: dict[str, Any] = {"deadline": iso(promise.deadline)}
-        if promise.timer:
-            return {**out, "status": "waiting", "waiting_for": {"time": iso(promise.timeout_at)}}
-        task = self.runtime.tasks.get(promise.id)
+    def statuses(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Jobs and timers in one read; cron schedules by their id; unknown ids left out."""
         now = self.store.clock()
-        out["status"] = "running"
-        if task is not None and task.state == "ready" and task.waiting_on is not None:
-            out["status"] = "waiting"
-            out["waiting_for"] = self._waiting_for(task.waiting_on)
-        elif task is not None and task.state == "ready" and task.ready_at > now:
-            out["status"] = "waiting"
-            out["waiting_for"] = {"time": iso(task.ready_at), "reason": "scheduled start or retry"}
-        self._add_task_facts(task, out)
+        views = self.runtime.views(list(dict.fromkeys(ids)))
+        out = {i: status_of(v, now, self.approval_link) for i, v in views.items()}
+        for missing in (i for i in ids if i not in out):
+            schedule = self.scheduling.schedule_status(missing)
+            if schedule is not None:
+                out[missing] = schedule
         return out
-
-    def _waiting_for(self, promise_id: str) -> dict[str, Any]:
-        try:
-            waited = self.store.get(promise_id)
-        except PromiseNotFound:
-            return {"promise": promise_id}
-        if waited.timer:
-            return {"time": iso(waited.timeout_at)}
-        request = json.loads(waited.param.data) if waited.param.data else None
-        out = {"approval": promise_id, "deadline": iso(waited.timeout_at), "request": request}
-        if self.approval_link is not None:
-            out["link"] = self.approval_link(promise_id)
-        return out
-
-    @staticmethod
-    def _add_task_facts(task: TaskInfo | None, out: dict[str, Any]) -> None:
-        if task is None:
-            return
-        out["attempts"] = task.attempts
-        if task.progress:
-            out["progress"] = {
-                "message": task.progress.message,
-                "fraction": task.progress.fraction,
-                "at": iso(task.progress.at),
-            }
 
     def probe(self, job_ids: list[str]) -> list[dict[str, Any]]:
-        _check_ids(job_ids)
-        return [self._probe_one(job_id) for job_id in job_ids]
+        check_job_ids(job_ids, MAX_JOB_IDS)
+        found = self.statuses(job_ids)
+        return [
+            found.get(i) or unknown(i, "NotFound", f"no job, timer or schedule has the id {i!r}")
+            for i in job_ids
+        ]
 
     def _probe_one(self, job_id: str) -> dict[str, Any]:
-        try:
-            return self.status(self.store.get(job_id))
-        except PromiseNotFound:
-            return {
-                "job_id": job_id,
-                "status": "unknown",
-                "error": {"type": "NotFound", "message": f"no job or timer has the id {job_id!r}"},
-            }
-        except PromiseError as exc:  # a malformed id
-            return {
-                "job_id": job_id,
-                "status": "unknown",
-                "error": {"type": "InvalidArgument", "message": str(exc)},
-            }
+        return self.probe([job_id])[0]
 
     async def await_results(
         self,
         job_ids: list[str],
         timeout_s: float,
         report: Callable[[float, float, str], Awaitable[None]] | None = None,
+        on_approval: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
     ) -> dict[str, Any]:
-        _check_ids(job_ids)
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or timeout_s < 0:
-            raise JobError(f"timeout_s must be a number of seconds >= 0, got {timeout_s!r}")
+        """Wait until every job or timer is settled or ``timeout_s`` (capped) passes.
+
+        Every ``progress_every_s`` it calls ``report(elapsed, total, message)`` with the
+        jobs' own progress, and ``on_approval(statuses)`` with jobs newly found waiting
+        for a person (to ask in the chat). Schedules never settle while active: they are
+        reported as pending with their next run, not waited for."""
+        check_job_ids(job_ids, MAX_JOB_IDS)
+        if (
+            isinstance(timeout_s, bool)
+            or not isinstance(timeout_s, int | float)
+            or not 0 <= timeout_s < float("inf")
+        ):
+            raise JobError(
+                f"timeout_s must be a number of seconds from 0 to {self.await_cap_s:g}, "
+                f"got {timeout_s!r}"
+            )
         timeout = min(float(timeout_s), self.await_cap_s)
         started = time.monotonic()
-        known = [i for i in job_ids if self._probe_one(i)["status"] != "unknown"]
-        waits = {
-            i: asyncio.create_task(self.store.wait(i, timeout=timeout))
-            for i in dict.fromkeys(known)
-        }
+        first = await asyncio.to_thread(self.probe, job_ids)
+        waitable = [
+            s["job_id"]
+            for s in first
+            if s["status"] in ("running", "waiting") and s.get("type") != "schedule"
+        ]
+        waitable = list(dict.fromkeys(waitable))
+        # One waiter for all: each wake-up reads every id in one query.
+        waiting = (
+            asyncio.create_task(self.store.wait_all(waitable, timeout=timeout))
+            if waitable
+            else None
+        )
+        asked: set[str] = set()
+
+        async def look(statuses: list[dict[str, Any]]) -> None:
+            fresh = [s for s in statuses if _approval_of(s) not in (None, *asked)]
+            if fresh and on_approval is not None:
+                asked.update(str(_approval_of(s)) for s in fresh)
+                await on_approval(fresh)
+
         try:
-            while True:
-                pending = [t for t in waits.values() if not t.done()]
+            await look(first)
+            while waiting is not None and not waiting.done():
                 elapsed = time.monotonic() - started
-                if not pending or elapsed >= timeout:
+                if elapsed >= timeout:
                     break
-                await asyncio.wait(pending, timeout=min(self.progress_every_s, timeout - elapsed))
-                if report is not None and any(not t.done() for t in waits.values()):
-                    done = sum(t.done() for t in waits.values())
-                    await report(
-                        time.monotonic() - started,
-                        timeout,
-                        f"{done} of {len(waits)} settled; still waiting",
-                    )
+                await asyncio.wait([waiting], timeout=min(self.progress_every_s, timeout - elapsed))
+                if waiting.done():
+                    break
+                statuses = await asyncio.to_thread(self.probe, waitable)
+                still = [s for s in statuses if s["status"] not in SETTLED]
+                await look(still)
+                if report is not None and still:
+                    done = len(waitable) - len(still)
+                    message = f"{done} of {len(waitable)} finished; " + _progress_words(still)
+                    await report(time.monotonic() - started, timeout, message)
         finally:
-            for task in waits.values():
-                task.cancel()
-        statuses = [self._probe_one(i) for i in job_ids]
-        settled = {"completed", "failed", "cancelled", "timed_out"}
+            if waiting is not None:
+                waiting.cancel()
+        statuses = await asyncio.to_thread(self.probe, job_ids)
         return {
-            "done": [s for s in statuses if s["status"] in settled],
+            "done": [s for s in statuses if s["status"] in SETTLED],
             "pending": [s for s in statuses if s["status"] in ("running", "waiting")],
             "unknown": [s for s in statuses if s["status"] == "unknown"],
             "waited_s": round(time.monotonic() - started, 3),
         }
 
     def list_jobs(
-        self, status: str | None, kind: str | None, limit: int, cursor: str | None
+        self,
+        status: str | None,
+        kind: str | None,
+        limit: int,
+        cursor: str | None,
+        type: str | None = None,
     ) -> dict[str, Any]:
-        statuses = ("running", "waiting", "completed", "failed", "cancelled", "timed_out")
-        if status is not None and status not in statuses:
-            raise JobError(f"status must be one of {', '.join(statuses)}, got {status!r}")
-        if not isinstance(limit, int) or not 1 <= limit <= 200:
+        if status is not None and status not in LISTED_STATUSES:
+            raise JobError(f"status must be one of {', '.join(LISTED_STATUSES)}, got {status!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 200:
             raise JobError(f"limit must be an integer from 1 to 200, got {limit!r}")
+        if type not in (None, "job", "timer", "schedule"):
+            raise JobError(f"type must be job, timer or schedule, got {type!r}")
         if kind is not None:
-            self._kind(kind)
+            self.kind(kind)
+        if type == "schedule":
+            listed = self.scheduling.list_schedules(limit, cursor)
+            listed["jobs"] = [
+                j for j in listed["jobs"]
+                if (status is None or j["status"] == status) and kind in (None, j["kind"])
+            ]  # fmt: skip
+            return listed
+        if type == "timer" and kind is not None:
+            raise JobError("timers have no kind; leave kind out to list timers")
         state = {"running": "pending", "waiting": "pending", "completed": "resolved"}.get(
             status or "", None if status is None else "rejected"
         )
-        tags = {JOB_TAG: kind or "*"}  # every job, however it was started
+        # Every job, however it was started (a job kind tag); or the timers schedule made.
+        tags = {KIND_TAG: "timer"} if type == "timer" else {JOB_TAG: kind or "*"}
         try:
             page = self.store.search(state=state, tags=tags, limit=limit, cursor=cursor)  # type: ignore[arg-type]
         except InvalidArgument as exc:
-            raise JobError(str(exc)) from exc
-        jobs = [self.status(p) for p in page.promises]
+            raise JobError(
+                "cursor is not one this server handed out for these filters; "
+                "pass next_cursor from the previous list_jobs answer, with the same filters"
+            ) from exc
+        found = self.statuses([p.id for p in page.promises])  # one read for the page
+        jobs = [found[p.id] for p in page.promises if p.id in found]
         if status is not None:
             jobs = [j for j in jobs if j["status"] == status]
         return {"jobs": jobs, "next_cursor": page.cursor}
@@ -304,96 +334,70 @@ class JobService:
     # -- cancelling and scheduling ----------------------------------------------------------
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        schedule = self.schedules.get(job_id)
-        if schedule is not None:
-            self.schedules.cancel(job_id)
-            return {"job_id": job_id, "status": "cancelled", "kind": "schedule"}
+        check_job_id(job_id, "job_id")
+        if self.scheduling.cancel_schedule(job_id):
+            found = self._probe_one(job_id)
+            return {**found, "job_id": job_id, "status": "cancelled", "kind": found.get("kind")}
+        current = self._probe_one(job_id)
+        if current["status"] == "unknown":
+            raise JobError(f"no job, timer or schedule has the id {job_id!r}; list_jobs shows them")
+        if current["status"] in SETTLED:
+            raise JobError(
+                f"{current.get('type', 'job')} {job_id!r} is already {current['status']}; "
+                "start a new one to run it again"
+            )
         try:
             self.runtime.cancel(job_id)
-        except PromiseNotFound as exc:
-            raise JobError(
-                f"no job, timer or schedule has the id {job_id!r}; list_jobs shows them"
-            ) from exc
-        except PromiseError as exc:
-            current = self._probe_one(job_id)
-            raise JobError(
-                f"job {job_id!r} is already {current['status']}; start a new job to run it again"
-            ) from exc
+        except PromiseError as exc:  # it finished meanwhile
+            now = self._probe_one(job_id)
+            raise JobError(f"job {job_id!r} is already {now['status']}") from exc
         return self._probe_one(job_id)
 
-    def schedule(
-        self,
-        *,
-        at: str | None,
-        delay_s: float | None,
-        cron: str | None,
-        kind: str | None,
-        args: Mapping[str, Any] | None,
-        schedule_id: str | None,
-        timezone: str,
-    ) -> dict[str, Any]:
-        given = [
-            name for name, v in (("at", at), ("delay_s", delay_s), ("cron", cron)) if v is not None
-        ]
-        if len(given) != 1:
-            raise JobError(
-                "give exactly one of at (ISO-8601 time), delay_s (seconds) or cron (expression)"
-            )
-        now = self.store.clock()
-        if cron is not None:
-            if kind is None:
-                raise JobError("a cron schedule starts a job: give kind (and args)")
-            found = self._kind(kind)
-            sid = schedule_id or f"schedule-{uuid.uuid4().hex}"
-            try:
-                created = self.schedules.add(
-                    sid, cron, found.function, timezone=timezone, **dict(args or {})
-                )
-            except InvalidArgument as exc:
-                raise JobError(str(exc)) from exc
-            return {
-                "id": sid,
-                "type": "schedule",
-                "cron": cron,
-                "timezone": timezone,
-                "next_fire_at": iso(created.next_fire_at),
-            }
-        if at is not None:
-            fire_at = parse_time(at)
+    def schedule(self, **request: Any) -> dict[str, Any]:
+        return self.scheduling.schedule(**request)
+
+    def now(self) -> int:
+        return self.store.clock()
+
+
+def _approval_of(status: dict[str, Any]) -> str | None:
+    waiting = status.get("waiting_for") or {}
+    return waiting.get("approval") if status.get("status") == "waiting" else None
+
+
+def _progress_words(statuses: list[dict[str, Any]]) -> str:
+    """The jobs' own words: each pending job's progress, or what it waits for."""
+    parts = []
+    for status in statuses[:5]:
+        progress = status.get("progress") or {}
+        waiting = status.get("waiting_for") or {}
+        if progress.get("message"):
+            parts.append(f"{status['job_id']}: {progress['message']}")
+        elif "approval" in waiting:
+            parts.append(f"{status['job_id']}: waiting for a person to decide")
+        elif "time" in waiting:
+            parts.append(f"{status['job_id']}: waiting until {waiting['time']}")
         else:
-            if isinstance(delay_s, bool) or not isinstance(delay_s, int | float) or delay_s < 0:
-                raise JobError(f"delay_s must be a number of seconds >= 0, got {delay_s!r}")
-            fire_at = now + int(delay_s * 1000)
-        if fire_at < now:
-            raise JobError(f"at={at!r} is in the past (now is {iso(now)}); give a future time")
-        if kind is not None:
-            job = self.start_job(kind, args, schedule_id, start_at=fire_at)
-            return {
-                "id": job["job_id"],
-                "type": "job",
-                "next_fire_at": iso(fire_at),
-                "status": job["status"],
-            }
-        timer_id = schedule_id or f"timer-{uuid.uuid4().hex}"
-        try:
-            transition = self.store.create(
-                timer_id,
-                timeout_at=fire_at,
-                tags={TIMER_TAG: "true", KIND_TAG: "timer"},
-                ikey=f"timer@{fire_at}",
-            )
-        except PromiseError as exc:
-            raise JobError(f"cannot create timer {timer_id!r}: {exc}") from exc
-        return {
-            "id": timer_id,
-            "type": "timer",
-            "next_fire_at": iso(transition.promise.timeout_at),
-            "status": "waiting",
-        }
+            parts.append(f"{status['job_id']}: {status['status']}")
+    more = f"; and {len(statuses) - 5} more" if len(statuses) > 5 else ""
+    return "; ".join(parts) + more
 
 
-def _check_ids(job_ids: object) -> None:
-    if not isinstance(job_ids, list) or not job_ids or not all(isinstance(i, str) for i in job_ids):
-        raise JobError("job_ids must be a non-empty list of job id strings")
-    if len(job_ids) > MAX_JOB_IDS:
-        raise JobError(f"at most {MAX_JOB_IDS} job ids per call, got {len(job_ids)}")
+def unknown(job_id: str, error_type: str, message: str) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "status": "unknown",
+        "error": {"type": error_type, "message": message},
+    }
+
+
+def check_wait_s(wait_s: object) -> float:
+    if (
+        isinstance(wait_s, bool)
+        or not isinstance(wait_s, int | float)
+        or not 0 <= wait_s <= MAX_WAIT_S
+    ):
+        raise JobError(
+            f"wait_s must be a number of seconds from 0 to {MAX_WAIT_S:g}, got {wait_s!r}"
+        )
+    return float(wait_s)

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from mcp import Client
 from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
-from mcp_types import CallToolResult, Request, Result
+from mcp.client.session import ClientRequestContext
+from mcp_types import CallToolResult, ElicitRequestParams, ElicitResult, ErrorData, Request, Result
 from pydantic import ConfigDict, Field, TypeAdapter
 
 from agent_tools.tasks_ext import TASKS_EXTENSION, TaskParams, UpdateTaskParams
@@ -64,3 +65,11 @@ async def cancel_task(client: Client, task_id: str) -> dict[str, Any]:
 async def update_task(client: Client, task_id: str, responses: dict[str, Any]) -> dict[str, Any]:
     params = UpdateTaskParams(task_id=task_id, input_responses=responses)
     return await client.session.send_request(UpdateTask(params=params), _ANY)
+
+
+async def elicitation_declared(
+    context: ClientRequestContext, params: ElicitRequestParams
+) -> ElicitResult | ErrorData:
+    """Declares form elicitation; the Tasks extension delivers its requests through
+    ``tasks/get`` instead, so this is never called."""
+    raise AssertionError("a 2026-07-28 task asks through inputRequests, not elicitation/create")

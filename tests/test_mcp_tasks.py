@@ -21,6 +21,7 @@ from tests.tasks_client import (
     CreateTaskResult,
     TasksClient,
     cancel_task,
+    elicitation_declared,
     get_task,
     start_task,
     update_task,
@@ -103,7 +104,9 @@ async def test_status_message_carries_progress(server: Any) -> None:
 async def test_a_job_waiting_for_a_person_is_input_required_and_tasks_update_answers_it(
     server: Any,
 ) -> None:
-    async with Client(server, extensions=[TasksClient()]) as client:
+    async with Client(
+        server, extensions=[TasksClient()], elicitation_callback=elicitation_declared
+    ) as client:
         handle = await start_task(client, "start_approval", {"question": "Refund 250 EUR to Ana?"})
         task = await until_status(client, handle.task_id, "input_required")
         ((key, request),) = task["inputRequests"].items()
@@ -120,16 +123,19 @@ async def test_a_job_waiting_for_a_person_is_input_required_and_tasks_update_ans
             {key: {"action": "accept", "content": {"approved": True, "comment": "fine"}}},
         )
         done = await until_status(client, handle.task_id, "completed")
+        assert done["result"]["resultType"] == "complete"  # the inlined CallToolResult is typed
         assert done["result"]["structuredContent"]["result"] == {
             "decided": True,
             "approved": True,
             "comment": "fine",
-            "by": None,
+            "by": "mcp:tasks/update",
         }
 
 
 async def test_a_declined_input_request_rejects_the_approval(server: Any) -> None:
-    async with Client(server, extensions=[TasksClient()]) as client:
+    async with Client(
+        server, extensions=[TasksClient()], elicitation_callback=elicitation_declared
+    ) as client:
         handle = await start_task(client, "start_approval", {"question": "Delete the archive?"})
         task = await until_status(client, handle.task_id, "input_required")
         await update_task(

@@ -250,3 +250,38 @@ async def test_tasks_get_answers_for_an_old_task_after_a_sigkill_and_restart(
             await asyncio.sleep(0.1)
     assert task["status"] == "completed"
     assert task["result"]["structuredContent"]["result"] == sum(i * i for i in range(12))
+
+
+async def test_a_python_client_over_stdio_rejoins_its_task_and_job_after_a_sigkill(
+    tmp_path: Path,
+) -> None:
+    """The Python client spawns the server; SIGKILL it mid-job; a new connection (a new
+    server process on the same store) rejoins the plain job and the 2026-07-28 task."""
+    from tests.interop.harness import StdioServer, assert_no_finished_step_ran_again, wait_for_steps
+    from tests.tasks_client import TasksClient, get_task, start_task
+
+    server = StdioServer(tmp_path / "py-stdio.db", tmp_path / "steps.log")
+    command, *args = server.command()
+    params = StdioServerParameters(command=command, args=args, cwd=str(ROOT))
+    with contextlib.suppress(Exception):  # the connection dies with the server
+        async with Client(params, extensions=[TasksClient()]) as client:
+            # Both calls answer with tasks (the client declared the extension); one job
+            # has an id we chose, to rejoin it with the plain tools.
+            await start_task(
+                client, "start_tests_long_steps", {"n": 8, "pause": 0.15, "job_id": "py-plain"}
+            )
+            task = await start_task(client, "start_tests_long_steps", {"n": 8, "pause": 0.15})
+            await asyncio.to_thread(wait_for_steps, server.steps_log, 3)
+            server.kill()
+            await client.list_tools()  # fails: the server is gone
+    async with Client(params, extensions=[TasksClient()]) as client:
+        done = await call(client, "await_result", {"job_ids": ["py-plain"], "timeout_s": 40})
+        assert done["done"][0]["result"] == sum(i * i for i in range(8))
+        for _ in range(400):
+            state = await get_task(client, task.task_id)
+            if state["status"] != "working":
+                break
+            await asyncio.sleep(0.05)
+    assert state["status"] == "completed"
+    assert state["result"]["structuredContent"]["result"] == sum(i * i for i in range(8))
+    assert_no_finished_step_ran_again(server.steps_log, restarts=2)
