@@ -121,14 +121,22 @@ async def serve(
         f"{bound[0].url}/" if bound else "not served (--no-ui)",
     )
     record = record_pages(options.db_url, base) if bound and base else None
+    # The signals are ours from here on: a SIGTERM while the worker starts still stops
+    # the server cleanly (it is seen as soon as serving begins).
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
         async with contextlib.AsyncExitStack() as stack:
             if options.worker:
                 await stack.enter_async_context(
                     worker_running(service, concurrency=options.concurrency)
                 )
-            stdin_released = await _serve_until_done(server, app, bound, options.http)
+            stdin_released = await _serve_until_done(server, app, bound, options.http, stop)
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         if record is not None:
             forget_pages(record)
     if not stdin_released:
@@ -140,12 +148,12 @@ async def serve(
 
 
 async def _serve_until_done(
-    server: Any, app: Any, bound: tuple[Listener, socket.socket] | None, http: bool
+    server: Any,
+    app: Any,
+    bound: tuple[Listener, socket.socket] | None,
+    http: bool,
+    stop: asyncio.Event,
 ) -> bool:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     tasks: dict[str, asyncio.Task[Any]] = {}
     web = None
     if app is not None and bound is not None:
@@ -167,8 +175,6 @@ async def _serve_until_done(
                 log.error("the %s stopped: %s", name, task.exception())
     finally:
         stopper.cancel()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         if web is not None:
             web.should_exit = True
             with contextlib.suppress(Exception, asyncio.CancelledError):

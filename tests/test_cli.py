@@ -171,7 +171,7 @@ def test_jobs_show_tells_the_story_and_an_unknown_id_exits_non_zero(
     assert named["arguments"] == {"order_id": "B-2", "amount_eur": 250.0}
     assert data["waiting_for"]["approval"] == "ask.0"
     unknown = _run("jobs", "show", "nobody", "--db", str(db))
-    assert unknown.returncode == 1 and "no job or timer has the id 'nobody'" in unknown.stderr
+    assert unknown.returncode == 1 and "no job, timer or schedule has the id 'nobody'" in unknown.stderr
 
 
 def test_links_point_at_the_pages_of_a_server_running_on_the_same_database(

@@ -306,7 +306,7 @@ def test_the_dashboard_counts_pages_both_ways_and_filters_1000_jobs(
     assert "No jobs match these filters" in page.inner_text("#jobs")
     page.goto(server.base + "/?status=waiting&kind=sleep")
     assert rows.count() == 50 and page.inner_text("#range") == "1–50 of 990"
-    assert "scheduled start or retry, in 60 min" in page.inner_text("tr.job >> nth=0")
+    assert "scheduled start, in 60 min" in page.inner_text("tr.job >> nth=0")
 
 
 def test_the_dashboard_shows_what_each_job_waits_for_and_who_needs_a_person(
