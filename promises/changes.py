@@ -24,7 +24,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from promises.backends import DRIVER_ERRORS, Backend
@@ -156,10 +156,20 @@ class SqliteFeed(ChangeFeed):
 
 
 class PostgresFeed(ChangeFeed):
-    def __init__(self, backend: Backend, on_change: OnChange, *, fallback: float = 2.0) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        on_change: OnChange,
+        *,
+        own: Callable[[], Collection[int]] = frozenset,
+        fallback: float = 2.0,
+    ) -> None:
         super().__init__(on_change)
         self.backend = backend
         self.fallback = fallback
+        #: The backend pids of this store's own writers: their notifications are
+        #: echoes of what this process was told already, when it committed.
+        self.own = own
         self._role = f"listen:{os.urandom(6).hex()}"
         self.listener = f"{backend.application_name}:{self._role}"[:63]
 
@@ -181,7 +191,10 @@ class PostgresFeed(ChangeFeed):
                 kinds: set[str] = set()
                 if not self._wait(conn.fileno(), self.fallback):
                     continue
+                own = self.own()
                 for note in conn.notifies(timeout=0.0):
+                    if note.pid in own:
+                        continue
                     payload = note.payload
                     if payload.startswith("s"):
                         ids.append(payload[1:])
@@ -204,9 +217,14 @@ class PostgresFeed(ChangeFeed):
                 conn.close()
 
 
-def change_feed(backend: Backend, on_change: OnChange, bell: Bell | None) -> ChangeFeed:
+def change_feed(
+    backend: Backend,
+    on_change: OnChange,
+    bell: Bell | None,
+    own: Callable[[], Collection[int]] = frozenset,
+) -> ChangeFeed:
     if backend.name == "postgresql" or bell is None:
-        return PostgresFeed(backend, on_change)
+        return PostgresFeed(backend, on_change, own=own)
     return SqliteFeed(backend, on_change, bell)
 
 

@@ -56,6 +56,8 @@ STARTED_HEADER = "promises:started"
 ARGS_HEADER = "promises:args"
 ATTEMPTS_HEADER = "attempts"
 _ARGS_SHOWN = 160
+#: The longest a finished step's record waits for the job's next write to join.
+DEFER_S = 0.05
 
 
 class Suspend(BaseException):
@@ -147,6 +149,15 @@ class Run:
     #: Writes started without waiting (promise creations, progress), awaited before the
     #: job does anything else that depends on them.
     pending_writes: list[asyncio.Future[Any]] = field(default_factory=list)
+    #: Finished steps not written yet. A step's record is written before the job does
+    #: anything with an effect — the next step, a wait, its end — and together with it
+    #: when it is the job's end or a wait: a step then a return costs one transaction.
+    #: Only while no other step of the run is in flight, and for ``DEFER_S`` at most.
+    deferred: list[tuple[str, Literal["resolve", "reject"], str, dict[str, str]]] = field(
+        default_factory=list
+    )
+    #: Steps of this run executing now (``asyncio.gather`` runs several).
+    in_flight: int = 0
 
     @property
     def db(self) -> Database:
@@ -169,14 +180,88 @@ class Run:
             raise Interrupted(str(exc)) from exc
 
     def write_soon(self, unit: Callable[[Tx], Any]) -> None:
-        """Start a fenced write now; ``flush`` waits for it."""
-        self.pending_writes.append(asyncio.ensure_future(self.write(unit)))
+        """Start a fenced write now; ``flush`` waits for it (and raises what it raised).
+        If the run stops before any flush, what it raised is dropped with the run."""
+        write = asyncio.ensure_future(self.write(unit))
+        write.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self.pending_writes.append(write)
 
-    async def flush(self) -> None:
+    async def flush(self, *, deferred: bool = True) -> None:
+        """Wait for the writes started without waiting; with ``deferred``, write the
+        finished steps too (else the caller writes them with its own unit)."""
+        if deferred and self.deferred:
+            await self.write(self.take_deferred(), fence=False)
         while self.pending_writes:
             writes, self.pending_writes = self.pending_writes, []
             for write in writes:
                 await write
+
+    def record_later(
+        self, step_id: str, outcome: Literal["resolve", "reject"], data: str,
+        headers: dict[str, str],
+    ) -> Awaitable[Promise] | None:  # fmt: skip
+        """Record a finished step: deferred (see ``deferred``) when it is the only step
+        in flight; else returns the write to await now."""
+        if self.in_flight:
+            return self.write(lambda tx: self.record_tx(tx, step_id, outcome, data, headers),
+                              fence=False)  # fmt: skip
+        self.deferred.append((step_id, outcome, data, headers))
+        if len(self.deferred) == 1:
+            asyncio.get_running_loop().call_later(DEFER_S, self._write_deferred)
+        return None
+
+    def _write_deferred(self) -> None:
+        """The job has been busy between steps for a while: write what is deferred."""
+        if self.deferred and not self.closing.is_set():
+            self.write_soon(self.take_deferred())
+
+    def take_deferred(self) -> Callable[[Tx], None]:
+        """One unit writing every deferred step record, in order (each fences itself)."""
+        queue = self.queue_deferred()
+
+        def unit(tx: Tx) -> None:
+            for check in queue(tx):
+                check()
+
+        return unit
+
+    def queue_deferred(self) -> Callable[[Tx], list[Callable[[], Promise]]]:
+        """The deferred records as a unit's first phase: it queues their statements
+        (sharing a round trip on PostgreSQL) and returns the checks to run after."""
+        records, self.deferred = self.deferred, []
+        return lambda tx: [self.queue_record_tx(tx, *record) for record in records]
+
+    def queue_record_tx(
+        self,
+        tx: Tx,
+        step_id: str,
+        outcome: Literal["resolve", "reject"],
+        data: str,
+        headers: dict[str, str],
+    ) -> Callable[[], Promise]:
+        """Fence, and write a finished step (or a ``now``) as a settled child; returns
+        the check that gives it as recorded. The step's name, start and arguments go in
+        its param's headers, its attempts in its value's."""
+        attempts = {k: v for k, v in headers.items() if k == ATTEMPTS_HEADER}
+        param = Value(None, {k: v for k, v in headers.items() if k != ATTEMPTS_HEADER})
+        value, timeout_at = Value(data, attempts), self.job.timeout_at
+        if self.store.sql.record_step:  # PostgreSQL: fence and write in one statement
+            check = self.tasks.queue_record(
+                tx, self.claim, step_id, outcome, param, value, timeout_at
+            )
+        else:
+            self.tasks.fence_tx(tx, self.claim)
+            recorded = self.store.record_tx(
+                tx, step_id, outcome, param, value, timeout_at=timeout_at
+            )
+            check = lambda: recorded  # noqa: E731
+
+        def done() -> Promise:
+            recorded = check()
+            self.children[step_id] = recorded
+            return recorded
+
+        return done
 
     def record_tx(
         self,
@@ -186,22 +271,8 @@ class Run:
         data: str,
         headers: dict[str, str],
     ) -> Promise:
-        """Fence, and write a finished step (or a ``now``) as a settled child. The step's
-        name, start and arguments go in its param's headers, its attempts in its value's."""
-        attempts = {k: v for k, v in headers.items() if k == ATTEMPTS_HEADER}
-        param = Value(None, {k: v for k, v in headers.items() if k != ATTEMPTS_HEADER})
-        value, timeout_at = Value(data, attempts), self.job.timeout_at
-        if self.store.sql.record_step:  # PostgreSQL: fence and write in one statement
-            recorded = self.tasks.record_fast_tx(
-                tx, self.claim, step_id, outcome, param, value, timeout_at
-            )
-        else:
-            self.tasks.fence_tx(tx, self.claim)
-            recorded = self.store.record_tx(
-                tx, step_id, outcome, param, value, timeout_at=timeout_at
-            )
-        self.children[step_id] = recorded
-        return recorded
+        """``queue_record_tx`` and its check at once."""
+        return self.queue_record_tx(tx, step_id, outcome, data, headers)()
 
 
 #: What an approval's handle is read as (see ``promises.approvals.decision_of``).
@@ -311,6 +382,7 @@ class Context:
                    ARGS_HEADER: _args_summary(args, kwargs)}  # fmt: skip
         token = _current_step.set(StepInfo(step_id, attempt))
         emit(run.observer.step_started, run.job.id, step_id, name, attempt)
+        run.in_flight += 1
         try:
             if isinstance(fn, DurableFunction):
                 child = Context(run, step_id, fn.retry)
@@ -340,12 +412,15 @@ class Context:
                 return self._replayed(stored, annotation)
             raise
         finally:
+            run.in_flight -= 1
             _current_step.reset(token)
         emit(run.observer.step_ended, run.job.id, step_id, name, attempt, True, None)
-        stored = await run.write(
-            lambda tx: run.record_tx(tx, step_id, "resolve", data, headers), fence=False
-        )
-        return self._replayed(stored, annotation)
+        record = run.record_later(step_id, "resolve", data, headers)
+        if record is not None:
+            return self._replayed(await record, annotation)
+        # Written with the job's next write (see ``Run.deferred``); the job goes on with
+        # the value as it will be stored.
+        return from_json(data, annotation)
 
     # -- waiting --------------------------------------------------------------------------
 

@@ -84,6 +84,16 @@ class Tx:
         """Run a statement whose result nobody needs: pipelined, it costs no round trip."""
         self._cursor.execute(statement, params or {})
 
+    def queue(self, statement: str, params: Mapping[str, Any] | None = None) -> Callable[[], Any]:
+        """Run a statement now and read its one row later: pipelined, several queued
+        statements share one round trip. Returns the function that reads the row."""
+        if self._pipeline is None:
+            row = self.one(statement, params)
+            return lambda: row
+        cursor = self._cursor.connection.cursor()
+        cursor.execute(statement, params or {})
+        return cursor.fetchone  # type: ignore[no-any-return]
+
     def executemany(self, statement: str, params: Iterable[Mapping[str, Any]]) -> None:
         self._cursor.executemany(statement, list(params))
 
@@ -315,6 +325,14 @@ class Database:
         )
 
     # -- writing ---------------------------------------------------------------------
+
+    def writer_pids(self) -> frozenset[int]:
+        """PostgreSQL: the server processes of this database's writer connections."""
+        return frozenset(
+            w.conn.info.backend_pid
+            for w in self._writers
+            if w.conn is not None and self.backend.name == "postgresql"
+        )
 
     def _submit(self, unit: _Unit[Any]) -> None:
         if self._closed:

@@ -424,10 +424,10 @@ class Runtime:
         outcome: tuple[Literal["resolve", "reject"], str]
         try:
             result = await function.fn(ctx, *args, **kwargs)
-            await run.flush()
+            await run.flush(deferred=False)
             outcome = ("resolve", self.encode(result, f"the result of job {job.id!r}"))
         except Suspend as signal:
-            await run.flush()
+            await run.flush(deferred=False)
             run.closing.set()
             await self._suspend(run, signal)
             return
@@ -442,12 +442,15 @@ class Runtime:
         if run.broken:
             outcome = ("reject", ErrorInfo.of(run.broken[0]).to_json())
         run.closing.set()
-        await self._finish(run.claim, job, kind, *outcome)
+        await self._finish(run.claim, job, kind, *outcome, before=run.queue_deferred())
 
     async def _suspend(self, run: Run, signal: Suspend) -> None:
         claim, store = run.claim, self.store
 
+        steps = run.take_deferred()
+
         def unit(tx: Tx) -> None:
+            steps(tx)
             if signal.create is not None:
                 store.create_tx(tx, signal.create)
             self.tasks.suspend_tx(tx, claim, signal.ready_at, signal.waiting_on)
@@ -471,13 +474,28 @@ class Runtime:
         emit(self.observer.run_ended, run.job.id, run.kind, "suspended", None)
 
     async def _finish(
-        self, claim: Claim, job: Promise, kind: str, action: Literal["resolve", "reject"], data: str
+        self,
+        claim: Claim,
+        job: Promise,
+        kind: str,
+        action: Literal["resolve", "reject"],
+        data: str,
+        *,
+        before: Callable[[Tx], list[Callable[[], Promise]]] | None = None,
     ) -> None:
+        """Settle the job, with the records of its last steps (``before``: their queued
+        writes, see ``Run.queue_deferred``) in the same transaction."""
         ikey = f"{job.id}:done"
 
         def unit(tx: Tx) -> Transition:
+            checks = before(tx) if before is not None else []
             if self.store.sql.finish_job:  # PostgreSQL: fence and settle in one statement
-                return self.tasks.finish_fast_tx(tx, claim, action, Value(data), ikey)
+                finish = self.tasks.queue_finish(tx, claim, action, Value(data), ikey)
+                for check in checks:
+                    check()
+                return finish()
+            for check in checks:
+                check()
             self.tasks.fence_tx(tx, claim)
             return self.store.settle_tx(tx, job.id, action, value=Value(data), ikey=ikey)
 

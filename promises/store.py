@@ -113,7 +113,8 @@ class SqlStore:
         #: SQLite: how this process tells the others on the file what it committed.
         self.bell = Bell(backend.path) if backend.path is not None else None
         self.waiters = Waiters(
-            lambda: change_feed(backend, self.waiters.external, self.bell), self._settled_among
+            lambda: change_feed(backend, self.waiters.external, self.bell, self.db.writer_pids),
+            self._settled_among,
         )
         self.db.on_commit = self._committed
 

@@ -26,7 +26,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
@@ -254,13 +254,14 @@ class Tasks:
         claim = Claim(new.id, 1, 1, None, 0, kind) if claimed else None
         return Transition(promise, fresh=True), claim
 
-    def record_fast_tx(
+    def queue_record(
         self, tx: Tx, claim: Claim, id: str, action: Literal["resolve", "reject"], param: Value,
         value: Value, timeout_at: int,
-    ) -> Promise:  # fmt: skip
-        """Fence, and write a finished step, in one round trip."""
+    ) -> Callable[[], Promise]:  # fmt: skip
+        """Fence, and write a finished step, in one statement (queued: see ``Tx.queue``).
+        Returns the check that gives the step as recorded."""
         now = self.store.clock()
-        fenced, seq = tx.one(
+        row = tx.queue(
             self.sql.record_step,
             {
                 "job": claim.id, "counter": claim.counter, "now": now, "id": id,
@@ -269,37 +270,48 @@ class Tasks:
                 "value_data": value.data, "timeout_at": timeout_at,
             },
         )  # fmt: skip
-        if not fenced:
-            raise LeaseLost(claim.id)
-        if seq is None:  # recorded before (a replay's race): the store settles who won
-            return self.store.record_tx(tx, id, action, param, value, timeout_at=timeout_at)
-        recorded = Promise(
-            id=id, state=SETTLED_BY[action], param=param, value=value, timeout_at=timeout_at,
-            tags=_NO_TAGS, ikey_create=id, ikey_settle=id, created_at=now, settled_at=now,
-        )  # fmt: skip
-        tx.settled[id] = recorded
-        return recorded
 
-    def finish_fast_tx(
+        def check() -> Promise:
+            fenced, seq = row()
+            if not fenced:
+                raise LeaseLost(claim.id)
+            if seq is None:  # recorded before (a replay's race): the store settles who won
+                return self.store.record_tx(tx, id, action, param, value, timeout_at=timeout_at)
+            recorded = Promise(
+                id=id, state=SETTLED_BY[action], param=param, value=value,
+                timeout_at=timeout_at, tags=_NO_TAGS, ikey_create=id, ikey_settle=id,
+                created_at=now, settled_at=now,
+            )  # fmt: skip
+            tx.settled[id] = recorded
+            return recorded
+
+        return check
+
+    def queue_finish(
         self, tx: Tx, claim: Claim, action: SettleAction, value: Value, ikey: str
-    ) -> Transition:
-        """Fence, and settle the job, in one round trip."""
+    ) -> Callable[[], Transition]:
+        """Fence, and settle the job, in one statement (queued: see ``Tx.queue``)."""
         now = self.store.clock()
-        row = tx.one(
+        row = tx.queue(
             self.sql.finish_job,
             {"id": claim.id, "counter": claim.counter, "now": now, "state": SETTLED_BY[action],
              "headers": dumps_mapping(value.headers), "data": value.data, "ikey": ikey},
         )  # fmt: skip
-        fenced, kinds, settled = row[0], row[1], row[2:]
-        if not fenced:
-            raise LeaseLost(claim.id)
-        if settled[0] is None:  # past its deadline, or settled meanwhile: the general path
-            return self.store.settle_tx(tx, claim.id, action, value=value, ikey=ikey)
-        promise = promise_from_row(settled)
-        tx.settled[claim.id] = promise
-        for kind in kinds or ():
-            tx.ready(kind)
-        return Transition(promise, fresh=True)
+
+        def check() -> Transition:
+            found = row()
+            fenced, kinds, settled = found[0], found[1], found[2:]
+            if not fenced:
+                raise LeaseLost(claim.id)
+            if settled[0] is None:  # past its deadline, or settled meanwhile: the general path
+                return self.store.settle_tx(tx, claim.id, action, value=value, ikey=ikey)
+            promise = promise_from_row(settled)
+            tx.settled[claim.id] = promise
+            for kind in kinds or ():
+                tx.ready(kind)
+            return Transition(promise, fresh=True)
+
+        return check
 
     # -- operations ----------------------------------------------------------------------
 

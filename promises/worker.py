@@ -77,6 +77,8 @@ class Worker:
         self.running: dict[str, tuple[Claim, asyncio.Task[None]]] = {}
         self._lock = threading.Lock()
         self._reserved = 0
+        #: The last look for work found no free slot.
+        self._full = False
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -209,6 +211,8 @@ class Worker:
                     self._spawn(claim, job, max(now - ready_at, 0))
                 if claims:
                     continue  # maybe more is due; with every slot full we wait for one
+            # Full: what is due waits for a slot, and a finishing job wakes the loop.
+            self._full = free <= 0
             coming = [tick, *((ready, lease) if free > 0 else ())]
             waits = [(t - now) / 1000 for t in coming if t is not None and t > now]
             return float(max(min([self.poll_interval, *waits]), 0.001))
@@ -220,8 +224,8 @@ class Worker:
         def done(_: asyncio.Task[None]) -> None:
             if self.running.get(claim.id, (None,))[0] == claim:
                 del self.running[claim.id]
-            if self._wake is not None:
-                self._wake.set()  # a slot is free
+            if self._wake is not None and self._full:
+                self._wake.set()  # a slot is free for what waits
 
         task.add_done_callback(done)
 
