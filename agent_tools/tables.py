@@ -1,10 +1,12 @@
 """Plain-text tables and key/value blocks for the terminal (``--json`` prints the data
-instead). Columns are sized to their content; the last column is cut to the
-terminal's width, never wrapped."""
+instead). Columns are sized to their content; on a terminal the last column is cut to
+its width, never wrapped. Into a pipe or a file nothing is cut: whatever reads it gets
+every character."""
 
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Sequence
 
 
@@ -12,8 +14,15 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 
+def _width() -> int | None:
+    """The terminal's width, or None when stdout is not a terminal."""
+    if not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size((120, 24)).columns
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int | None = None) -> str:
-    width = width or shutil.get_terminal_size((120, 24)).columns
+    width = width or _width()
     cells = [[str(c).replace("\n", " ") for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in cells:
@@ -23,7 +32,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int | No
     for row in [list(headers), *cells]:
         parts = [_cut(c, widths[i]).ljust(widths[i]) for i, c in enumerate(row[:-1])]
         line = "  ".join([*parts, row[-1]]) if row else ""
-        lines.append(_cut(line.rstrip(), max(width, 40)))
+        lines.append(line.rstrip() if width is None else _cut(line.rstrip(), max(width, 40)))
     return "\n".join(lines)
 
 

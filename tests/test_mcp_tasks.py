@@ -3,7 +3,6 @@ durable promises, through the SDK's client in memory."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from tests.tasks_client import (
     start_task,
     update_task,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 KINDS = {
@@ -43,18 +43,18 @@ async def server(tmp_path: Path) -> AsyncIterator[Any]:
 
 
 async def until_status(client: Client, task_id: str, wanted: str) -> dict[str, Any]:
-    for _ in range(200):
+    async def reached() -> dict[str, Any] | None:
         task = await get_task(client, task_id)
-        if task["status"] == wanted:
-            return task
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"task never became {wanted}: {task}")
+        return task if task["status"] == wanted else None
+
+    return await eventually(reached, what=f"task {task_id} becomes {wanted}")
 
 
 async def test_a_declaring_client_gets_a_task_handle_and_the_inlined_result(server: Any) -> None:
     async with Client(server, extensions=[TasksClient()]) as client:
         handle = await start_task(client, "start_job", {"kind": "tests.squares", "args": {"n": 3}})
-        assert isinstance(handle, CreateTaskResult) and handle.status == "working"
+        # The handle says how the job stands when it is made: a quick job may be done.
+        assert isinstance(handle, CreateTaskResult) and handle.status in ("working", "completed")
         typed = await start_task(client, "start_tests_squares", {"n": 2})
         assert isinstance(typed, CreateTaskResult)
         assert (
@@ -93,12 +93,13 @@ async def test_status_message_carries_progress(server: Any) -> None:
         handle = await start_task(
             client, "start_job", {"kind": "tests.progress_then_sleep", "args": {"seconds": 30}}
         )
-        for _ in range(100):
+
+        async def progressed() -> dict[str, Any] | None:
             task = await get_task(client, handle.task_id)
-            if task["statusMessage"] == "fetched 3 of 12 months":
-                break
-            await asyncio.sleep(0.05)
-        assert task["status"] == "working" and task["statusMessage"] == "fetched 3 of 12 months"
+            return task if task["statusMessage"] == "fetched 3 of 12 months" else None
+
+        task = await eventually(progressed)
+        assert task["status"] == "working"
 
 
 async def test_a_job_waiting_for_a_person_is_input_required_and_tasks_update_answers_it(

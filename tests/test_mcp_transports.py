@@ -22,6 +22,8 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
+from tests.waiting import eventually
+
 ROOT = Path(__file__).parent.parent
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 TOKEN = "s3cret-token-for-tests"
@@ -239,15 +241,19 @@ async def test_tasks_get_answers_for_an_old_task_after_a_sigkill_and_restart(
     async with http_server.client(TasksClient()) as client:
         handle = await start_task(client, "start_tests_long_steps", {"n": 12, "pause": 0.1})
         assert (await get_task(client, handle.task_id))["status"] == "working"
-    time.sleep(0.5)
+    # Kill it mid-job: once the job has finished a few steps (an observed event).
+    await eventually(
+        lambda: http_server.log.exists() and len(http_server.log.read_text().splitlines()) >= 3
+    )
     http_server.kill()
     http_server.start()
     async with http_server.client(TasksClient()) as client:
-        for _ in range(200):
+
+        async def finished() -> dict[str, Any] | None:
             task = await get_task(client, handle.task_id)
-            if task["status"] != "working":
-                break
-            await asyncio.sleep(0.1)
+            return task if task["status"] != "working" else None
+
+        task = await eventually(finished, timeout=60)
     assert task["status"] == "completed"
     assert task["result"]["structuredContent"]["result"] == sum(i * i for i in range(12))
 

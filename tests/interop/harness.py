@@ -10,6 +10,7 @@ command a client spawns for stdio, writing its pid to a file so a test can SIGKI
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -46,7 +47,9 @@ def npm_clients() -> Path:
     (again whenever package-lock.json changed since the last install)."""
     lock = hashlib.sha256((HERE / "package-lock.json").read_bytes()).hexdigest()
     stamp = HERE / "node_modules" / ".installed-from"
-    with _lock:
+    # One install at a time, also across the test processes of a parallel run.
+    with _lock, open(HERE / ".install.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
         installed = stamp.read_text() if stamp.exists() else None
         if installed != lock or not (BIN / "node").exists() or not (BIN / "inspector").exists():
             npm = shutil.which("npm")
@@ -218,4 +221,7 @@ def assert_no_finished_step_ran_again(steps_log: Path, restarts: int) -> None:
     for entry in steps_done(steps_log):
         runs[entry["step"]] = runs.get(entry["step"], 0) + 1
     again = [step for step, n in runs.items() if n > 1]
-    assert all(n <= 2 for n in runs.values()) and len(again) <= restarts, runs
+    assert all(n <= 2 for n in runs.values()) and len(again) <= restarts, (
+        runs,
+        [(e["step"], e["pid"], e.get("start"), e.get("end")) for e in steps_done(steps_log)],
+    )
