@@ -171,17 +171,46 @@ class JobService:
         status["created"] = transition.fresh
         return status
 
+    async def astart_job(
+        self,
+        kind: str,
+        args: Mapping[str, Any] | None,
+        job_id: str | None,
+        start_at: int | None = None,
+    ) -> dict[str, Any]:
+        """``start_job`` for the event loop (no thread: the store's writer does the I/O)."""
+        found = self.kind(kind)
+        if args is not None and not isinstance(args, Mapping):
+            raise JobError(f"args must be an object of {kind}'s arguments, got {args!r:.60}")
+        if job_id is not None:
+            check_new_id(job_id)
+        try:
+            transition = await self.runtime.astart(
+                found.function, id=job_id, start_at=start_at, **dict(args or {})
+            )
+        except JobConflict as exc:
+            current = (await self.aprobe([str(job_id)]))[0]
+            raise JobError(
+                f"job {job_id!r} already exists with other arguments (it is {current['status']}); "
+                f"call again with the same arguments to get it, or choose a new job_id"
+            ) from exc
+        except (UnknownJob, InvalidArgument) as exc:
+            raise JobError(friendly(exc, what=f"the arguments of {kind}")) from exc
+        status = (await self.aprobe([transition.promise.id]))[0]
+        status["created"] = transition.fresh
+        return status
+
     async def start_and_wait(
         self, kind: str, args: Mapping[str, Any] | None, job_id: str | None, wait_s: float
     ) -> dict[str, Any]:
         """Start a job and wait up to ``wait_s`` seconds for it to finish: a quick job's
         answer then carries its result, so the agent needs no second call."""
         wait = check_wait_s(wait_s)
-        started = await asyncio.to_thread(self.start_job, kind, args, job_id)
+        started = await self.astart_job(kind, args, job_id)
         if wait <= 0 or started["status"] in SETTLED:
             return started
         await self.store.wait(started["job_id"], timeout=wait)
-        status = await asyncio.to_thread(self._probe_one, started["job_id"])
+        status = (await self.aprobe([started["job_id"]]))[0]
         return {**status, "created": started["created"]}
 
     # -- reading ----------------------------------------------------------------------
@@ -203,6 +232,28 @@ class JobService:
             if schedule is not None:
                 out[missing] = schedule
         return out
+
+    async def astatuses(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """``statuses`` for the event loop."""
+        now = self.store.clock()
+        views = await self.runtime.aviews(list(dict.fromkeys(ids)))
+        out = {i: status_of(v, now, self.approval_link) for i, v in views.items()}
+        missing = [i for i in ids if i not in out]
+        if missing:  # not a job or timer: maybe a cron schedule (rarely asked)
+            for i in missing:
+                schedule = await asyncio.to_thread(self.scheduling.schedule_status, i)
+                if schedule is not None:
+                    out[i] = schedule
+        return out
+
+    async def aprobe(self, job_ids: list[str]) -> list[dict[str, Any]]:
+        """``probe`` for the event loop."""
+        check_job_ids(job_ids, MAX_JOB_IDS)
+        found = await self.astatuses(job_ids)
+        return [
+            found.get(i) or unknown(i, "NotFound", f"no job, timer or schedule has the id {i!r}")
+            for i in job_ids
+        ]
 
     def probe(self, job_ids: list[str]) -> list[dict[str, Any]]:
         check_job_ids(job_ids, MAX_JOB_IDS)
@@ -240,7 +291,7 @@ class JobService:
             )
         timeout = min(float(timeout_s), self.await_cap_s)
         started = time.monotonic()
-        first = await asyncio.to_thread(self.probe, job_ids)
+        first = await self.aprobe(job_ids)
         waitable = [
             s["job_id"]
             for s in first
@@ -270,7 +321,7 @@ class JobService:
                 await asyncio.wait([waiting], timeout=min(self.progress_every_s, timeout - elapsed))
                 if waiting.done():
                     break
-                statuses = await asyncio.to_thread(self.probe, waitable)
+                statuses = await self.aprobe(waitable)
                 still = [s for s in statuses if s["status"] not in SETTLED]
                 await look(still)
                 if report is not None and still:
@@ -280,7 +331,7 @@ class JobService:
         finally:
             if waiting is not None:
                 waiting.cancel()
-        statuses = await asyncio.to_thread(self.probe, job_ids)
+        statuses = await self.aprobe(job_ids)
         return {
             "done": [s for s in statuses if s["status"] in SETTLED],
             "pending": [s for s in statuses if s["status"] in ("running", "waiting")],

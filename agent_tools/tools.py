@@ -224,7 +224,7 @@ def register(server: MCPServer, service: JobService) -> dict[str, Callable[..., 
         )
 
     async def probe_status(job_ids: JobIds) -> ProbeAnswer:
-        return _answer(ProbeAnswer, {"jobs": await _call(service.probe, job_ids)})  # type: ignore[return-value]
+        return _answer(ProbeAnswer, {"jobs": await _async_call(service.aprobe(job_ids))})  # type: ignore[return-value]
 
     add(
         probe_status,
