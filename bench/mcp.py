@@ -1,23 +1,41 @@
-"""MCP server figures on SQLite; prints JSON.
+"""MCP server figures; prints JSON.
 
-1. ``start_job`` calls per second through the SDK's in-memory client (no worker, so
-   only the call and its durable write are measured).
-2. How long after a job completes ``await_result`` returns, p50/p99: with the worker in
-   the server's process (woken at once) and in another process (seen by polling).
+(a) ``start_job`` calls per second through the SDK's in-memory client (no worker: the
+    call and its durable write).
+(b) ``start_job`` latency with 8 calls in flight (8 lean clients over streamable HTTP,
+    each calling again as soon as it is answered). Target: p99 <= 20 ms.
+(c) 50 clients over streamable HTTP x 20 one-step jobs each, start to result, against
+    ``agent-tools serve --http`` on SQLite and on PostgreSQL. Two ways an agent does it:
+    ``start_job`` then ``await_result`` (two calls), and ``start_job`` with ``wait_s``
+    (the answer carries the result: one call). Target: >= 500 jobs/s on SQLite, >= 300
+    on PostgreSQL, p99 <= 250 ms, no errors. Measured twice: with the SDK's Python
+    client, and with lean 2026-07-28 clients (one self-contained POST per call, as the
+    revision defines it, over keep-alive connections), which leave more of the two CPUs
+    to the server.
+(d) How long after a job completes ``await_result`` returns (p50/p99), with the worker
+    in the server's process and in another process.
 
-    python bench/mcp.py [--calls 500] [--waits 50]
+The clients run in this process, on the same 2 CPUs as the server: their cost is part
+of every figure.
+
+    python bench/mcp.py [--calls 500] [--clients 50] [--jobs-per-client 20] [--skip-postgres]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +45,78 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
 from mcp import Client  # noqa: E402
+from mcp.client.streamable_http import streamable_http_client  # noqa: E402
+from mcp.shared._httpx_utils import create_mcp_http_client  # noqa: E402
 
 from agent_tools.cli import load_kinds  # noqa: E402
 from agent_tools.server import build_server, worker_running  # noqa: E402
+from bench.jobs import pg_available, pg_schema  # noqa: E402
 from promises import open_store  # noqa: E402
+
+KIND = "bench.one_step"
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     return {
-        "p50_ms": round(statistics.median(ordered), 1),
-        "p99_ms": round(ordered[max(int(len(ordered) * 0.99) - 1, 0)], 1),
+        "p50_ms": round(statistics.median(ordered) * 1000, 1),
+        "p99_ms": round(ordered[max(int(len(ordered) * 0.99) - 1, 0)] * 1000, 1),
     }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def http_server(db: str, *extra: str) -> Iterator[str]:
+    """``agent-tools serve --http`` on ``db`` with the bench's job kinds; yields its URL."""
+    port = free_port()
+    command = [
+        str(Path(sys.executable).parent / "agent-tools"), "serve", "--http", "--port", str(port),
+        "--db", db, "--jobs", "bench.jobs", "--concurrency", "64", *extra,
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start: {proc.stderr.read()}") from None  # type: ignore[union-attr]
+            time.sleep(0.1)
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+@contextlib.asynccontextmanager
+async def http_client(url: str) -> AsyncIterator[Client]:
+    async with (
+        create_mcp_http_client() as http,
+        Client(streamable_http_client(url, http_client=http)) as client,
+    ):
+        yield client
+
+
+async def call(client: Any, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    result = await client.call_tool(tool, arguments)
+    if result.is_error or result.structured_content is None:
+        raise RuntimeError(f"{tool} failed: {result.content}")
+    return result.structured_content
+
+
+# -- (a) and (d): in memory -----------------------------------------------------------------
 
 
 async def start_job_rate(path: Path, calls: int) -> dict[str, Any]:
@@ -47,11 +125,7 @@ async def start_job_rate(path: Path, calls: int) -> dict[str, Any]:
         async with Client(server) as client:
             started = time.perf_counter()
             for _ in range(calls):
-                result = await client.call_tool(
-                    "start_job", {"kind": "sleep", "args": {"seconds": 3600}}
-                )
-                if result.is_error:
-                    raise RuntimeError(result.content)
+                await call(client, "start_job", {"kind": "sleep", "args": {"seconds": 3600}})
             elapsed = time.perf_counter() - started
     return {"calls": calls, "start_job_per_s": round(calls / elapsed, 1)}
 
@@ -64,36 +138,162 @@ async def completion_lag(path: Path, waits: int, *, worker_elsewhere: bool) -> d
         other = None
         if worker_elsewhere:
             other = subprocess.Popen(
-                [sys.executable, "-m", "agent_tools.cli", "worker", "--db", str(path)],
+                [str(Path(sys.executable).parent / "agent-tools"), "worker", "--db", str(path)],
                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         lags = []
         try:
-            async with Client(server) as client:
-                local = worker_running(service) if not worker_elsewhere else None
-                if local is not None:
-                    await local.__aenter__()
+            async with contextlib.AsyncExitStack() as stack:
+                if not worker_elsewhere:
+                    await stack.enter_async_context(worker_running(service))
+                client = await stack.enter_async_context(Client(server))
                 for _ in range(waits):
-                    started = await client.call_tool(
-                        "start_job", {"kind": "sleep", "args": {"seconds": 0.3}}
+                    started = await call(
+                        client, "start_job", {"kind": "sleep", "args": {"seconds": 0.3}}
                     )
-                    job_id = (started.structured_content or {})["job_id"]
-                    result = await client.call_tool(
-                        "await_result", {"job_ids": [job_id], "timeout_s": 30}
+                    result = await call(
+                        client, "await_result", {"job_ids": [started["job_id"]], "timeout_s": 30}
                     )
                     returned_ms = time.time() * 1000
-                    done = (result.structured_content or {})["done"]
-                    if not done:
+                    if not result["done"]:
                         raise RuntimeError("job did not finish")
-                    settled_ms = store.get(job_id).settled_at or 0
-                    lags.append(returned_ms - settled_ms)
-                if local is not None:
-                    await local.__aexit__(None, None, None)
+                    settled = await store.aget(started["job_id"])
+                    lags.append((returned_ms - (settled.settled_at or 0)) / 1000)
         finally:
             if other is not None:
                 other.terminate()
                 other.wait()
     return {"jobs": waits, "await_result_return_after_completion": percentiles(lags)}
+
+
+# -- (b) and (c): over HTTP -----------------------------------------------------------------
+
+
+async def start_latency_in_flight(url: str, in_flight: int, calls: int) -> dict[str, Any]:
+    latencies: list[float] = []
+
+    async def one_client() -> None:
+        async with lean_client(url) as client:
+            for _ in range(calls // in_flight):
+                began = time.perf_counter()
+                await call(client, "start_job", {"kind": "sleep", "args": {"seconds": 3600}})
+                latencies.append(time.perf_counter() - began)
+
+    await asyncio.gather(*(one_client() for _ in range(in_flight)))
+    return {"in_flight": in_flight, "calls": len(latencies), **percentiles(latencies),
+            "target": "p99 <= 20 ms"}  # fmt: skip
+
+
+class LeanClient:
+    """A 2026-07-28 client in a few lines: each call is one POST carrying its envelope
+    (protocol version, capabilities) and the routing headers; the answer is JSON, or
+    SSE when the server streamed it."""
+
+    def __init__(self, http: Any, url: str) -> None:
+        self.http, self.url, self.next_id = http, url, 0
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> Any:
+        self.next_id += 1
+        body = {"jsonrpc": "2.0", "id": self.next_id, "method": "tools/call",
+                "params": {"name": name, "arguments": arguments, "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {}}}}  # fmt: skip
+        headers = {"accept": "application/json, text/event-stream",
+                   "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call",
+                   "mcp-name": name}  # fmt: skip
+        response = await self.http.post(self.url, json=body, headers=headers)
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            messages = [json.loads(line[5:]) for line in response.text.splitlines()
+                        if line.startswith("data:")]  # fmt: skip
+            answer = next(m for m in messages if m.get("id") == self.next_id)
+        else:
+            answer = response.json()
+        if "error" in answer:
+            raise RuntimeError(f"{name}: {answer['error']}")
+        return _Result(answer["result"])
+
+
+class _Result:
+    def __init__(self, result: dict[str, Any]) -> None:
+        self.is_error = result.get("isError", False)
+        self.structured_content = result.get("structuredContent")
+        self.content = result.get("content")
+
+
+@contextlib.asynccontextmanager
+async def lean_client(url: str) -> AsyncIterator[LeanClient]:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=60) as http:
+        yield LeanClient(http, url)
+
+
+async def many_clients(
+    url: str, clients: int, per_client: int, *, inline: bool, lean: bool = False
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    async def one_client(n: int) -> None:
+        async with lean_client(url) if lean else http_client(url) as client:
+            for i in range(per_client):
+                began = time.perf_counter()
+                try:
+                    args = {"kind": KIND, "args": {"i": n * per_client + i}}
+                    if inline:
+                        started = await call(client, "start_job", {**args, "wait_s": 30})
+                        result = started.get("result") if started["status"] == "completed" else None
+                        if started["status"] != "completed":  # not finished in time: rejoin
+                            rejoin = {"job_ids": [started["job_id"]], "timeout_s": 30}
+                            done = await call(client, "await_result", rejoin)
+                            result = done["done"][0]["result"]
+                    else:
+                        started = await call(client, "start_job", args)
+                        done = await call(
+                            client,
+                            "await_result",
+                            {"job_ids": [started["job_id"]], "timeout_s": 30},
+                        )
+                        result = done["done"][0]["result"] if done["done"] else None
+                    if result != n * per_client + i:
+                        raise RuntimeError(f"wrong result {result!r}")
+                    latencies.append(time.perf_counter() - began)
+                except Exception as exc:  # counted, not fatal: the figure says how many
+                    errors.append(f"{type(exc).__name__}: {exc}"[:200])
+
+    began = time.perf_counter()
+    await asyncio.gather(*(one_client(n) for n in range(clients)))
+    elapsed = time.perf_counter() - began
+    done = len(latencies)
+    return {
+        "clients": clients,
+        "jobs": clients * per_client,
+        "jobs_per_s": round(done / elapsed, 1),
+        **(percentiles(latencies) if latencies else {}),
+        "errors": len(errors),
+        "first_errors": errors[:3],
+    }
+
+
+def over_http(db: str, args: Any, target: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with http_server(db) as url:
+        out["start_job_8_in_flight"] = asyncio.run(start_latency_in_flight(url, 8, 400))
+        for lean, inline in ((False, False), (False, True), (True, False), (True, True)):
+            name = ("lean_" if lean else "sdk_") + (
+                "start_with_wait_s" if inline else "start_then_await_result"
+            )
+            figures = asyncio.run(many_clients(url, args.clients, args.jobs_per_client,
+                                               inline=inline, lean=lean))  # fmt: skip
+            figures["target"] = f">= {target} jobs/s, p99 <= 250 ms, no errors"
+            figures["target_met"] = (
+                figures["jobs_per_s"] >= target
+                and figures.get("p99_ms", 1e9) <= 250
+                and figures["errors"] == 0
+            )
+            out[f"{args.clients}_clients_{name}"] = figures
+            print(f"{db.split(':')[0]} {name}: {json.dumps(figures)}", file=sys.stderr)
+    return out
 
 
 def main() -> None:
@@ -102,18 +302,31 @@ def main() -> None:
     )
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--waits", type=int, default=50)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--jobs-per-client", type=int, default=20)
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--only", default="a,b,c,d")
     args = parser.parse_args()
+    only = set(args.only.split(","))
+    result: dict[str, Any] = {"cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="bench-mcp-") as tmp:
         directory = Path(tmp)
-        result = {
-            "start_job_in_memory": asyncio.run(start_job_rate(directory / "calls.db", args.calls)),
-            "same_process_worker": asyncio.run(
+        if "a" in only:
+            result["a_start_job_in_memory"] = asyncio.run(
+                start_job_rate(directory / "calls.db", args.calls)
+            )
+        if "b" in only or "c" in only:
+            result["bc_http_sqlite"] = over_http(f"sqlite:///{directory}/http.db", args, 500)
+            if not args.skip_postgres and pg_available():
+                with pg_schema() as url:
+                    result["bc_http_postgresql"] = over_http(url, args, 300)
+        if "d" in only:
+            result["d_same_process_worker"] = asyncio.run(
                 completion_lag(directory / "same.db", args.waits, worker_elsewhere=False)
-            ),
-            "worker_in_another_process": asyncio.run(
+            )
+            result["d_worker_in_another_process"] = asyncio.run(
                 completion_lag(directory / "other.db", args.waits, worker_elsewhere=True)
-            ),
-        }
+            )
     print(json.dumps(result, indent=2))
 
 
