@@ -25,7 +25,9 @@ async def report(ctx: Context, city: str, months: list[str]) -> dict[str, Any]:
 
 
 @durable(name="people.refund", retry=Never())
-async def refund(ctx: Context, order_id: str, amount_eur: float, hours: float = 47.2) -> dict[str, Any]:
+async def refund(
+    ctx: Context, order_id: str, amount_eur: float, hours: float = 47.2
+) -> dict[str, Any]:
     """A refund a person approves."""
     asked = ctx.approval(
         f"Refund {amount_eur:.2f} EUR for order {order_id}?",
@@ -40,8 +42,6 @@ async def refund(ctx: Context, order_id: str, amount_eur: float, hours: float = 
     )  # fmt: skip
     decision = await asked
     return {"refunded": decision.approved, "comment": decision.comment}
-
-
 
 
 class Broken(NonRetryableError):

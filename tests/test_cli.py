@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 from agent_tools import builtin_jobs
 from promises import Runtime, SqlStore, Worker, open_store
 from tests import people_jobs
+from tests.waiting import eventually, until
 
 ROOT = Path(__file__).parent.parent
 AGENT_TOOLS = str(Path(sys.executable).parent / "agent-tools")  # the installed command
@@ -37,17 +37,14 @@ def _json(result: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(result.stdout)
 
 
-def run_worker_until(store: SqlStore, condition: Any, timeout: float = 30) -> None:
+def run_worker_until(store: SqlStore, condition: Any) -> None:
     """A worker runs the store's jobs until ``condition()`` holds (then it goes away)."""
 
     async def go() -> None:
         worker = Worker(Runtime(store), poll_interval=0.05)
         task = asyncio.create_task(worker.run())
         try:
-            deadline = time.monotonic() + timeout
-            while not condition():
-                assert time.monotonic() < deadline, "condition not reached"
-                await asyncio.sleep(0.05)
+            await eventually(condition, what="the condition")
         finally:
             worker.stop()
             await task
@@ -77,7 +74,16 @@ def store(db: Path) -> Any:
 def test_bare_agent_tools_prints_help_and_every_option_says_what_it_does() -> None:
     bare = _run()
     assert bare.returncode == 0 and "usage: agent-tools" in bare.stdout
-    for command in ("serve", "worker", "jobs", "approvals", "approve", "reject", "health", "config"):
+    for command in (
+        "serve",
+        "worker",
+        "jobs",
+        "approvals",
+        "approve",
+        "reject",
+        "health",
+        "config",
+    ):
         assert command in bare.stdout
     from agent_tools.cli import _parser
 
@@ -142,7 +148,17 @@ def test_jobs_list_is_a_table_for_people_and_json_for_scripts(db: Path, store: S
     table = _run("jobs", "list", "--db", str(db), "--jobs", "tests.people_jobs")
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["JOB", "KIND", "STATUS", "STARTED", "TOOK", "WAITING", "FOR", "/", "PROGRESS"]
+    assert lines[0].split() == [
+        "JOB",
+        "KIND",
+        "STATUS",
+        "STARTED",
+        "TOOK",
+        "WAITING",
+        "FOR",
+        "/",
+        "PROGRESS",
+    ]
     rows = {line.split()[0]: line for line in lines[1:]}
     assert "waiting" in rows["ask"] and "a person: Refund 250.00 EUR for order B-2?" in rows["ask"]
     assert "its time in 10 min" in rows["nap"]
@@ -158,8 +174,17 @@ def test_jobs_show_tells_the_story_and_an_unknown_id_exits_non_zero(
 ) -> None:
     Runtime(store).start(people_jobs.refund, "B-2", 250.0, id="ask")
     run_worker_until(store, lambda: waiting_on(store, "ask"))
-    shown = _run("jobs", "show", "ask", "--db", str(db), "--public-url", "https://ops.example",
-                 "--jobs", "tests.people_jobs")
+    shown = _run(
+        "jobs",
+        "show",
+        "ask",
+        "--db",
+        str(db),
+        "--public-url",
+        "https://ops.example",
+        "--jobs",
+        "tests.people_jobs",
+    )
     assert shown.returncode == 0, shown.stderr
     text = shown.stdout
     assert 'people.refund(order_id="B-2", amount_eur=250.0)' in text
@@ -167,11 +192,16 @@ def test_jobs_show_tells_the_story_and_an_unknown_id_exits_non_zero(
     assert "(in 47 hours)" in text and "https://ops.example/approve/" in text
     data = _json(_run("jobs", "show", "ask", "--json", "--db", str(db)))
     assert data["arguments"] == {"arg1": "B-2", "arg2": 250.0}  # the kind is not loaded here
-    named = _json(_run("jobs", "show", "ask", "--json", "--db", str(db), "--jobs", "tests.people_jobs"))
+    named = _json(
+        _run("jobs", "show", "ask", "--json", "--db", str(db), "--jobs", "tests.people_jobs")
+    )
     assert named["arguments"] == {"order_id": "B-2", "amount_eur": 250.0}
     assert data["waiting_for"]["approval"] == "ask.0"
     unknown = _run("jobs", "show", "nobody", "--db", str(db))
-    assert unknown.returncode == 1 and "no job, timer or schedule has the id 'nobody'" in unknown.stderr
+    assert (
+        unknown.returncode == 1
+        and "no job, timer or schedule has the id 'nobody'" in unknown.stderr
+    )
 
 
 def test_links_point_at_the_pages_of_a_server_running_on_the_same_database(
@@ -194,10 +224,12 @@ def test_links_point_at_the_pages_of_a_server_running_on_the_same_database(
             env={**base, **home, "AGENT_TOOLS_SECRET": "cli-test"},
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while not (found := re.search(r"pages: (http://\S+)/", log.read_text())):
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+
+        def start_line() -> re.Match[str] | None:
+            assert server.poll() is None, log.read_text()
+            return re.search(r"pages: (http://\S+)/", log.read_text())
+
+        found = until(start_line, what="the server's start line")
         shown = _json(_run("jobs", "show", "ask", "--json", "--db", str(db), env=home))
         assert shown["waiting_for"]["link"].startswith(found[1] + "/approve/")
         import httpx
@@ -234,7 +266,9 @@ def test_jobs_watch_follows_a_job_until_it_finishes(db: Path, store: SqlStore) -
     Runtime(store).start(people_jobs.fails, "no", id="fails")
     run_worker_until(store, lambda: not store.get("fails").pending)
     failed = _run("jobs", "watch", "fails", "--json", "--db", str(db))
-    assert failed.returncode == 1 and json.loads(failed.stdout.splitlines()[-1])["status"] == "failed"
+    assert (
+        failed.returncode == 1 and json.loads(failed.stdout.splitlines()[-1])["status"] == "failed"
+    )
 
 
 def test_a_failed_job_is_rerun_with_the_same_arguments_under_a_linked_id(
@@ -243,16 +277,35 @@ def test_a_failed_job_is_rerun_with_the_same_arguments_under_a_linked_id(
     Runtime(store).start(people_jobs.fails, "quota exceeded", id="broken")
     run_worker_until(store, lambda: not store.get("broken").pending)
     missing_kind = _run("jobs", "rerun", "broken", "--db", str(db))
-    assert missing_kind.returncode == 1 and "job kind 'people.fails' is not loaded here" in missing_kind.stderr
-    again = _json(_run("jobs", "rerun", "broken", "--json", "--db", str(db), "--jobs", "tests.people_jobs"))
+    assert (
+        missing_kind.returncode == 1
+        and "job kind 'people.fails' is not loaded here" in missing_kind.stderr
+    )
+    again = _json(
+        _run("jobs", "rerun", "broken", "--json", "--db", str(db), "--jobs", "tests.people_jobs")
+    )
     assert again["job_id"] == "broken-rerun-1" and again["rerun_of"] == "broken"
     assert json.loads(store.get("broken-rerun-1").param.data or "")["args"] == ["quota exceeded"]
     run_worker_until(store, lambda: not store.get("broken-rerun-1").pending)  # fails again
-    third = _json(_run("jobs", "rerun", "broken-rerun-1", "--json", "--db", str(db), "--jobs", "tests.people_jobs"))
+    third = _json(
+        _run(
+            "jobs",
+            "rerun",
+            "broken-rerun-1",
+            "--json",
+            "--db",
+            str(db),
+            "--jobs",
+            "tests.people_jobs",
+        )
+    )
     assert third["job_id"] == "broken-rerun-2"
     shown = _json(_run("jobs", "show", "broken", "--json", "--db", str(db)))
     assert shown["reruns"] == ["broken-rerun-1"]
-    assert _json(_run("jobs", "show", "broken-rerun-1", "--json", "--db", str(db)))["rerun_of"] == "broken"
+    assert (
+        _json(_run("jobs", "show", "broken-rerun-1", "--json", "--db", str(db)))["rerun_of"]
+        == "broken"
+    )
     Runtime(store).start(builtin_jobs.sleep, 600, id="still-going")
     busy = _run("jobs", "rerun", "still-going", "--db", str(db))
     assert busy.returncode == 1 and "has not finished" in busy.stderr
@@ -270,13 +323,29 @@ def test_cancel_by_id_or_in_bulk_by_filter_with_a_dry_run_first(db: Path, store:
     dry = _run("jobs", "cancel", "--status", "waiting", "--kind", "sleep", "--db", str(db))
     assert dry.returncode == 0 and "4 jobs match" in dry.stdout and "Add --yes" in dry.stdout
     assert store.get("nap-1").pending  # nothing cancelled without --yes
-    done = _json(_run("jobs", "cancel", "--status", "waiting", "--kind", "sleep", "--yes", "--json", "--db", str(db)))
+    done = _json(
+        _run(
+            "jobs",
+            "cancel",
+            "--status",
+            "waiting",
+            "--kind",
+            "sleep",
+            "--yes",
+            "--json",
+            "--db",
+            str(db),
+        )
+    )
     assert sorted(done["cancelled"]) == ["nap-1", "nap-2", "nap-3", "nap-4"]
     assert store.get("keep").pending
     again = _run("jobs", "cancel", "nap-1", "--db", str(db))
     assert again.returncode == 1 and "already cancelled" in again.stdout
     unknown = _run("jobs", "cancel", "nobody", "--db", str(db))
-    assert unknown.returncode == 1 and "no job, timer or schedule has the id 'nobody'" in unknown.stdout
+    assert (
+        unknown.returncode == 1
+        and "no job, timer or schedule has the id 'nobody'" in unknown.stdout
+    )
     neither = _run("jobs", "cancel", "--db", str(db))
     assert neither.returncode == 1 and "say which jobs" in neither.stderr
 
@@ -298,7 +367,11 @@ def test_approvals_lists_what_waits_for_a_person_and_approve_decides_only_those(
     assert {(a["job_id"], a["question"]) for a in listed["approvals"]} == {
         ("ask-1", "Ship it?"), ("ask-2", "Delete it?")}  # fmt: skip
     table = _run("approvals", "--db", str(db))
-    assert "Ship it?" in table.stdout and "Delete it?" in table.stdout and "in 48 hours" in table.stdout
+    assert (
+        "Ship it?" in table.stdout
+        and "Delete it?" in table.stdout
+        and "in 48 hours" in table.stdout
+    )
     # Only approvals may be decided: not a sleeping job, its timer, or a step.
     for target, said in (("nap", "'nap' is not something a person decides: it is a job"),
                          ("nap.0", "'nap.0' is not something a person decides: it is a timer"),
@@ -306,14 +379,28 @@ def test_approvals_lists_what_waits_for_a_person_and_approve_decides_only_those(
         refused = _run("approve", target, "--db", str(db))
         assert refused.returncode == 1 and said in refused.stderr, refused.stderr
         assert "agent-tools approvals` lists the open ones" in refused.stderr
-    assert "To stop the job instead: agent-tools jobs cancel nap" in _run("reject", "nap", "--db", str(db)).stderr
+    assert (
+        "To stop the job instead: agent-tools jobs cancel nap"
+        in _run("reject", "nap", "--db", str(db)).stderr
+    )
     assert store.get("nap").pending and store.get("nap.0").pending
-    approved = _json(_run("approve", "ask-1", "--comment", "go", "--by", "ana", "--json", "--db", str(db)))
-    assert approved == {"approval": "ask-1.0", "approved": True, "comment": "go", "by": "ana", "job_id": "ask-1"}
+    approved = _json(
+        _run("approve", "ask-1", "--comment", "go", "--by", "ana", "--json", "--db", str(db))
+    )
+    assert approved == {
+        "approval": "ask-1.0",
+        "approved": True,
+        "comment": "go",
+        "by": "ana",
+        "job_id": "ask-1",
+    }
     assert _run("reject", "ask-2.0", "--db", str(db)).stdout.startswith("rejected ask-2.0")
     second = _run("approve", "ask-1", "--db", str(db))
     assert second.returncode == 1
-    assert 'This was already approved by ana on' in second.stderr and 'with the comment "go"' in second.stderr
+    assert (
+        "This was already approved by ana on" in second.stderr
+        and 'with the comment "go"' in second.stderr
+    )
     assert "The first decision stands" in second.stderr and "idempotency" not in second.stderr
     run_worker_until(store, lambda: not store.get("ask-1").pending)
     assert _json(_run("approvals", "--json", "--db", str(db)))["approvals"] == []
@@ -347,7 +434,9 @@ def test_health_counts_jobs_per_status_and_kind_and_names_the_oldest_waiting_job
     assert data["kinds"]["sleep"]["waiting"] == 1 and data["kinds"]["people.fails"]["failed"] == 1
     assert data["oldest_waiting"]["job_id"] == "oldest"
     text = _run("health", "--db", str(db)).stdout
-    assert "Oldest waiting job: oldest (approval)" in text and "waiting for a person: First?" in text
+    assert (
+        "Oldest waiting job: oldest (approval)" in text and "waiting for a person: First?" in text
+    )
 
 
 # -- serve, worker and client configs -----------------------------------------------------
@@ -377,7 +466,9 @@ def test_config_prints_absolute_paths_and_what_it_prints_runs_from_anywhere(
     elsewhere = tmp_path / "somewhere-else"
     elsewhere.mkdir()
     db = tmp_path / "c.db"
-    desktop = _json(_run("config", "claude-desktop", "--db", str(db), "--jobs", "tests.people_jobs"))
+    desktop = _json(
+        _run("config", "claude-desktop", "--db", str(db), "--jobs", "tests.people_jobs")
+    )
     entry = desktop["mcpServers"]["agent-tools"]
     assert Path(entry["command"]).is_absolute() and Path(entry["command"]).exists()
     assert entry["args"] == ["serve", "--db", f"sqlite:///{db}", "--jobs", "tests.people_jobs"]
@@ -403,7 +494,9 @@ def test_config_prints_absolute_paths_and_what_it_prints_runs_from_anywhere(
         "headers": {"Authorization": "Bearer ${AGENT_TOOLS_TOKEN}"},
     }
     refused = _run("config", "claude-desktop", "--http")
-    assert refused.returncode == 2 and "Claude Desktop launches servers over stdio" in refused.stderr
+    assert (
+        refused.returncode == 2 and "Claude Desktop launches servers over stdio" in refused.stderr
+    )
 
 
 def test_health_names_the_live_workers_their_kinds_and_jobs_no_worker_can_run(
@@ -419,13 +512,12 @@ def test_health_names_the_live_workers_their_kinds_and_jobs_no_worker_can_run(
         assert worker.stderr is not None
         assert "agent-tools worker on database" in worker.stderr.readline()
         Runtime(store).start(durable_jobs.squares, 2, id="orphan")  # a kind no worker has
-        deadline = time.monotonic() + 30
-        while True:
+
+        def both_known() -> Any:  # the worker has reported, and the orphan is counted
             data = _json(_run("health", "--json", "--db", str(db)))
-            if data["workers"] and data["no_worker_for"]:
-                break
-            assert time.monotonic() < deadline, data
-            time.sleep(0.2)
+            return data if data["workers"] and data["no_worker_for"] else None
+
+        data = until(both_known, what="health names the worker and the orphan job")
         (alive,) = data["workers"]
         assert alive["pid"] == worker.pid and "people.report" in alive["kinds"]
         assert "tests.squares" not in alive["kinds"]
@@ -460,10 +552,15 @@ def test_schedules_are_listed_paused_resumed_and_cancelled(db: Path, store: SqlS
     assert "nightly-oslo" in table and "0 3 * * * (Europe/Oslo)" in table and "never" in table
     paused = _json(_run("schedules", "pause", "nightly-oslo", "--json", "--db", str(db)))
     assert paused["state"] == "paused" and paused["next_fire_at"] is None
-    assert _json(_run("schedules", "list", "--state", "paused", "--json", "--db", str(db)))["schedules"]
+    assert _json(_run("schedules", "list", "--state", "paused", "--json", "--db", str(db)))[
+        "schedules"
+    ]
     resumed = _run("schedules", "resume", "nightly-oslo", "--db", str(db))
     assert resumed.stdout.startswith("schedule nightly-oslo is active, next in ")
-    assert _json(_run("schedules", "cancel", "nightly-oslo", "--json", "--db", str(db)))["state"] == "cancelled"
+    assert (
+        _json(_run("schedules", "cancel", "nightly-oslo", "--json", "--db", str(db)))["state"]
+        == "cancelled"
+    )
     again = _run("schedules", "resume", "nightly-oslo", "--db", str(db))
     assert again.returncode == 1 and "was cancelled; it cannot be active" in again.stderr
     unknown = _run("schedules", "pause", "nope", "--db", str(db))

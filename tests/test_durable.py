@@ -27,24 +27,16 @@ from promises.codec import StoredError
 from promises.worker import Worker
 from tests import durable_jobs as jobs
 from tests.conftest import FakeClock
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for a condition another task brings about, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 async def looked_again(worker: Worker) -> None:
     """Until the worker has looked for work again, after everything done before this."""
     seen = worker.passes
     worker.wake()
-    await until(lambda: worker.passes > seen + 1)
+    await eventually(lambda: worker.passes > seen + 1)
 
 
 @asynccontextmanager
@@ -160,7 +152,7 @@ async def test_sleep_until_needs_an_aware_time_and_wakes_then(real_store: SqlSto
 async def test_an_outside_promise_resumes_the_job_with_its_value(real_store: SqlStore) -> None:
     async with worker_for(real_store):
         Runtime(real_store).start(jobs.approval, 250, id="refund")
-        await until(lambda: real_store.search("refund.*", state="pending").promises != [])
+        await eventually(lambda: real_store.search("refund.*", state="pending").promises != [])
         decision = real_store.get("refund.0")
         assert json.loads(decision.param.data or "") == {"amount": 250}
         real_store.resolve("refund.0", value=Value('{"approved": true}'))
@@ -204,8 +196,8 @@ async def test_retries_follow_the_policy_then_succeed(
         runtime = Runtime(store)
         async with worker_for(store) as worker:
             runtime.start(jobs.flaky_job, 2, id="flaky")
-            await until(lambda: len(log()) == 1)
-            await until(
+            await eventually(lambda: len(log()) == 1)
+            await eventually(
                 lambda: (t := runtime.tasks.get("flaky")) is not None and t.state == "ready"
             )
             assert runtime.tasks.get("flaky").ready_at == clock() + 10_000  # type: ignore[union-attr]
@@ -214,8 +206,8 @@ async def test_retries_follow_the_policy_then_succeed(
             assert len(log()) == 1  # not before its time
             clock.advance(1)
             worker.wake()
-            await until(lambda: len(log()) == 2)
-            await until(
+            await eventually(lambda: len(log()) == 2)
+            await eventually(
                 lambda: (t := runtime.tasks.get("flaky")) is not None and t.state == "ready"
             )
             clock.advance(10_000)
@@ -233,8 +225,10 @@ async def test_retries_stop_at_max_attempts_and_fail_the_job_with_the_error(
             Runtime(store).start(jobs.flaky_job, 99, id="doomed")
             tasks = Runtime(store).tasks
             for attempt in range(1, 4):
-                await until(lambda a=attempt: len(log()) == a)  # type: ignore[misc]
-                await until(lambda: (t := tasks.get("doomed")) is not None and t.state == "ready")
+                await eventually(lambda a=attempt: len(log()) == a)  # type: ignore[misc]
+                await eventually(
+                    lambda: (t := tasks.get("doomed")) is not None and t.state == "ready"
+                )
                 clock.advance(10_000)
                 worker.wake()
             with pytest.raises(StoredError) as failed:
@@ -285,7 +279,7 @@ async def test_a_job_timeout_rejects_its_promise_and_stops_it(
         job = await real_store.wait("boxed", timeout=10)
         assert job.state == "rejected_timedout"
         # The run was stopped at the deadline: no step runs after it, and the task is done.
-        await until(lambda: "boxed" not in worker.running)
+        await eventually(lambda: "boxed" not in worker.running)
         ran = len(log())
         assert 0 < ran < 1000
         assert all(int(e["start"]) <= job.timeout_at for e in log())  # type: ignore[call-overload]
@@ -313,9 +307,9 @@ async def test_cancelling_a_running_job_stops_it_at_once(
     async with worker_for(real_store) as worker:
         runtime = Runtime(real_store)
         runtime.start(jobs.long_steps, 50, 0.05, id="long")
-        await until(lambda: len(log()) >= 2)
+        await eventually(lambda: len(log()) >= 2)
         assert runtime.cancel("long").fresh
-        await until(lambda: "long" not in worker.running)  # its run was stopped at once
+        await eventually(lambda: "long" not in worker.running)  # its run was stopped at once
         ended = time.time() * 1000
         await looked_again(worker)
         # Nothing of it started after its run ended (a step already in its thread may
@@ -336,10 +330,12 @@ async def test_a_cancelled_sleeping_job_never_wakes(
     async with worker_for(real_store) as worker:
         runtime = Runtime(real_store)
         runtime.start(jobs.sleeper, 0.4, id="nap")
-        await until(lambda: (t := runtime.tasks.get("nap")) is not None and t.waiting_on == "nap.1")
+        await eventually(
+            lambda: (t := runtime.tasks.get("nap")) is not None and t.waiting_on == "nap.1"
+        )
         runtime.cancel("nap")
         # The moment it would have woken comes and goes: the timer fires, the job stays.
-        await until(lambda: real_store.get("nap.1").state == "resolved")
+        await eventually(lambda: real_store.get("nap.1").state == "resolved")
         await looked_again(worker)
         assert not worker.running
     assert real_store.get("nap").state == "rejected_canceled"
@@ -452,11 +448,11 @@ async def test_a_store_outage_under_a_running_job_interrupts_it_and_never_fails_
     with open_store(f"sqlite:///{path}?busy_timeout=100", poll_interval=0.05) as store:
         async with worker_for(store):
             Runtime(store).start(jobs.long_steps, 6, 0.1, id="outage")
-            await until(lambda: len(log()) >= 1)
+            await eventually(lambda: len(log()) >= 1)
             blocker = sqlite3.connect(path, isolation_level=None)
             blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
             # A checkpoint fails with "database is locked" and the run is interrupted.
-            await until(lambda: "job outage interrupted by the store" in caplog.text)
+            await eventually(lambda: "job outage interrupted by the store" in caplog.text)
             assert store.get("outage").pending
             blocker.execute("COMMIT")
             blocker.close()
@@ -484,7 +480,7 @@ async def test_ctx_now_is_the_store_clock_and_replays_the_same_instant(tmp_path:
     with open_store(f"sqlite:///{tmp_path}/now.db", clock=clock, poll_interval=0.05) as store:
         async with worker_for(store) as worker:
             Runtime(store).start(reads_now, id="now")
-            await until(lambda: store.search("now.1").promises != [])
+            await eventually(lambda: store.search("now.1").promises != [])
             clock.advance(61_000)
             worker.wake()
             result = await finish(store, "now")

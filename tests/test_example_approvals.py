@@ -7,7 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import pytest
 
 from examples.approvals import refunds
 from promises import Runtime, SqlStore, Worker, open_store
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).parent.parent
@@ -47,16 +48,12 @@ async def store(db: Path) -> AsyncIterator[SqlStore]:
         yield s
 
 
-async def run_until(store: SqlStore, condition: object, timeout: float = 20) -> None:
+async def run_until(store: SqlStore, condition: Callable[[], bool]) -> None:
     """Run a worker until ``condition()`` holds, then stop it (the server going down)."""
     worker = Worker(Runtime(store), poll_interval=0.05)
     task = asyncio.create_task(worker.run())
     try:
-        for _ in range(int(timeout / 0.05)):
-            if condition():  # type: ignore[operator]
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError("condition not reached")
+        await eventually(condition, what="the condition")
     finally:
         worker.stop()
         await task
@@ -142,6 +139,13 @@ async def test_a_person_decides_in_band_through_mcp_task_input(
     from promises.functions import REGISTRY
     from tests.tasks_client import TasksClient, get_task, start_task, update_task
 
+    async def status_is(client: Client, task_id: str, wanted: str) -> dict[str, Any]:
+        async def reached() -> dict[str, Any] | None:
+            task = await get_task(client, task_id)
+            return task if task["status"] == wanted else None
+
+        return await eventually(reached, what=f"task {task_id} becomes {wanted}")
+
     server = build_server(store, {"refunds.refund": REGISTRY["refunds.refund"]})
     async with worker_running(server.service), Client(server, extensions=[TasksClient()]) as client:  # type: ignore[attr-defined]
         handle = await start_task(
@@ -149,21 +153,13 @@ async def test_a_person_decides_in_band_through_mcp_task_input(
             "start_refunds_refund",
             {"order_id": "F-6", "amount_eur": 120.0, "reason": "broken"},
         )
-        for _ in range(200):
-            task = await get_task(client, handle.task_id)
-            if task["status"] == "input_required":
-                break
-            await asyncio.sleep(0.05)
+        task = await status_is(client, handle.task_id, "input_required")
         ((key, request),) = task["inputRequests"].items()
         assert request["params"]["message"] == "Refund 120.00 EUR for order F-6?"
         await update_task(
             client, handle.task_id, {key: {"action": "accept", "content": {"approved": True}}}
         )
-        for _ in range(200):
-            task = await get_task(client, handle.task_id)
-            if task["status"] == "completed":
-                break
-            await asyncio.sleep(0.05)
+        task = await status_is(client, handle.task_id, "completed")
     assert task["result"]["structuredContent"]["result"]["status"] == "refunded"
     assert len(entries(ledger)) == 1
 
@@ -188,7 +184,9 @@ def test_the_offline_refund_demo_is_approved_from_the_page_in_a_browser() -> Non
         assert waiting.startswith("it waits for a person. Decide here: http://127.0.0.1:")
         link = waiting.split("Decide here: ")[1].strip()
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
+            browser = playwright.chromium.launch(
+                executable_path=str(chromium), args=["--no-sandbox"]
+            )
             page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
             page.goto(link)
             assert page.inner_text("#question") == "Refund 250.00 EUR for order B-2?"

@@ -17,17 +17,11 @@ import pytest
 from examples.reminders import agent
 from promises import TIMER_TAG, Runtime, open_store
 from tests.reminders_harness import WAKE_AT, FileClock, chat_completion
+from tests.waiting import until
 
 ROOT = Path(__file__).parent.parent
 START = int(datetime(2027, 1, 15, 20, 30, tzinfo=UTC).timestamp() * 1000)  # "tomorrow at 9"
 WAKE_MS = int(datetime.fromisoformat(WAKE_AT.replace("Z", "+00:00")).timestamp() * 1000)
-
-
-def wait_for(condition: object, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -52,10 +46,12 @@ def test_remind_me_tomorrow_at_9_survives_a_crash_mid_sleep(tmp_path: Path) -> N
             command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
-            wait_for(lambda: store.search("rem.*", tags={TIMER_TAG: "true"}).promises != [])
-            timer = store.search("rem.*", tags={TIMER_TAG: "true"}).promises[0]
+            timer = until(
+                lambda: store.search("rem.*", tags={TIMER_TAG: "true"}).promises,
+                what="the assistant's timer",
+            )[0]
             assert timer.timeout_at == WAKE_MS  # the right sleep: 09:00 UTC the next day
-            time.sleep(0.3)
+            time.sleep(0.3)  # a window for a wrong early wake-up: nothing to wait for
             assert store.get("rem").pending and not outbox.exists()  # asleep, nothing delivered yet
         finally:
             first.send_signal(signal.SIGKILL)
@@ -66,7 +62,7 @@ def test_remind_me_tomorrow_at_9_survives_a_crash_mid_sleep(tmp_path: Path) -> N
             command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
-            wait_for(lambda: not store.get("rem").pending)
+            until(lambda: not store.get("rem").pending, what="the reminder job settles")
         finally:
             second.terminate()
             second.wait()

@@ -16,6 +16,7 @@ from examples.weather import jobs as weather
 from promises import Runtime, SqlStore, Worker, open_store
 from promises.codec import StoredError
 from tests.conftest import FakeClock
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 LISBON = {"name": "Lisbon", "latitude": 38.72, "longitude": -9.14}
@@ -41,13 +42,16 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[SqlStore, FakeClock, Wo
 
 async def settle(store: SqlStore, clock: FakeClock, worker: Worker, job_id: str) -> Any:
     """Run until the job settles, moving the injected clock past retry backoffs."""
-    for _ in range(400):
-        if not store.get(job_id).pending:
-            return store.get(job_id)
-        await asyncio.sleep(0.02)
-        clock.advance(5_000)
-        worker.wake()
-    raise AssertionError(f"{job_id} did not settle")
+
+    def settled() -> Any:
+        job = store.get(job_id)
+        if job.pending:
+            clock.advance(5_000)
+            worker.wake()
+            return None
+        return job
+
+    return await eventually(settled, what=f"{job_id} settles")
 
 
 async def test_one_step_per_location_month_and_a_summary(

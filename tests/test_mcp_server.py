@@ -18,6 +18,7 @@ from agent_tools.server import build_server, worker_running
 from promises import SqlStore, open_store
 from promises.functions import REGISTRY
 from tests import durable_jobs as jobs
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -178,11 +179,12 @@ async def test_a_waiting_approval_shows_its_id_and_a_decision_completes_the_job(
         client, "start_job", {"kind": "approval", "args": {"question": "Refund 250 EUR?"}}
     )
     job_id = started["job_id"]
-    for _ in range(100):
+
+    async def waiting() -> dict[str, Any] | None:
         status = (await call(client, "probe_status", {"job_ids": [job_id]}))["jobs"][0]
-        if status["status"] == "waiting":
-            break
-        await asyncio.sleep(0.05)
+        return status if status["status"] == "waiting" else None
+
+    status = await eventually(waiting, what=f"{job_id} waits")
     assert status["waiting_for"]["approval"] == f"{job_id}.0"
     assert status["waiting_for"]["request"]["question"] == "Refund 250 EUR?"
     await asyncio.to_thread(decide, server.service, job_id, True, "ok by me")
@@ -263,9 +265,14 @@ async def test_an_agent_that_lost_its_ids_finds_its_jobs_with_list_jobs(
     assert set(found) == {*ids, sleeping["job_id"]} and found[0] == sleeping["job_id"]
     completed = await call(client, "list_jobs", {"status": "completed", "kind": "tests.squares"})
     assert {j["job_id"] for j in completed["jobs"]} == set(ids)
-    await asyncio.sleep(0.3)
-    waiting = await call(client, "list_jobs", {"status": "waiting"})
-    assert [j["job_id"] for j in waiting["jobs"]] == [sleeping["job_id"]]
+
+    async def listed_waiting() -> list[str] | None:  # once the sleep job has begun its sleep
+        listed = await call(client, "list_jobs", {"status": "waiting"})
+        ids = [j["job_id"] for j in listed["jobs"]]
+        return ids if sleeping["job_id"] in ids else None
+
+    waiting = await eventually(listed_waiting, what="the sleep job is listed as waiting")
+    assert waiting == [sleeping["job_id"]]
 
 
 async def test_cancel_job_stops_a_job_and_a_second_cancel_says_it_is_over(

@@ -23,6 +23,7 @@ from promises import SqlStore, open_store
 from promises.functions import REGISTRY
 from tests import durable_jobs  # noqa: F401  (registers the test kinds)
 from tests.conftest import START, FakeClock
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 KINDS = {k: REGISTRY[k] for k in ("approval", "sleep", "tests.squares", "tests.fails")}
@@ -367,11 +368,12 @@ async def test_await_result_asks_the_person_in_the_chat_when_the_client_can(
 
     async with Client(server, mode=mode, elicitation_callback=person) as client:  # type: ignore[arg-type]
         job = await call(client, "start_approval", {"question": "Publish the report?"})
-        for _ in range(200):  # until the job waits for the person (an observed state)
+
+        async def waiting() -> dict[str, Any] | None:  # the job waits for the person
             probe = (await call(client, "probe_status", {"job_ids": [job["job_id"]]}))["jobs"][0]
-            if probe["status"] == "waiting":
-                break
-            await asyncio.sleep(0.02)
+            return probe if probe["status"] == "waiting" else None
+
+        probe = await eventually(waiting, what="the approval job waits")
         done = await call(client, "await_result", {"job_ids": [job["job_id"]], "timeout_s": 10})
     assert asked == ["Publish the report?"]
     assert done["done"][0]["result"] == {
@@ -419,14 +421,25 @@ async def test_schedules_alternatives_are_in_its_schema(served: tuple[Any, SqlSt
 
 async def _waiting_approval(client: Client, question: str) -> tuple[str, str]:
     job = await call(client, "start_approval", {"question": question})
-    seen: list[Any] = []
-    for _ in range(200):  # until the job waits for the person (an observed state)
-        probe = (await call(client, "probe_status", {"job_ids": [job["job_id"]]}))["jobs"][0]
+    seen: list[Any] = []  # what it waited for before (each change once)
+    last: dict[str, Any] = {}
+
+    async def waiting() -> tuple[str, str] | None:  # the job waits for the person
+        probe = last["probe"] = (await call(client, "probe_status", {"job_ids": [job["job_id"]]}))[
+            "jobs"
+        ][0]
         if "approval" in (probe.get("waiting_for") or {}):
             return job["job_id"], probe["waiting_for"]["approval"]
-        seen.append(probe.get("waiting_for"))
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"the approval job never waited for its approval: {probe} {seen}")
+        if not seen or seen[-1] != probe.get("waiting_for"):
+            seen.append(probe.get("waiting_for"))
+        return None
+
+    try:
+        return await eventually(waiting, what="the approval job waits for its approval")
+    except TimeoutError:
+        raise AssertionError(
+            f"the approval job never waited for its approval: {last.get('probe')} {seen}"
+        ) from None
 
 
 async def test_a_job_is_a_resource_and_a_2025_subscriber_hears_when_it_finishes(

@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from tests.waiting import eventually
+from tests.waiting import eventually, until
 
 ROOT = Path(__file__).parent.parent
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -68,15 +67,21 @@ class HttpServer:
                 stdout=subprocess.DEVNULL,
                 stderr=errors,
             )
-        deadline = time.monotonic() + 30
-        while True:
+        proc = self.proc
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server did not start: {self.errors.read_text()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                    return True
             except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not start: {self.errors.read_text()}") from None
-                time.sleep(0.1)
+                return False
+
+        try:
+            until(listening, what=f"the server listens on port {self.port}")
+        except TimeoutError:
+            raise RuntimeError(f"server did not start: {self.errors.read_text()}") from None
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -194,6 +199,14 @@ def test_serving_beyond_loopback_without_a_token_is_refused(tmp_path: Path) -> N
     )
 
 
+def long_steps_done(log: Path, job_ids: list[str]) -> int:
+    """How many steps of these jobs the log says have finished."""
+    if not log.exists():
+        return 0
+    steps = (json.loads(line)["step"] for line in log.read_text().splitlines() if line.strip())
+    return sum(1 for step in steps if step.rsplit(".", 1)[0] in job_ids)
+
+
 async def test_jobs_are_rejoined_after_the_server_is_sigkilled_and_restarted(
     http_server: HttpServer,
 ) -> None:
@@ -209,7 +222,8 @@ async def test_jobs_are_rejoined_after_the_server_is_sigkilled_and_restarted(
             for _ in range(3)
         ]
         lost = await call(client, "start_job", {"kind": "tests.squares", "args": {"n": 2}})
-    time.sleep(0.8)  # mid-job
+    # Kill it mid-job: once the long jobs have finished a few steps (an observed event).
+    await eventually(lambda: long_steps_done(http_server.log, ids) >= 3)
     killed = http_server.proc.pid  # type: ignore[union-attr]
     http_server.kill()
     http_server.start()
@@ -283,11 +297,12 @@ async def test_a_python_client_over_stdio_rejoins_its_task_and_job_after_a_sigki
     async with Client(params, extensions=[TasksClient()]) as client:
         done = await call(client, "await_result", {"job_ids": ["py-plain"], "timeout_s": 40})
         assert done["done"][0]["result"] == sum(i * i for i in range(8))
-        for _ in range(400):
+
+        async def finished() -> dict[str, Any] | None:
             state = await get_task(client, task.task_id)
-            if state["status"] != "working":
-                break
-            await asyncio.sleep(0.05)
+            return state if state["status"] != "working" else None
+
+        state = await eventually(finished, what="the task is no longer working")
     assert state["status"] == "completed"
     assert state["result"]["structuredContent"]["result"] == sum(i * i for i in range(8))
     assert_no_finished_step_ran_again(server.steps_log, restarts=2)

@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from agent_tools import builtin_jobs
 from agent_tools.links import Signer
 from promises import Runtime, open_store
 from tests.test_mcp_transports import free_port
+from tests.waiting import eventually, until
 
 ROOT = Path(__file__).parent.parent
 AGENT_TOOLS = str(Path(sys.executable).parent / "agent-tools")  # the installed command
@@ -43,16 +43,6 @@ def env(**extra: str) -> dict[str, str]:
     return {**base, "AGENT_TOOLS_SECRET": SECRET, **extra}
 
 
-def wait_for(condition: Any, timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def pages_url(log: Path) -> str:
     """The pages' URL from the server's start line."""
 
@@ -60,7 +50,7 @@ def pages_url(log: Path) -> str:
         match = re.search(r"pages: (https?://\S+)/", log.read_text() if log.exists() else "")
         return match[1] if match else None
 
-    url: str = wait_for(found, what="the server's start line")
+    url: str = until(found, what="the server's start line")
     return url
 
 
@@ -108,7 +98,9 @@ def http_server(running: list[Running], tmp_path: Path, *extra: str, **environme
 
 
 @pytest.mark.anyio
-async def test_a_stdio_server_serves_its_pages_and_hands_out_links_that_open(tmp_path: Path) -> None:
+async def test_a_stdio_server_serves_its_pages_and_hands_out_links_that_open(
+    tmp_path: Path,
+) -> None:
     log = tmp_path / "stdio.log"
     params = StdioServerParameters(
         command=AGENT_TOOLS, args=command(tmp_path / "s.db")[1:], env=env(), cwd=str(ROOT)
@@ -120,12 +112,13 @@ async def test_a_stdio_server_serves_its_pages_and_hands_out_links_that_open(tmp
             )
             job_id = (started.structured_content or {})["job_id"]
             base = pages_url(log)
-            for _ in range(200):
+
+            async def waiting() -> dict[str, Any] | None:
                 probe = await client.call_tool("probe_status", {"job_ids": [job_id]})
                 job = (probe.structured_content or {})["jobs"][0]
-                if job["status"] == "waiting":
-                    break
-                time.sleep(0.05)
+                return job if job["status"] == "waiting" else None
+
+            job = await eventually(waiting, what=f"{job_id} waits")
             link = job["waiting_for"]["link"]
             assert link.startswith(base + "/approve/")  # where the pages really are
             opened = httpx.get(link)
@@ -148,7 +141,9 @@ def test_when_the_pages_port_is_taken_a_stdio_server_uses_a_free_one(
         server = start(running, command(tmp_path / "t.db"), tmp_path / "t.log")
         url = pages_url(server.log)
         assert url != "http://127.0.0.1:8765" and httpx.get(url + "/").status_code == 200
-        assert "port 8765 is taken; serving the pages on a free port instead" in server.log.read_text()
+        assert (
+            "port 8765 is taken; serving the pages on a free port instead" in server.log.read_text()
+        )
     finally:
         holder.close()
 
@@ -252,7 +247,7 @@ def test_origin_and_form_token_are_checked_before_any_body_is_read(
     with open_store(f"sqlite:///{tmp_path}/h.db") as store:
         Runtime(store).start(builtin_jobs.approval, "Pay?", id="pay")
         token = Signer(SECRET.encode()).approval_token("pay.0")
-        wait_for(lambda: (t := Runtime(store).tasks.get("pay")) and t.waiting_on, what="the wait")
+        until(lambda: (t := Runtime(store).tasks.get("pay")) and t.waiting_on, what="the wait")
     # Each request announces a 50 kB body and sends none of it: an answer proves the
     # server decided before reading.
     for path, origin in (
@@ -269,7 +264,9 @@ def test_origin_and_form_token_are_checked_before_any_body_is_read(
         assert answer.startswith("HTTP/1.1 403"), (path, answer[:200])
 
 
-def test_every_body_is_capped_before_it_is_read_whole(tmp_path: Path, running: list[Running]) -> None:
+def test_every_body_is_capped_before_it_is_read_whole(
+    tmp_path: Path, running: list[Running]
+) -> None:
     base = http_server(running, tmp_path)
     netloc = base.removeprefix("http://")
     announced = raw_request(base, f"POST /jobs/x/cancel HTTP/1.1\r\nHost: {netloc}\r\nConnection: close\r\n"
@@ -280,7 +277,7 @@ def test_every_body_is_capped_before_it_is_read_whole(tmp_path: Path, running: l
     chunked = b"%x\r\n%s\r\n" % (65537, b"x" * 65537)
     with open_store(f"sqlite:///{tmp_path}/h.db") as store:
         Runtime(store).start(builtin_jobs.approval, "Big?", id="big")
-        wait_for(lambda: (t := Runtime(store).tasks.get("big")) and t.waiting_on, what="the wait")
+        until(lambda: (t := Runtime(store).tasks.get("big")) and t.waiting_on, what="the wait")
     form_token = Signer(SECRET.encode()).form_token("approve:big.0")
     link = f"/approve/{Signer(SECRET.encode()).approval_token('big.0')}?form_token={form_token}"
     streamed = raw_request(base, f"POST {link} HTTP/1.1\r\nHost: {netloc}\r\nConnection: close\r\n"
@@ -296,7 +293,7 @@ def test_a_client_that_goes_away_mid_body_costs_one_log_line(
     netloc = base.removeprefix("http://")
     with open_store(f"sqlite:///{tmp_path}/h.db") as store:
         Runtime(store).start(builtin_jobs.approval, "Stall?", id="stall")
-        wait_for(lambda: (t := Runtime(store).tasks.get("stall")) and t.waiting_on, what="the wait")
+        until(lambda: (t := Runtime(store).tasks.get("stall")) and t.waiting_on, what="the wait")
     signer = Signer(SECRET.encode())
     link = f"/approve/{signer.approval_token('stall.0')}?form_token={signer.form_token('approve:stall.0')}"
     for _ in range(20):
@@ -304,7 +301,7 @@ def test_a_client_that_goes_away_mid_body_costs_one_log_line(
                           "Content-Type: application/x-www-form-urlencoded\r\n",
                     b"decision=app", close_after=True)  # fmt: skip
     log = running[0].log
-    wait_for(lambda: log.read_text().count("went away") == 20, what="20 log lines")
+    until(lambda: log.read_text().count("went away") == 20, what="20 log lines")
     assert httpx.get(base + "/").status_code == 200  # still serving
     running[0].proc.terminate()
     running[0].proc.wait(20)
@@ -332,7 +329,7 @@ def test_the_public_url_and_allowed_hosts_are_answered_and_links_use_the_public_
         assert httpx.get(local + "/", headers={"Host": host}).status_code == status, host
     with open_store(f"sqlite:///{tmp_path}/h.db") as store:
         Runtime(store).start(builtin_jobs.approval, "Public?", id="pub")
-        wait_for(lambda: (t := Runtime(store).tasks.get("pub")) and t.waiting_on, what="the wait")
+        until(lambda: (t := Runtime(store).tasks.get("pub")) and t.waiting_on, what="the wait")
     shown = subprocess.run(
         [AGENT_TOOLS, "jobs", "show", "pub", "--json",
          "--db", str(tmp_path / "h.db"), "--public-url", "https://agents.example.org"],

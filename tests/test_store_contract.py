@@ -20,6 +20,7 @@ from promises import (
     open_store,
 )
 from tests.conftest import FakeClock, raw
+from tests.waiting import eventually
 
 HOUR = 3_600_000
 pytestmark = pytest.mark.anyio  # async tests run on asyncio (see conftest.anyio_backend)
@@ -198,11 +199,18 @@ def test_a_row_that_breaks_an_invariant_is_reported_not_returned(
 # -- waiting --------------------------------------------------------------------------
 
 
+def listening(store: SqlStore, id: str) -> bool:
+    """A waiter in ``store`` listens for ``id`` and the store's change feed is up: a settle
+    from now on reaches it (the waiter is blocked, not still starting)."""
+    waiters = store.waiters
+    return id in waiters._by_id and waiters.feed().ready.is_set()
+
+
 async def test_wait_wakes_at_once_when_this_process_settles(store_url: str) -> None:
     with open_store(store_url, poll_interval=30) as store:  # polling would take 30 s
         store.create("p1", timeout_at=store.clock() + HOUR)
         waiter = asyncio.create_task(store.wait("p1", timeout=20))
-        await asyncio.sleep(0.05)
+        await eventually(lambda: listening(store, "p1"))
         started = time.monotonic()
         await asyncio.to_thread(store.resolve, "p1", value=Value("done"))
         p = await asyncio.wait_for(waiter, 5)
@@ -218,7 +226,7 @@ async def test_wait_sees_a_settle_from_another_store_at_once_without_polling(
     with open_store(store_url, poll_interval=30) as waiter_store, open_store(store_url) as other:
         waiter_store.create("p1", timeout_at=waiter_store.clock() + HOUR)
         waiter = asyncio.create_task(waiter_store.wait("p1", timeout=20))
-        await asyncio.sleep(0.05)
+        await eventually(lambda: listening(waiter_store, "p1"))
         await asyncio.to_thread(other.resolve, "p1")
         p = await asyncio.wait_for(waiter, 5)
         assert p.state == "resolved"

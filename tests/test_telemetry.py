@@ -46,11 +46,15 @@ class Recorded:
                         value = getattr(point, "value", None)
                         if value is None:  # a histogram
                             value = (point.count, point.sum)  # type: ignore[attr-defined]
-                        found.setdefault(metric.name, []).append((dict(point.attributes or {}), value))
+                        found.setdefault(metric.name, []).append(
+                            (dict(point.attributes or {}), value)
+                        )
         return found
 
 
-def test_a_job_that_fails_a_step_sleeps_and_resumes_is_one_trace_with_runs_steps_and_waits() -> None:
+def test_a_job_that_fails_a_step_sleeps_and_resumes_is_one_trace_with_runs_steps_and_waits() -> (
+    None
+):
     first, second = Recorded(), Recorded()  # two processes: the job resumed elsewhere
     o = first.observer
     o.job_started("gather-1", "weather.gather")
@@ -94,7 +98,9 @@ def test_a_job_that_fails_a_step_sleeps_and_resumes_is_one_trace_with_runs_steps
     assert second.metrics()["agent_tools.jobs.settled"] == [
         ({"kind": "weather.gather", "status": "completed"}, 1)]  # fmt: skip
     assert first.metrics()["agent_tools.steps.failed"] == [({"step": "fetch_month"}, 1)]
-    assert second.metrics()["agent_tools.jobs.wake_latency"] == [({"kind": "weather.gather"}, (1, 37))]
+    assert second.metrics()["agent_tools.jobs.wake_latency"] == [
+        ({"kind": "weather.gather"}, (1, 37))
+    ]
     assert first.metrics()["agent_tools.runs"] == [
         ({"kind": "weather.gather", "outcome": "suspended"}, 1)]  # fmt: skip
 
@@ -107,7 +113,9 @@ def test_a_failed_job_marks_its_run_and_counts_as_failed() -> None:
     o.step_ended("f-1", "f-1.0", "explode", 1, False, "Broken")
     o.run_ended("f-1", "tests.fails", "failed", "Broken")
     (step, run) = recorded.spans.get_finished_spans()
-    assert step.status.status_code == StatusCode.ERROR and step.parent.span_id == run.context.span_id  # type: ignore[union-attr]
+    assert (
+        step.status.status_code == StatusCode.ERROR and step.parent.span_id == run.context.span_id
+    )  # type: ignore[union-attr]
     assert run.status.status_code == StatusCode.ERROR and run.attributes["error.type"] == "Broken"
     assert recorded.metrics()["agent_tools.jobs.settled"] == [
         ({"kind": "tests.fails", "status": "failed"}, 1)]  # fmt: skip
@@ -138,7 +146,9 @@ async def gather(ctx: Context, month: str) -> str:
     return str(rows)
 
 
-def test_a_real_worker_reports_runs_steps_retries_and_waits_through_the_hook(tmp_path: Path) -> None:
+def test_a_real_worker_reports_runs_steps_retries_and_waits_through_the_hook(
+    tmp_path: Path,
+) -> None:
     import asyncio
 
     recorded = Recorded()
@@ -170,7 +180,9 @@ def test_a_real_worker_reports_runs_steps_retries_and_waits_through_the_hook(tmp
     assert any(e.name == "waiting" for r in runs for e in r.events)
     metrics = recorded.metrics()
     assert metrics["agent_tools.jobs.started"] == [({"kind": "telemetry.gather"}, 1)]
-    assert metrics["agent_tools.jobs.settled"] == [({"kind": "telemetry.gather", "status": "completed"}, 1)]
+    assert metrics["agent_tools.jobs.settled"] == [
+        ({"kind": "telemetry.gather", "status": "completed"}, 1)
+    ]
     assert metrics["agent_tools.steps.failed"] == [({"step": f"{__name__}:flaky_fetch"}, 1)]
     assert "agent_tools.jobs.ready" not in metrics  # the store is closed: no reading, no error
 
@@ -193,7 +205,9 @@ def test_otel_without_the_extra_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_json_logs_are_one_object_a_line_with_extras_and_exceptions() -> None:
-    record = logging.LogRecord("agent_tools.x", logging.WARNING, __file__, 1, "job %s lost", ("j-1",), None)
+    record = logging.LogRecord(
+        "agent_tools.x", logging.WARNING, __file__, 1, "job %s lost", ("j-1",), None
+    )
     record.job_id = "j-1"
     line = json.loads(JsonFormatter().format(record))
     assert line["level"] == "warning" and line["logger"] == "agent_tools.x"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from promises import Context, Runtime, SqlStore, durable, open_store
 from tests import durable_jobs as jobs
 from tests import people_jobs
 from tests.test_mcp_transports import free_port
+from tests.waiting import until
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).parent.parent
@@ -50,16 +50,16 @@ class Server:
             self.proc = subprocess.Popen(
                 command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=errors
             )
-        deadline = time.monotonic() + 30
-        while True:
+
+        def answering() -> bool:
             try:
                 httpx.get(self.base + "/approve/x", timeout=1)
-                return
+                return True
             except httpx.TransportError:
-                assert self.proc.poll() is None and time.monotonic() < deadline, (
-                    f"server did not start: {self.log.read_text()}"
-                )
-                time.sleep(0.1)
+                assert self.proc.poll() is None, f"server did not start: {self.log.read_text()}"
+                return False
+
+        until(answering, what=f"the server answers at {self.base}")
 
     def link(self, approval_id: str) -> str:
         return f"{self.base}/approve/{Signer(SECRET.encode()).approval_token(approval_id)}"
@@ -139,27 +139,22 @@ def assert_fits(page: Any) -> None:
     assert overflow["scroll"] <= overflow["width"] and overflow["wide"] == [], overflow
 
 
-def wait_until(condition: Any, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def waiting_approval(store: SqlStore, job_id: str) -> str:
     tasks = Runtime(store).tasks
-    wait_until(lambda: (t := tasks.get(job_id)) is not None and t.waiting_on is not None)
+    until(lambda: (t := tasks.get(job_id)) is not None and t.waiting_on is not None)
     task = tasks.get(job_id)
     assert task is not None and task.waiting_on is not None
     return task.waiting_on
 
 
 def reload_until(page: Any, selector: str, text: str) -> None:
-    deadline = time.monotonic() + 20
-    while page.inner_text(selector) != text:
-        assert time.monotonic() < deadline, f"{selector} never showed {text!r}"
-        time.sleep(0.1)
+    def shown() -> bool:
+        if page.inner_text(selector) == text:
+            return True
         page.reload()
+        return False
+
+    until(shown, what=f"{selector} shows {text!r}")
 
 
 @durable(name="web.unserved")
@@ -222,7 +217,7 @@ def test_a_rejection_then_a_second_decision_is_answered_in_a_persons_words(
     shoot(second, "test_a_second_decision-desktop")
     first.context.close()
     second.context.close()
-    wait_until(lambda: not store.get("del").pending)
+    until(lambda: not store.get("del").pending)
     assert Runtime.result(store.get("del"))["approved"] is False
 
 
@@ -231,7 +226,7 @@ def test_an_expired_and_a_tampered_link_get_clear_pages(
 ) -> None:
     Runtime(store).start(builtin_jobs.approval, "Quick?", None, 0.5 / 3600, id="late")
     link = server.link(waiting_approval(store, "late"))
-    wait_until(lambda: not store.get("late").pending)
+    until(lambda: not store.get("late").pending)
     page.goto(link)
     assert page.inner_text("#message h2") == "This approval has expired"
     assert "without a decision; the job went on without it" in page.inner_text("#message")
@@ -276,7 +271,7 @@ def test_the_dashboard_counts_pages_both_ways_and_filters_1000_jobs(
     store.db.write(lambda tx: [runtime.start_tx(tx, nap) for nap in naps])  # one transaction
     for i in range(10):
         runtime.start(jobs.squares, 3, id=f"sq-{i}")
-    wait_until(lambda: all(not store.get(f"sq-{i}").pending for i in range(10)))
+    until(lambda: all(not store.get(f"sq-{i}").pending for i in range(10)))
     page.goto(server.base + "/")
     counts = {
         a.get_attribute("data-status"): a.inner_text().split("\n")[0]
@@ -320,7 +315,7 @@ def test_the_dashboard_shows_what_each_job_waits_for_and_who_needs_a_person(
     runtime.start(unserved, id="orphan")  # a kind the server's worker does not have
     waiting_approval(store, "needs-ana")
     waiting_approval(store, "long-nap")
-    wait_until(lambda: not store.get("report").pending and not store.get("broken").pending)
+    until(lambda: not store.get("report").pending and not store.get("broken").pending)
     page.goto(server.base + "/")
     row = {r.locator("td.job").inner_text(): r for r in page.locator("tr.job").all()}
     assert "needs a person" in row["needs-ana"].inner_text()
@@ -360,10 +355,13 @@ def test_a_job_page_puts_the_timeline_first_folds_long_results_and_shows_the_cal
     server: Server, store: SqlStore, page: Any
 ) -> None:
     Runtime(store).start(people_jobs.report, "Lisbon", ["2025-01", "2025-02", "2025-03"], id="rep")
-    wait_until(lambda: not store.get("rep").pending)
+    until(lambda: not store.get("rep").pending)
     page.goto(server.base + "/jobs/rep")
     assert page.inner_text("#status") == "completed"
-    assert page.inner_text("#call") == 'people.report(city="Lisbon", months=["2025-01", "2025-02", "2025-03"])'
+    assert (
+        page.inner_text("#call")
+        == 'people.report(city="Lisbon", months=["2025-01", "2025-02", "2025-03"])'
+    )
     assert '"args"' not in page.content() and '"kwargs"' not in page.content()
     lanes = page.locator("#timeline .lane")
     assert lanes.count() == 3 and ".0 fetch_month" in lanes.nth(0).inner_text()
@@ -385,11 +383,13 @@ def test_a_waiting_job_page_links_to_its_approval_and_cancels(
     runtime.start(people_jobs.refund, "D-4", 300.0, id="r4")
     approval_id = waiting_approval(store, "r4")
     page.goto(server.base + "/jobs/r4")
-    assert "Waiting for a person: Refund 300.00 EUR for order D-4?" in page.inner_text("#needs-person")
+    assert "Waiting for a person: Refund 300.00 EUR for order D-4?" in page.inner_text(
+        "#needs-person"
+    )
     assert page.get_attribute("#needs-person a", "href") == server.link(approval_id)
     assert_fits(page)
     runtime.start(jobs.sleeper, 600, id="long-nap")
-    wait_until(lambda: store.search("long-nap.1").promises != [])
+    until(lambda: store.search("long-nap.1").promises != [])
     page.goto(server.base + "/jobs/long-nap")
     assert page.locator("#timeline .seg.sleep.pending").count() == 1  # drawn as still going
     assert "sleep until" in page.inner_text("#timeline")
@@ -407,10 +407,12 @@ def test_an_id_with_slashes_and_dots_opens_its_own_job_not_another(
     runtime.start(jobs.squares, 1, id="a/../b")
     runtime.start(jobs.squares, 2, id="b")
     runtime.start(jobs.squares, 3, id="..")
-    wait_until(lambda: all(not store.get(i).pending for i in ("a/../b", "b", "..")))
+    until(lambda: all(not store.get(i).pending for i in ("a/../b", "b", "..")))
     page.goto(server.base + "/")
     page.click("td.job >> text='a/../b'")
-    assert page.inner_text("#job-id") == "a/../b" and page.inner_text("#call") == "tests.squares(n=1)"
+    assert (
+        page.inner_text("#job-id") == "a/../b" and page.inner_text("#call") == "tests.squares(n=1)"
+    )
     page.goto(server.base + "/")
     page.click("td.job >> text='..'")
     assert page.inner_text("#job-id") == ".." and page.inner_text("#call") == "tests.squares(n=3)"
