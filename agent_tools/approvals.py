@@ -80,10 +80,7 @@ def closed_message(approval: Approval, now: int) -> str:
         who = f" by {decision.by}" if decision.by else ""
         when = f"{local_time(decision.at)} ({relative(decision.at, now)})"
         said = f' with the comment "{decision.comment}"' if decision.comment else ""
-        return (
-            f"This was already {approval.state}{who} on {when}{said}. "
-            "The first decision stands."
-        )
+        return f"This was already {approval.state}{who} on {when}{said}. The first decision stands."
     if approval.state == "expired":
         return (
             f"This approval expired on {local_time(approval.deadline)} "

@@ -96,8 +96,7 @@ def dashboard_row(job: dict[str, Any], now: int, view: JobView | None = None) ->
         "status": job["status"],
         "needs_person": needs_person(job, view),
         "approval_link": waiting.get("link"),
-        "waiting_for": workerless
-        or (waiting_text(job, now) if job["status"] == "waiting" else ""),
+        "waiting_for": workerless or (waiting_text(job, now) if job["status"] == "waiting" else ""),
         "started": when(created, now),
         "took": duration((finished or now) - (created or now)),
         "progress": progress,
