@@ -141,6 +141,73 @@ def _public_url(parser: argparse.ArgumentParser) -> None:
                              "the pages of a server running on this database)")  # fmt: skip
 
 
+def _serving_options(parser: argparse.ArgumentParser) -> None:
+    """The options of everything that serves MCP (``serve`` and ``proxy``)."""
+    parser.add_argument(
+        "--http",
+        action="store_true",
+        help="serve streamable HTTP at /mcp (with the pages at /) instead of stdio",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; any other needs a token)",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"HTTP port with --http (default {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--ui-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help=f"in stdio mode, the port of the pages (default {DEFAULT_PORT}, or a "
+        "free port when that is taken; 0 for any free port)",
+    )
+    parser.add_argument("--no-ui", action="store_true", help="in stdio mode, serve no pages")
+    parser.add_argument(
+        "--token-file",
+        default=None,
+        metavar="PATH",
+        help=f"file holding the bearer token (or ${TOKEN_FILE_ENV}); required "
+        "to listen beyond loopback",
+    )
+    parser.add_argument(
+        "--token",
+        default=None,
+        help=f"the bearer token itself (or ${TOKEN_ENV}); prefer --token-file: "
+        "command lines are visible to other users",
+    )
+    _public_url(parser)
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="another host name people use to reach this server, e.g. behind a proxy (repeatable)",
+    )
+    parser.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="run no jobs in this process (run agent-tools worker beside it)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=16,
+        help="jobs run at once by this process's worker (default 16)",
+    )
+    parser.add_argument(
+        "--otel",
+        action="store_true",
+        help="export OpenTelemetry traces and metrics over OTLP (needs agent-tools[otel]; "
+        "set OTEL_EXPORTER_OTLP_ENDPOINT)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agent-tools",
@@ -159,69 +226,48 @@ def _parser() -> argparse.ArgumentParser:
     serve = command(
         "serve", "run the MCP server (stdio by default) with its web pages and a worker"
     )
-    serve.add_argument(
-        "--http",
-        action="store_true",
-        help="serve streamable HTTP at /mcp (with the pages at /) instead of stdio",
+    _serving_options(serve)
+
+    proxy = command(
+        "proxy",
+        "serve the tools of another MCP server as durable jobs: a slow call answers with a "
+        "job id instead of timing out (agent-tools proxy [options] -- COMMAND [ARGS...])",
     )
-    serve.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to listen on (default 127.0.0.1; any other needs a token)",
-    )
-    serve.add_argument(
-        "--port",
-        type=_port,
-        default=DEFAULT_PORT,
-        help=f"HTTP port with --http (default {DEFAULT_PORT})",
-    )
-    serve.add_argument(
-        "--ui-port",
-        type=_port,
+    _serving_options(proxy)
+    proxy.add_argument(
+        "--upstream-url",
         default=None,
-        metavar="PORT",
-        help=f"in stdio mode, the port of the pages (default {DEFAULT_PORT}, or a "
-        "free port when that is taken; 0 for any free port)",
+        metavar="URL",
+        help="wrap a server reached over streamable HTTP instead of a command",
     )
-    serve.add_argument("--no-ui", action="store_true", help="in stdio mode, serve no pages")
-    serve.add_argument(
-        "--token-file",
-        default=None,
-        metavar="PATH",
-        help=f"file holding the bearer token (or ${TOKEN_FILE_ENV}); required "
-        "to listen beyond loopback",
-    )
-    serve.add_argument(
-        "--token",
-        default=None,
-        help=f"the bearer token itself (or ${TOKEN_ENV}); prefer --token-file: "
-        "command lines are visible to other users",
-    )
-    _public_url(serve)
-    serve.add_argument(
-        "--allowed-host",
+    proxy.add_argument(
+        "--upstream-header",
         action="append",
         default=[],
-        metavar="HOST[:PORT]",
-        help="another host name people use to reach this server, e.g. behind a proxy (repeatable)",
+        metavar="'NAME: VALUE'",
+        help="a header for --upstream-url (repeatable; $VAR in the value is read "
+        "from the environment)",
     )
-    serve.add_argument(
-        "--no-worker",
-        action="store_true",
-        help="run no jobs in this process (run agent-tools worker beside it)",
+    proxy.add_argument(
+        "--inline-wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="wait this long for a call to answer inline before handing back a "
+        "job id (0 to 55; default 45, below the clients' cut of about 60 s)",
     )
-    serve.add_argument(
-        "--concurrency",
-        type=_positive,
-        default=16,
-        help="jobs run at once by this process's worker (default 16)",
+    proxy.add_argument(
+        "--policy",
+        default=None,
+        metavar="FILE",
+        help="per-tool policy, TOML: retry, background, inline_wait_s, concurrency",
     )
-    serve.add_argument(
-        "--otel",
-        action="store_true",
-        help="export OpenTelemetry traces and metrics over OTLP (needs agent-tools[otel]; "
-        "set OTEL_EXPORTER_OTLP_ENDPOINT)",
+    proxy.add_argument(
+        "--name",
+        default=None,
+        help="the job kind's name for this upstream (default: from its command or URL)",
     )
+    proxy.set_defaults(upstream_command=[])
 
     worker = command("worker", "run a standalone worker for the loaded job kinds")
     worker.add_argument(
@@ -331,6 +377,12 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument(
         "--token", action="store_true", help=f"with --http, send the token from ${TOKEN_ENV}"
     )
+    config.add_argument(
+        "--proxy",
+        action="store_true",
+        help="wrap an existing MCP server, given after '--', in the durable proxy: "
+        "agent-tools config claude-desktop --proxy -- npx -y some-server",
+    )
     return parser  # fmt: skip
 
 
@@ -353,7 +405,7 @@ def _service(args: argparse.Namespace, store: SqlStore) -> JobService:
     return JobService(store, load_kinds(args.jobs), approval_link=approval_links(Signer(), base))
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, proxy: Any = None) -> int:
     from agent_tools.serving import ServeOptions, open_listener, serve
 
     db_url = resolve_db_url(args.db)
@@ -364,12 +416,32 @@ def _serve(args: argparse.Namespace) -> int:
         allowed_hosts=tuple(args.allowed_host), worker=not args.no_worker,
         concurrency=args.concurrency,
     )  # fmt: skip
-    kinds = load_kinds(args.jobs)
+    kinds = load_kinds(args.jobs) if proxy is None else proxy.kinds
     bound = open_listener(options)  # before anything starts: a taken port fails here
     prepare_store_file(db_url)
     with _open(db_url) as store, _telemetry(args) as observer:
-        asyncio.run(serve(store, kinds, options, bound, Signer(), observer))
+        asyncio.run(serve(store, kinds, options, bound, Signer(), observer, proxy))
     return 0
+
+
+def _proxy(args: argparse.Namespace) -> int:
+    from agent_tools.proxy import Proxy, UpstreamSpec, load_policy, parse_header
+
+    if args.jobs:
+        raise ConfigError("the proxy serves its upstream's tools; --jobs is for agent-tools serve")
+    if not args.upstream_command and args.upstream_url is None:
+        raise ConfigError(
+            "say which server to wrap: agent-tools proxy [options] -- COMMAND [ARGS...] "
+            "(a server over stdio), or --upstream-url URL (over streamable HTTP)"
+        )
+    if args.upstream_header and args.upstream_url is None:
+        raise ConfigError("--upstream-header goes with --upstream-url")
+    spec = UpstreamSpec(
+        command=tuple(args.upstream_command), url=args.upstream_url,
+        headers=dict(parse_header(h) for h in args.upstream_header),
+    )  # fmt: skip
+    proxy = Proxy(spec, load_policy(args.policy, args.inline_wait), name=args.name)
+    return _serve(args, proxy)
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -509,16 +581,22 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
+    if args.proxy != bool(args.upstream_command):
+        raise ConfigError(
+            "--proxy wraps the server given after '--': agent-tools config "
+            f"{args.target} --proxy -- npx -y some-server"
+        )
     snippet = client_config(
         args.target, db_url=resolve_db_url(args.db), jobs=args.jobs, http=args.http,
         port=args.port, token=args.token, ui_port=args.ui_port,
+        upstream=args.upstream_command,
     )  # fmt: skip
     print(json.dumps(snippet, indent=2))
     return 0
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "serve": _serve, "worker": _worker, "jobs": _jobs, "approvals": _approvals,
+    "serve": _serve, "proxy": _proxy, "worker": _worker, "jobs": _jobs, "approvals": _approvals,
     "approve": _decide, "reject": _decide, "schedules": _schedules, "health": _health,
     "status": _status,
     "config": _config,
@@ -529,7 +607,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agent_tools.http import PortUnavailable, UnsafeBind
 
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after "--" is the upstream server's command (proxy, config --proxy).
+    upstream: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, upstream = argv[:at], argv[at + 1 :]
     args = parser.parse_args(argv)
+    if upstream and args.command not in ("proxy", "config"):
+        parser.error(f"unexpected arguments after '--': {' '.join(upstream)}")
+    args.upstream_command = upstream
     if args.command is None:
         parser.print_help()
         return 0

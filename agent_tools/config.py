@@ -133,12 +133,30 @@ def client_config(
     port: int = DEFAULT_PORT,
     token: bool = False,
     ui_port: int | None = None,
+    upstream: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The ``mcpServers`` entry a client needs to run (stdio) or reach (HTTP) this
     install. Clients start servers from a directory of their own, so every path is
-    absolute and job modules are found through ``PYTHONPATH``."""
+    absolute and job modules are found through ``PYTHONPATH``. With ``upstream`` (a
+    command), the entry runs that server behind ``agent-tools proxy``."""
     if target not in CLIENTS:
         raise ConfigError(f"unknown client {target!r}; choose one of {', '.join(CLIENTS)}")
+    if upstream:
+        if http or jobs:
+            raise ConfigError(
+                "--proxy launches the proxy over stdio with the server after '--'; "
+                "leave out --http and --jobs"
+            )
+        from agent_tools.proxy import UpstreamSpec
+
+        args = ["proxy", "--db", db_url]
+        if ui_port is not None:
+            args += ["--ui-port", str(ui_port)]
+        args += ["--", *upstream]
+        wrapped: dict[str, Any] = {"command": agent_tools_command(), "args": args, "env": {}}
+        if target == "claude-code":
+            wrapped = {"type": "stdio", **wrapped}
+        return {"mcpServers": {UpstreamSpec(command=tuple(upstream)).label: wrapped}}
     if http:
         if target == "claude-desktop":
             raise ConfigError(

@@ -54,6 +54,15 @@ ItemType = Literal["job", "timer", "schedule"]
 
 MAX_JOB_IDS = 100
 MAX_WAIT_S = 45.0
+#: Job kinds of calls through ``agent-tools proxy`` start with this; such a job's
+#: result is the upstream's ``CallToolResult`` as it gave it.
+PROXY_KIND_PREFIX = "proxy:"
+
+
+def is_proxied(job: Mapping[str, Any]) -> bool:
+    """A status (``probe``) of a call made through the proxy."""
+    return str(job.get("kind") or "").startswith(PROXY_KIND_PREFIX)
+
 
 __all__ = ["KIND_TAG", "STATUSES", "JobError", "JobService", "Kind", "Status", "iso"]
 

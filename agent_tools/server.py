@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import importlib.metadata
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -77,19 +77,28 @@ async def worker_running(service: JobService, *, concurrency: int = 16) -> Async
             await asyncio.wait_for(task, 10)
 
 
-async def advertise_only_what_is_served(
-    ctx: ServerRequestContext[Any, Any], call_next: CallNext
+def advertise_only_what_is_served(tools_list_changed: bool = False) -> Any:
+    """Server middleware: capabilities name tools (whose list changes only behind a
+    proxy) and the task shape and the job resources, not the prompts the SDK would
+    advertise empty; and the tool schemas carry the rules between arguments
+    (``tools.SCHEMA_RULES``)."""
+
+    async def advertise(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        return await _advertise(ctx, call_next, tools_list_changed)
+
+    return advertise
+
+
+async def _advertise(
+    ctx: ServerRequestContext[Any, Any], call_next: CallNext, tools_list_changed: bool
 ) -> HandlerResult:
-    """Server middleware: capabilities name tools (whose list never changes) and the
-    task shape and the job resources, not the prompts the SDK would advertise empty; and the
-    tool schemas carry the rules between arguments (``tools.SCHEMA_RULES``)."""
     result = await call_next(ctx)
     if ctx.method in ("initialize", "server/discover") and isinstance(result, dict):
         capabilities = result.get("capabilities")
         if isinstance(capabilities, dict):
             for unserved in ("prompts", "completions"):
                 capabilities.pop(unserved, None)
-            capabilities["tools"] = {"listChanged": False}
+            capabilities["tools"] = {"listChanged": tools_list_changed}
             # Jobs as resources, each subscribable (resources/subscribe on 2025-11-25,
             # subscriptions/listen on 2026-07-28); the set of jobs is not announced.
             capabilities["resources"] = {"subscribe": True, "listChanged": False}
@@ -108,7 +117,16 @@ def build_server(
     await_cap_s: float = 50.0,
     progress_every_s: float = 5.0,
     approval_link: Callable[[str], str] | None = None,
+    server_class: type[MCPServer] = MCPServer,
+    name: str = "agent-tools",
+    instructions: str = INSTRUCTIONS,
+    tools_served: Collection[str] | None = None,
+    job_tools: Collection[str] | None = None,
+    tools_list_changed: bool = False,
+    middleware_first: Sequence[Any] = (),
 ) -> MCPServer:
+    """The server (``tools_served``: only these of our tools; ``job_tools``: the tools
+    that start jobs, read live by the task shapes; the rest is for ``agent_tools.proxy``)."""
     service = JobService(
         store,
         kinds,
@@ -120,17 +138,19 @@ def build_server(
     arguments = ArgumentCheck()
     bus = InMemorySubscriptionBus()
     resources = JobResources(service, bus)
-    job_tools = {"start_job", *(tools.tool_name(name) for name in service.kinds)}
-    server = MCPServer(
-        "agent-tools",
+    if job_tools is None:
+        job_tools = {"start_job", *(tools.tool_name(name) for name in service.kinds)}
+    server = server_class(
+        name,
         title="agent-tools: durable background jobs",
         version=version(),
-        instructions=INSTRUCTIONS,
+        instructions=instructions,
         extensions=[DurableTasks(handles, job_tools)],
         # Outermost first: capabilities, then the 2025-11-25 task shape (which strips
         # `task` before the arguments are checked), then the arguments.
         middleware=[
-            advertise_only_what_is_served,
+            *middleware_first,
+            advertise_only_what_is_served(tools_list_changed),
             CoreTasks(handles, job_tools),
             resources,
             arguments,
@@ -138,7 +158,7 @@ def build_server(
         subscriptions=bus,
     )
     resources.register(server)
-    for name, fn in tools.register(server, service).items():
-        arguments.add(name, fn)
+    for tool, fn in tools.register(server, service, only=tools_served).items():
+        arguments.add(tool, fn)
     server.service = service  # type: ignore[attr-defined]  # for the CLI and tests
     return server

@@ -20,7 +20,7 @@ import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from sqlalchemy.engine import make_url
@@ -29,6 +29,9 @@ from agent_tools.config import DEFAULT_PORT
 from agent_tools.http import Listener, bind, check_bind, mcp_app, pages_app
 from agent_tools.links import Signer, approval_links, forget_pages, record_pages
 from promises import DurableFunction, SqlStore, Worker
+
+if TYPE_CHECKING:
+    from agent_tools.proxy import Proxy
 
 log = logging.getLogger("agent_tools.serve")
 
@@ -93,14 +96,39 @@ async def serve(
     bound: tuple[Listener, socket.socket] | None,
     signer: Signer,
     observer: Any = None,
+    proxy: Proxy | None = None,
 ) -> None:
-    """Serve until the client leaves or a signal comes (``observer``: telemetry)."""
-    from agent_tools.server import build_server, worker_running
+    """Serve until the client leaves or a signal comes (``observer``: telemetry). With
+    ``proxy``, serve an upstream server's tools as durable jobs (``agent_tools.proxy``):
+    the upstream is started (or reached) first, and kept up while serving."""
+    from agent_tools.server import build_server
+
+    base = bound[0].url if bound else options.public_url
+    links = approval_links(signer, base)
+    if proxy is None:
+        await _serve(store, build_server(store, kinds, approval_link=links), options, bound,
+                     signer, observer)  # fmt: skip
+        return
+    from agent_tools.proxy import build_proxy_server
+
+    async with proxy.upstream.running():
+        server = build_proxy_server(store, proxy, approval_link=links)
+        await _serve(store, server, options, bound, signer, observer)
+
+
+async def _serve(
+    store: SqlStore,
+    server: Any,
+    options: ServeOptions,
+    bound: tuple[Listener, socket.socket] | None,
+    signer: Signer,
+    observer: Any,
+) -> None:
+    from agent_tools.server import worker_running
     from agent_tools.web import WebPages
 
     base = bound[0].url if bound else options.public_url
-    server = build_server(store, kinds, approval_link=approval_links(signer, base))
-    service = server.service  # type: ignore[attr-defined]
+    service = server.service
     if observer is not None:
         from agent_tools.telemetry import attach
 

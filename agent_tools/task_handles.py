@@ -21,7 +21,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from agent_tools.jobs import KIND_TAG, JobService, iso
+from agent_tools.jobs import KIND_TAG, JobService, is_proxied, iso
 from promises import InvalidArgument, Promise, PromiseNotFound, Value
 
 PREFIX = "mcp-task."
@@ -124,6 +124,8 @@ def _job_id(record: Promise) -> str:
 def job_result(state: TaskState) -> dict[str, Any]:
     """The ``CallToolResult`` of a finished task: the job's outcome, as the tools show it."""
     job = state.job
+    if job["status"] == "completed" and is_proxied(job) and isinstance(job.get("result"), dict):
+        return dict(job["result"])  # a proxied call: the upstream's answer as it gave it
     payload: dict[str, Any] = {"job_id": state.job_id}
     payload.update({k: job[k] for k in ("status", "result", "error") if k in job})
     return {

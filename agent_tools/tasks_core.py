@@ -102,7 +102,7 @@ class CoreTasks:
         ask_timeout_s: float = 300.0,
     ) -> None:
         self.handles = handles
-        self.job_tools = frozenset(job_tools)
+        self.job_tools = job_tools  # read live: a proxy's tools change
         self.poll_interval_ms = poll_interval_ms
         #: How often a blocked ``tasks/result`` looks again for a new approval to ask about.
         self.recheck_s = recheck_s

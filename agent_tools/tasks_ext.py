@@ -115,7 +115,7 @@ class DurableTasks(Extension):
         self, handles: TaskHandles, job_tools: Collection[str], poll_interval_ms: int = 2000
     ) -> None:
         self.handles = handles
-        self.job_tools = frozenset(job_tools)
+        self.job_tools = job_tools  # read live: a proxy's tools change
         self.poll_interval_ms = poll_interval_ms
 
     def methods(self) -> Sequence[MethodBinding]:

@@ -12,7 +12,7 @@ import functools
 import inspect
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -149,11 +149,16 @@ def tool_name(kind: str) -> str:
     return "start_" + re.sub(r"[^A-Za-z0-9_]", "_", kind)[:56]
 
 
-def register(server: MCPServer, service: JobService) -> dict[str, Callable[..., Any]]:
-    """Add every tool to ``server``; returns each tool's function by name."""
+def register(
+    server: MCPServer, service: JobService, *, only: Collection[str] | None = None
+) -> dict[str, Callable[..., Any]]:
+    """Add every tool (or those named in ``only``) to ``server``; returns each tool's
+    function by name."""
     added: dict[str, Callable[..., Any]] = {}
 
     def add(fn: Callable[..., Any], name: str, **options: Any) -> None:
+        if only is not None and name not in only:
+            return
         tool = _answers(fn)
         server.add_tool(tool, name=name, **options)
         added[name] = tool

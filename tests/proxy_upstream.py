@@ -1,0 +1,104 @@
+"""An upstream MCP server for the proxy's tests, written with the ``mcp`` SDK as any
+existing server is: a fast tool, a slow one (its duration a parameter), one that fails,
+one that reports progress, one that answers with structured content, and one that
+kills its own process mid-call.
+
+``python tests/proxy_upstream.py`` serves stdio; ``--http PORT`` streamable HTTP.
+With ``$UPSTREAM_MARKS`` set to a file, every call appends one JSON line
+(``{"event": "start"|"done"|"cancelled", "tool", "key", "pid"}``, ``key`` being the
+idempotency key the proxy sent in ``_meta``), so tests wait on what the upstream saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel
+
+IDEMPOTENCY_KEY = "agent-tools/idempotency-key"
+
+server = MCPServer("upstream-test", version="1.0.0")
+
+
+def mark(event: str, tool: str, ctx: Context, **extra: Any) -> None:
+    path = os.environ.get("UPSTREAM_MARKS")
+    if not path:
+        return
+    key = (ctx.request_context.meta or {}).get(IDEMPOTENCY_KEY)
+    line = {"event": event, "tool": tool, "key": key, "pid": os.getpid(), **extra}
+    with open(path, "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+@server.tool()
+async def echo(text: str, ctx: Context) -> str:
+    """Answer at once with the text given."""
+    mark("start", "echo", ctx)
+    return f"echo: {text}"
+
+
+@server.tool()
+async def slow(seconds: float, label: str, ctx: Context) -> str:
+    """Take `seconds` seconds, then answer with the label."""
+    mark("start", "slow", ctx, label=label)
+    try:
+        await asyncio.sleep(seconds)
+    except BaseException:
+        mark("cancelled", "slow", ctx, label=label)
+        raise
+    mark("done", "slow", ctx, label=label)
+    return f"slow done: {label}"
+
+
+@server.tool()
+async def fail(reason: str, ctx: Context) -> str:
+    """Fail with the reason given (a tool error, isError)."""
+    mark("start", "fail", ctx)
+    raise ToolError(f"it failed: {reason}")
+
+
+@server.tool()
+async def steps(count: int, ctx: Context, pause_s: float = 0.0) -> str:
+    """Report progress `count` times, pausing `pause_s` after each, then answer."""
+    mark("start", "steps", ctx)
+    for i in range(1, count + 1):
+        await ctx.report_progress(i, count, f"step {i} of {count}")
+        await asyncio.sleep(pause_s)
+    return f"{count} steps done"
+
+
+class Weather(BaseModel):
+    city: str
+    celsius: float
+
+
+@server.tool()
+async def weather(city: str, ctx: Context) -> Weather:
+    """Structured content: the weather in a city (made up)."""
+    mark("start", "weather", ctx)
+    return Weather(city=city, celsius=21.5)
+
+
+@server.tool()
+async def crash(ctx: Context, after_s: float = 0.0) -> str:
+    """Kill this server's own process mid-call (after `after_s` seconds)."""
+    mark("start", "crash", ctx)
+    await asyncio.sleep(after_s)
+    os._exit(3)
+
+
+if __name__ == "__main__":
+    print(f"upstream-test started (pid {os.getpid()})", file=sys.stderr, flush=True)
+    if len(sys.argv) == 3 and sys.argv[1] == "--http":
+        import uvicorn
+
+        uvicorn.run(server.streamable_http_app(), host="127.0.0.1", port=int(sys.argv[2]),
+                    log_level="warning")  # fmt: skip
+    else:
+        server.run()
