@@ -425,7 +425,28 @@ class Upstream:
             self._ready.set()
             log.info("upstream %s connected (%s); tools: %s", self.spec.label,
                      self.server_name or "unnamed", ", ".join(self.tools) or "none")  # fmt: skip
-            await closed.wait()
+            watch = asyncio.create_task(self._watch_tools(client))
+            try:
+                await closed.wait()
+            finally:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await watch
+
+    async def _watch_tools(self, client: Client) -> None:
+        """On 2026-07-28 a changed tool list is announced on a ``subscriptions/listen``
+        stream (on 2025-11-25 it comes as a notification: ``_on_message``)."""
+        tools = client.server_capabilities.tools
+        if client.protocol_version not in MODERN_PROTOCOL_VERSIONS or not (
+            tools and tools.list_changed
+        ):
+            return
+        try:
+            async with client.listen(tools_list_changed=True) as events:
+                async for _ in events:
+                    await self._relist(client)
+        except Exception as exc:  # the stream ends with the connection
+            log.debug("the upstream's tool-list stream ended: %s", _describe(exc))
 
     async def _list_tools(self, client: Client) -> None:
         tools: dict[str, Tool] = {}

@@ -93,6 +93,19 @@ async def crash(ctx: Context, after_s: float = 0.0) -> str:
     os._exit(3)
 
 
+@server.tool()
+async def grow(name: str, ctx: Context) -> str:
+    """Add a tool called `name` (it echoes), and tell the clients the list changed."""
+
+    async def added(text: str) -> str:
+        return f"{name}: {text}"
+
+    server.add_tool(added, name=name, description=f"Added at run time: {name}.")
+    await ctx.notify_tools_changed()  # 2026-07-28 listeners
+    await ctx.session.send_tool_list_changed()  # 2025-11-25 sessions
+    return f"added {name}"
+
+
 if __name__ == "__main__":
     print(f"upstream-test started (pid {os.getpid()})", file=sys.stderr, flush=True)
     if len(sys.argv) == 3 and sys.argv[1] == "--http":
