@@ -715,6 +715,7 @@ def build_proxy_server(
     *,
     await_cap_s: float = 50.0,
     approval_link: Callable[[str], str] | None = None,
+    trace_messages: bool = False,
 ) -> MCPServer:
     from agent_tools.server import build_server
 
@@ -741,6 +742,7 @@ def build_proxy_server(
         server_class=ProxyServer, tools_served=OWN_TOOLS, job_tools=proxy.job_tools,
         tools_list_changed=True, name=f"agent-tools proxy of {proxy.upstream.spec.label}",
         instructions=instructions(proxy), middleware_first=[proxy.remember_session],
+        trace_messages=trace_messages,
     )  # fmt: skip
     proxy.server = server
     proxy.service = server.service  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any
 
+from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus
@@ -124,9 +125,13 @@ def build_server(
     job_tools: Collection[str] | None = None,
     tools_list_changed: bool = False,
     middleware_first: Sequence[Any] = (),
+    trace_messages: bool = False,
 ) -> MCPServer:
     """The server (``tools_served``: only these of our tools; ``job_tools``: the tools
-    that start jobs, read live by the task shapes; the rest is for ``agent_tools.proxy``)."""
+    that start jobs, read live by the task shapes; the rest is for ``agent_tools.proxy``).
+    ``trace_messages`` keeps the SDK's OpenTelemetry span per message (``--otel``);
+    without it that middleware is dropped, as the SDK allows: it costs a few per cent of
+    every request even with no exporter installed."""
     service = JobService(
         store,
         kinds,
@@ -157,6 +162,10 @@ def build_server(
         ],
         subscriptions=bus,
     )
+    if not trace_messages:
+        server.middleware[:] = [
+            m for m in server.middleware if not isinstance(m, OpenTelemetryMiddleware)
+        ]
     resources.register(server)
     for tool, fn in tools.register(server, service, only=tools_served).items():
         arguments.add(tool, fn)

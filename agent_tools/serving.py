@@ -105,14 +105,15 @@ async def serve(
 
     base = bound[0].url if bound else options.public_url
     links = approval_links(signer, base)
+    traced = observer is not None
     if proxy is None:
-        await _serve(store, build_server(store, kinds, approval_link=links), options, bound,
-                     signer, observer)  # fmt: skip
+        server = build_server(store, kinds, approval_link=links, trace_messages=traced)
+        await _serve(store, server, options, bound, signer, observer)
         return
     from agent_tools.proxy import build_proxy_server
 
     async with proxy.upstream.running():
-        server = build_proxy_server(store, proxy, approval_link=links)
+        server = build_proxy_server(store, proxy, approval_link=links, trace_messages=traced)
         await _serve(store, server, options, bound, signer, observer)
 
 
