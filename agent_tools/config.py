@@ -152,7 +152,9 @@ def client_config(
         args = ["proxy", "--db", db_url]
         if ui_port is not None:
             args += ["--ui-port", str(ui_port)]
-        args += ["--", *upstream]
+        # Clients start servers from a directory of their own: paths given relative to
+        # here (a script, a venv's python) become absolute; names (npx, uvx) stay.
+        args += ["--", *(_absolute_if_path(word) for word in upstream)]
         wrapped: dict[str, Any] = {"command": agent_tools_command(), "args": args, "env": {}}
         if target == "claude-code":
             wrapped = {"type": "stdio", **wrapped}
@@ -180,3 +182,9 @@ def client_config(
     if target == "claude-code":
         entry = {"type": "stdio", **entry}
     return {"mcpServers": {"agent-tools": entry}}
+
+
+def _absolute_if_path(word: str) -> str:
+    if word.startswith("-") or "/" not in word or not Path(word).exists():
+        return word
+    return str(Path(word).absolute())  # not resolve(): a venv's python is a symlink

@@ -58,12 +58,14 @@ def test_every_code_block_in_the_readme_comes_from_a_tested_file_or_is_a_real_co
 
     readme = (ROOT / "README.md").read_text()
     sources = [
-        p.read_text() for p in (ROOT / "examples").rglob("*") if p.suffix in (".py", ".json")
+        p.read_text()
+        for p in (ROOT / "examples").rglob("*")
+        if p.suffix in (".py", ".json", ".toml")
     ]
     blocks = re.findall(r"```(\w*)\n(.*?)```", readme, re.S)
     assert len(blocks) >= 6
     for language, code in blocks:
-        if language in ("python", "json"):
+        if language in ("python", "json", "toml"):
             assert any(code in source for source in sources), (
                 f"README block not from a tested file:\n{code}"
             )
