@@ -253,13 +253,17 @@ class Worker:
             await asyncio.sleep(self.lease_ms / 3000)
             if not self.running:
                 continue  # an idle worker writes nothing
+            # Judge only the claims held before the heartbeat was sent: one adopted or
+            # claimed while it was in flight may be missing from its answer (another
+            # writer committed it after the heartbeat's snapshot) and is not lost.
+            judged = list(self.running.values())
             try:
                 held = await self.runtime.tasks.heartbeat(self.owner, self.lease_ms)
                 self._log.recovered("heartbeat", "heartbeats succeed again")
             except PromiseError as exc:
                 self._log.warning("heartbeat", "heartbeat failed (%s); retrying", exc, exc=exc)
                 continue
-            for claim, task in list(self.running.values()):
+            for claim, task in judged:
                 if (claim.id, claim.counter) not in held and not task.done():
                     log.info("lost the lease of %s (settled elsewhere or reclaimed); stopping it",
                              claim.id)  # fmt: skip

@@ -8,12 +8,14 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from promises import (
+    Context,
     InvalidArgument,
     JobConflict,
     Runtime,
@@ -488,3 +490,46 @@ async def test_ctx_now_is_the_store_clock_and_replays_the_same_instant(tmp_path:
         datetime.fromtimestamp(1_800_000_000, tz=UTC).isoformat(),
         datetime.fromtimestamp(1_800_000_061, tz=UTC).isoformat(),
     ]
+
+
+HELD_RUNS: list[str] = []
+HELD_RELEASE: dict[str, asyncio.Event] = {}
+
+
+@durable(name="tests.held_until_released")
+async def held_until_released(ctx: Context, key: str) -> str:
+    HELD_RUNS.append(key)
+    await HELD_RELEASE[key].wait()
+    return key
+
+
+async def test_a_job_adopted_while_a_heartbeat_is_in_flight_keeps_running(
+    real_store: SqlStore,
+) -> None:
+    """A heartbeat's answer lists the leases it extended; a job started here while it was
+    in flight is not among them, yet its lease is fine: it must not be stopped as lost
+    (it then sat idle until its lease ran out — 30 s by default — and ran twice)."""
+    HELD_RUNS.clear()
+    HELD_RELEASE.update(a=asyncio.Event(), b=asyncio.Event())
+    async with worker_for(real_store, lease=timedelta(seconds=0.3)) as worker:
+        runtime = worker.runtime
+        tasks = runtime.tasks
+        original = tasks.heartbeat
+        started_b: list[str] = []
+
+        async def heartbeat_racing_a_start(owner: Any, lease_ms: int) -> set[tuple[str, int]]:
+            held = await original(owner, lease_ms)
+            if not started_b:  # the start commits after the heartbeat's snapshot
+                started_b.append((await runtime.astart(held_until_released, "b")).promise.id)
+            return held
+
+        tasks.heartbeat = heartbeat_racing_a_start  # type: ignore[method-assign]
+        job_a = (await runtime.astart(held_until_released, "a")).promise.id
+        await eventually(lambda: len(started_b) == 1 and HELD_RUNS.count("b") == 1,
+                         what="job b started during a heartbeat")  # fmt: skip
+        # Stopped as lost, b could only finish by running again after its lease.
+        HELD_RELEASE["a"].set()
+        HELD_RELEASE["b"].set()
+        assert await finish(real_store, job_a) == "a"
+        assert await finish(real_store, started_b[0]) == "b"
+    assert HELD_RUNS.count("b") == 1, HELD_RUNS  # never stopped, never run again
