@@ -332,6 +332,8 @@ class JobService:
                     break
                 statuses = await self.aprobe(waitable)
                 still = [s for s in statuses if s["status"] not in SETTLED]
+                if not still:
+                    break  # all settled (the waiter would have said so soon anyway)
                 await look(still)
                 if report is not None and still:
                     done = len(waitable) - len(still)

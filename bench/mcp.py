@@ -61,6 +61,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     return {
         "p50_ms": round(statistics.median(ordered) * 1000, 1),
         "p99_ms": round(ordered[max(int(len(ordered) * 0.99) - 1, 0)] * 1000, 1),
+        "max_ms": round(ordered[-1] * 1000, 1),
     }
 
 
@@ -78,8 +79,12 @@ def http_server(db: str, *extra: str) -> Iterator[str]:
         str(Path(sys.executable).parent / "agent-tools"), "serve", "--http", "--port", str(port),
         "--db", db, "--jobs", "bench.jobs", "--concurrency", "64", *extra,
     ]  # fmt: skip
+    # The server's log goes to a file (a pipe nobody reads would fill and stall it);
+    # $BENCH_SERVER_LOG keeps it for a look afterwards.
+    log_path = os.environ.get("BENCH_SERVER_LOG") or tempfile.mktemp(suffix=".log")
+    errors = open(log_path, "ab")  # noqa: SIM115  # closed below
     proc = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errors,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     deadline = time.monotonic() + 60
@@ -89,15 +94,18 @@ def http_server(db: str, *extra: str) -> Iterator[str]:
                 break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start: {proc.stderr.read()}") from None  # type: ignore[union-attr]
+                raise RuntimeError(
+                    f"the server did not start: {Path(log_path).read_text()}"
+                ) from None
             time.sleep(0.1)
     try:
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-        if proc.stderr is not None:
-            proc.stderr.close()
+        errors.close()
+        if not os.environ.get("BENCH_SERVER_LOG"):
+            os.unlink(log_path)
 
 
 @contextlib.asynccontextmanager
