@@ -31,7 +31,9 @@ def mark(event: str, tool: str, ctx: Context, **extra: Any) -> None:
     if not path:
         return
     key = (ctx.request_context.meta or {}).get(IDEMPOTENCY_KEY)
-    line = {"event": event, "tool": tool, "key": key, "pid": os.getpid(), **extra}
+    headers = ctx.headers or {}
+    line = {"event": event, "tool": tool, "key": key, "pid": os.getpid(),
+            "x_test": headers.get("x-test"), **extra}  # fmt: skip
     with open(path, "a") as f:
         f.write(json.dumps(line) + "\n")
 

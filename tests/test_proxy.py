@@ -482,3 +482,80 @@ async def test_a_tasks_client_gets_a_task_whose_result_is_the_upstreams_answer(
 def test_marks_carry_the_idempotency_key_name() -> None:
     # The key name is part of the contract with upstream servers: keep it stable.
     assert IDEMPOTENCY_KEY == "agent-tools/idempotency-key"
+
+
+class HttpUpstream:
+    """tests/proxy_upstream.py serving streamable HTTP, to be killed and started again."""
+
+    def __init__(self, tmp_path: Path, marks: Path) -> None:
+        self.port = free_port()
+        self.marks, self.stderr = marks, tmp_path / "upstream.stderr"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def start(self) -> None:
+        with self.stderr.open("ab") as errors:
+            self.proc = subprocess.Popen(
+                [*UPSTREAM, "--http", str(self.port)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                stderr=errors, env={**os.environ, "UPSTREAM_MARKS": str(self.marks)},
+            )  # fmt: skip
+        proc = self.proc
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the upstream did not start: {self.stderr.read_text()}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+            ):
+                return True
+            return False
+
+        until(listening, what="the upstream listens")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.mark.anyio
+async def test_an_upstream_over_http_with_headers_is_wrapped_and_reconnected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upstream = HttpUpstream(tmp_path, tmp_path / "marks.jsonl")
+    upstream.start()
+    runner = ProxyRunner(tmp_path, "stdio")
+    runner.argv = lambda: [  # type: ignore[method-assign]
+        *AGENT_TOOLS, "proxy", "--db", str(runner.db), "--no-ui", "--inline-wait", "0.5",
+        "--upstream-url", upstream.url, "--upstream-header", "X-Test: ${PROXY_TEST_HEADER}",
+    ]  # fmt: skip
+    monkeypatch.setenv("PROXY_TEST_HEADER", "from-the-environment")
+    try:
+        async with runner.client() as client:
+            echoed = await client.call_tool("echo", {"text": "over http"})
+            assert echoed.content[0].text == "echo: over http"  # type: ignore[union-attr]
+            started = await call(client, "slow", {"seconds": 1.5, "label": "remote"})
+            done = await call(client, "await_result", {"job_ids": [started["job_id"]]})
+            assert done["done"][0]["result"]["content"][0]["text"] == "slow done: remote"
+            # The upstream goes away: a call fails in words; once it is back, calls work.
+            upstream.kill()
+            failed = await client.call_tool("echo", {"text": "nobody there"})
+            assert failed.is_error
+            upstream.start()
+
+            async def answered() -> bool:
+                result = await client.call_tool("echo", {"text": "back"})
+                return not result.is_error and result.content[0].text == "echo: back"  # type: ignore[union-attr]
+
+            await eventually(answered, what="the proxy reaches the restarted upstream")
+    finally:
+        upstream.kill()
+    marks = runner.marks.all()
+    assert {m["x_test"] for m in marks} == {"from-the-environment"}  # the header, expanded
+    assert len({m["pid"] for m in marks}) == 2
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("proxy.db*"))
+    assert b"from-the-environment" not in stored  # headers are never written to the store
