@@ -71,6 +71,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: The server process behind each URL, to read its CPU time.
+SERVER_PIDS: dict[str, int] = {}
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def http_server(db: str, *extra: str) -> Iterator[str]:
     """``agent-tools serve --http`` on ``db`` with the bench's job kinds; yields its URL."""
@@ -87,6 +100,7 @@ def http_server(db: str, *extra: str) -> Iterator[str]:
         command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errors,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
+    SERVER_PIDS[f"http://127.0.0.1:{port}/mcp"] = proc.pid
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -269,11 +283,14 @@ async def many_clients(
                 except Exception as exc:  # counted, not fatal: the figure says how many
                     errors.append(f"{type(exc).__name__}: {exc}"[:200])
 
+    pid = SERVER_PIDS.get(url)
+    cpu_before = cpu_seconds(pid)
     began = time.perf_counter()
     await asyncio.gather(*(one_client(n) for n in range(clients)))
     elapsed = time.perf_counter() - began
+    cpu_after = cpu_seconds(pid)
     done = len(latencies)
-    return {
+    figures: dict[str, Any] = {
         "clients": clients,
         "jobs": clients * per_client,
         "jobs_per_s": round(done / elapsed, 1),
@@ -281,6 +298,11 @@ async def many_clients(
         "errors": len(errors),
         "first_errors": errors[:3],
     }
+    if cpu_before is not None and cpu_after is not None and done:
+        # The server's own CPU per job (its calls, the job's run, the writes): with two
+        # CPUs shared with the clients, this sets the ceiling on jobs per second.
+        figures["server_cpu_ms_per_job"] = round((cpu_after - cpu_before) * 1000 / done, 2)
+    return figures
 
 
 def over_http(db: str, args: Any, target: int) -> dict[str, Any]:
