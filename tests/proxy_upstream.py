@@ -110,10 +110,19 @@ async def grow(name: str, ctx: Context) -> str:
 
 if __name__ == "__main__":
     print(f"upstream-test started (pid {os.getpid()})", file=sys.stderr, flush=True)
-    if len(sys.argv) == 3 and sys.argv[1] == "--http":
+    if len(sys.argv) == 3 and sys.argv[1] == "--http":  # --http 0: any free port, logged
+        import socket
+
         import uvicorn
 
-        uvicorn.run(server.streamable_http_app(), host="127.0.0.1", port=int(sys.argv[2]),
-                    log_level="warning")  # fmt: skip
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", int(sys.argv[2])))
+        sock.listen(128)
+        port = sock.getsockname()[1]
+        print(f"upstream-test listening at http://127.0.0.1:{port}/mcp", file=sys.stderr,
+              flush=True)  # fmt: skip
+        config = uvicorn.Config(server.streamable_http_app(), log_level="warning")
+        asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
     else:
         server.run()

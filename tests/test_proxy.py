@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -46,12 +46,6 @@ UPSTREAM = [sys.executable, str(ROOT / "tests" / "proxy_upstream.py")]
 AGENT_TOOLS = [sys.executable, "-m", "agent_tools.cli"]
 
 pytestmark = [pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- policy, upstream spec and config (no processes) ---------------------------------------
@@ -179,6 +173,19 @@ class Marks:
         )
 
 
+def listening_port(proc: subprocess.Popen[bytes], log: Path, logged_before: str) -> int:
+    """The port a server started with port 0 says it listens on (a port picked by the
+    test could be taken by another test's server before this one binds it)."""
+
+    def said() -> int | None:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} did not start: {log.read_text()}")
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/mcp", log.read_text()[len(logged_before) :])
+        return int(found.group(1)) if found else None
+
+    return until(said, what="the server says where it listens")
+
+
 class ProxyRunner:
     """``agent-tools proxy`` in front of tests/proxy_upstream.py, over stdio or HTTP."""
 
@@ -188,7 +195,7 @@ class ProxyRunner:
         self.marks = Marks(tmp_path / "marks.jsonl")
         self.pidfile = tmp_path / "proxy.pid"
         self.stderr = tmp_path / "proxy.stderr"
-        self.port = free_port()
+        self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -196,27 +203,18 @@ class ProxyRunner:
         return {**os.environ, "UPSTREAM_MARKS": str(self.marks.path), "PYTHONPATH": str(ROOT)}
 
     def argv(self) -> list[str]:
-        extra = ["--http", "--port", str(self.port)] if self.transport == "http" else []
+        # --port 0: the proxy binds a free port itself and logs it (a port picked here
+        # could be taken by another test's server before the proxy binds it).
+        extra = ["--http", "--port", "0"] if self.transport == "http" else []
         return [*AGENT_TOOLS, "proxy", "--db", str(self.db), "--no-ui", *extra, *self.options,
                 "--", *UPSTREAM]  # fmt: skip
 
     def start_http(self) -> None:
+        logged_before = self.stderr.read_text() if self.stderr.exists() else ""
         with self.stderr.open("ab") as errors:
             self.proc = subprocess.Popen(self.argv(), cwd=ROOT, env=self.env,
                                          stdout=subprocess.DEVNULL, stderr=errors)  # fmt: skip
-        proc = self.proc
-
-        def listening() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the proxy did not start: {self.stderr.read_text()}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
-            ):
-                return True
-            return False
-
-        until(listening, what="the proxy listens")
+        self.port = listening_port(self.proc, self.stderr, logged_before)
 
     @contextlib.asynccontextmanager
     async def client(self, *extensions: Any) -> AsyncIterator[Client]:
@@ -485,10 +483,11 @@ def test_marks_carry_the_idempotency_key_name() -> None:
 
 
 class HttpUpstream:
-    """tests/proxy_upstream.py serving streamable HTTP, to be killed and started again."""
+    """tests/proxy_upstream.py serving streamable HTTP, to be killed and started again
+    (first on a port it picks itself, then on that same port)."""
 
     def __init__(self, tmp_path: Path, marks: Path) -> None:
-        self.port = free_port()
+        self.port = 0
         self.marks, self.stderr = marks, tmp_path / "upstream.stderr"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -497,24 +496,13 @@ class HttpUpstream:
         return f"http://127.0.0.1:{self.port}/mcp"
 
     def start(self) -> None:
+        logged_before = self.stderr.read_text() if self.stderr.exists() else ""
         with self.stderr.open("ab") as errors:
             self.proc = subprocess.Popen(
                 [*UPSTREAM, "--http", str(self.port)], cwd=ROOT, stdout=subprocess.DEVNULL,
                 stderr=errors, env={**os.environ, "UPSTREAM_MARKS": str(self.marks)},
             )  # fmt: skip
-        proc = self.proc
-
-        def listening() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the upstream did not start: {self.stderr.read_text()}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
-            ):
-                return True
-            return False
-
-        until(listening, what="the upstream listens")
+        self.port = listening_port(self.proc, self.stderr, logged_before)
 
     def kill(self) -> None:
         if self.proc is not None:

@@ -16,7 +16,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from typing import Any
 import pytest
 
 from tests.interop.harness import ROOT, Script, npm_clients
-from tests.test_mcp_transports import free_port
+from tests.test_proxy import listening_port
 from tests.waiting import until
 
 pytestmark = pytest.mark.slow
@@ -50,6 +49,7 @@ class Listening:
         return f"http://127.0.0.1:{self.port}/mcp"
 
     def start(self) -> None:
+        logged_before = self.errors.read_text() if self.errors.exists() else ""
         with self.errors.open("ab") as errors:  # the child keeps its own copy
             proc = subprocess.Popen(
                 self.argv,
@@ -59,17 +59,8 @@ class Listening:
                 stderr=errors,
             )
         self.proc = proc
-
-        def listening() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{self.argv[:3]} did not start: {self.errors.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return True
-            except OSError:
-                return False
-
-        until(listening, what=f"{self.argv[:3]} listens on port {self.port}")
+        # Started on port 0: the server binds a free port and logs it.
+        self.port = listening_port(proc, self.errors, logged_before)
 
     def kill(self) -> None:
         if self.proc is not None:
@@ -134,10 +125,7 @@ class Proxy:
     def direct(self, *steps: dict[str, Any]) -> dict[str, Any]:
         """A scenario against the upstream itself, over the same transport."""
         if self.transport == "http":
-            port = free_port()
-            upstream = Listening(
-                [*UPSTREAM, "--http", str(port)], port, self.tmp / "upstream.stderr", {}
-            )
+            upstream = Listening([*UPSTREAM, "--http", "0"], 0, self.tmp / "upstream.stderr", {})
             upstream.start()
             self.direct_http = upstream
             return {"transport": "http", "url": upstream.url, "steps": steps}
@@ -183,10 +171,9 @@ def no_client_left_running() -> Iterator[None]:
 def proxy(request: pytest.FixtureRequest, tmp_path: Path, clients: Path) -> Iterator[Proxy]:
     target = Proxy(request.param, tmp_path)
     if request.param == "http":
-        port = free_port()
         target.http = Listening(
-            target.argv("--http", "--port", str(port)),
-            port,
+            target.argv("--http", "--port", "0"),
+            0,
             tmp_path / "proxy.stderr",
             {"UPSTREAM_MARKS": str(target.marks_file)},
         )
