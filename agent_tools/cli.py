@@ -267,7 +267,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="the job kind's name for this upstream (default: from its command or URL)",
     )
-    proxy.set_defaults(upstream_command=[])
+    # Proxied calls mostly wait on the upstream: more of them in flight than jobs.
+    proxy.set_defaults(upstream_command=[], concurrency=64)
 
     worker = command("worker", "run a standalone worker for the loaded job kinds")
     worker.add_argument(
@@ -429,6 +430,11 @@ def _proxy(args: argparse.Namespace) -> int:
 
     if args.jobs:
         raise ConfigError("the proxy serves its upstream's tools; --jobs is for agent-tools serve")
+    if args.no_worker:
+        raise ConfigError(
+            "the proxy runs its calls itself (the upstream lives in its process); "
+            "leave out --no-worker"
+        )
     if not args.upstream_command and args.upstream_url is None:
         raise ConfigError(
             "say which server to wrap: agent-tools proxy [options] -- COMMAND [ARGS...] "

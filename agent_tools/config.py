@@ -185,6 +185,6 @@ def client_config(
 
 
 def _absolute_if_path(word: str) -> str:
-    if word.startswith("-") or "/" not in word or not Path(word).exists():
+    if word.startswith("-") or not (("/" in word and Path(word).exists()) or Path(word).is_file()):
         return word
     return str(Path(word).absolute())  # not resolve(): a venv's python is a symlink

@@ -53,6 +53,7 @@ import logging
 import os
 import re
 import threading
+import time
 import tomllib
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -85,6 +86,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from agent_tools.config import ConfigError
 from agent_tools.jobs import PROXY_KIND_PREFIX, SETTLED, JobService, is_proxied
+from agent_tools.task_handles import JOB_META, TASK_REQUESTED
 from promises import (
     Context,
     DurableFunction,
@@ -103,6 +105,8 @@ upstream_log = logging.getLogger("agent_tools.upstream")
 IDEMPOTENCY_KEY = "agent-tools/idempotency-key"
 KIND_PREFIX = PROXY_KIND_PREFIX
 DEFAULT_INLINE_WAIT_S = 45.0
+#: Upstream progress is written at most this often (the latest wins).
+PROGRESS_EVERY_S = 0.5
 MAX_INLINE_WAIT_S = 55.0
 #: This server's own tools, served beside the upstream's.
 OWN_TOOLS = ("probe_status", "await_result", "list_jobs", "cancel_job")
@@ -219,6 +223,18 @@ class UpstreamRefused(NonRetryableError):
     """The upstream answered the call with a protocol error (unknown tool, bad params)."""
 
 
+class UpstreamFailed(Exception):
+    """The upstream answered with an error of its own (not a refusal): retryable."""
+
+
+class _SessionGone(Exception):
+    """The upstream no longer knows the HTTP session: the call was never made."""
+
+
+#: JSON-RPC errors that say the call itself is wrong: retrying cannot help.
+_REFUSALS = frozenset({-32600, -32601, -32602})
+
+
 class UpstreamToolError(Exception):
     """The upstream answered with ``isError``; raised only to retry (policy ``retry``)."""
 
@@ -233,7 +249,14 @@ def parse_header(text: str) -> tuple[str, str]:
         or not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name.strip())
     ):
         raise ConfigError(f"--upstream-header must look like 'Name: value', got {text!r}")
-    return name.strip(), os.path.expandvars(value.strip())
+    value = os.path.expandvars(value.strip())
+    unset = re.search(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", value)
+    if unset:
+        raise ConfigError(
+            f"--upstream-header {name.strip()!r} uses ${unset.group(1)}, which is not set in "
+            "the environment"
+        )
+    return name.strip(), value
 
 
 @dataclass(frozen=True)
@@ -294,8 +317,20 @@ class _StderrToLog:
 
 
 @contextlib.asynccontextmanager
-async def _watched(transport: Any, closed: asyncio.Event) -> AsyncIterator[Any]:
-    """A transport whose end (the upstream exited, the stream broke) sets ``closed``."""
+async def _http_transport(url: str, headers: Mapping[str, str]) -> AsyncIterator[Any]:
+    """Streamable HTTP to ``url`` on an HTTP client of its own, closed with it (the SDK
+    leaves a client it was given open)."""
+    timeout = httpx2.Timeout(30.0, read=None)  # a call may take hours
+    async with (
+        create_mcp_http_client(headers=dict(headers), timeout=timeout) as http,
+        streamable_http_client(url, http_client=http) as streams,
+    ):
+        yield streams
+
+
+@contextlib.asynccontextmanager
+async def _watched(transport: Any, on_close: Callable[[], None]) -> AsyncIterator[Any]:
+    """A transport whose end (the upstream exited, the stream broke) calls ``on_close``."""
     async with transport as (read, write):
         send, receive = anyio.create_memory_object_stream[Any](0)
 
@@ -307,7 +342,7 @@ async def _watched(transport: Any, closed: asyncio.Event) -> AsyncIterator[Any]:
             except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
                 pass
             finally:
-                closed.set()
+                on_close()
 
         async with anyio.create_task_group() as group:
             group.start_soon(forward)
@@ -335,24 +370,23 @@ class Upstream:
         self._failed = asyncio.Event()  # a connection ended (or never came up)
         self._lost = asyncio.Event()
         self._stderr: _StderrToLog | None = None
+        self._listed = False  # the tools were listed once (later listings may change them)
+        self._relists: set[asyncio.Task[None]] = set()
 
     # -- connection --------------------------------------------------------------------
 
     def _transport(self) -> Any:
         spec = self.spec
         if spec.url is not None:
-            http = create_mcp_http_client(
-                headers=dict(spec.headers),
-                timeout=httpx2.Timeout(30.0, read=None),  # a call may take hours
-            )
-            return streamable_http_client(spec.url, http_client=http)
+            return _http_transport(spec.url, spec.headers)
         if self._stderr is None:
             self._stderr = _StderrToLog(spec.label)
-        params = StdioServerParameters(
-            command=spec.command[0], args=list(spec.command[1:]),
-            env=dict(os.environ),  # the proxy's whole environment: API keys live there
-            cwd=spec.cwd,
-        )  # fmt: skip
+        # The proxy's environment (a server's API keys live there), without our own
+        # settings: the link-signing secret, the token and the database URL are not the
+        # upstream's business.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_TOOLS_")}
+        params = StdioServerParameters(command=spec.command[0], args=list(spec.command[1:]),
+                                       env=env, cwd=spec.cwd)  # fmt: skip
         return stdio_client(params, errlog=self._stderr.file)
 
     @contextlib.asynccontextmanager
@@ -409,11 +443,17 @@ class Upstream:
             pause = min(pause * 2, 30.0)
             self.restarts += 1
 
+    def _mark_lost(self, lost: asyncio.Event) -> None:
+        """The connection behind ``lost`` is gone: no call may use it from now on."""
+        lost.set()
+        if lost is self._lost:
+            self._ready.clear()
+
     async def _session(self) -> None:
         closed = asyncio.Event()
         self._lost = closed
         client = Client(
-            _watched(self._transport(), closed),
+            _watched(self._transport(), lambda: self._mark_lost(closed)),
             message_handler=self._on_message,
             client_info=Implementation(name="agent-tools-proxy", version=_version()),
         )
@@ -457,16 +497,17 @@ class Upstream:
             cursor = page.next_cursor
             if cursor is None:
                 break
-        changed = bool(self.tools) and tools != self.tools
-        self.tools = tools
+        changed = self._listed and tools != self.tools
+        self.tools, self._listed = tools, True
         if changed and self.on_tools_changed is not None:
             await self.on_tools_changed()
 
     async def _on_message(self, message: Any) -> None:
         root = getattr(message, "root", message)
         if isinstance(root, ToolListChangedNotification) and self._client is not None:
-            client = self._client
-            asyncio.get_running_loop().create_task(self._relist(client))
+            relist = asyncio.get_running_loop().create_task(self._relist(self._client))
+            self._relists.add(relist)
+            relist.add_done_callback(self._relists.discard)
 
     async def _relist(self, client: Client) -> None:
         try:
@@ -486,18 +527,47 @@ class Upstream:
         progress: ProgressFnT | None = None,
         connect_s: float = 60.0,
     ) -> dict[str, Any]:
-        """Call ``tool`` upstream; its ``CallToolResult`` as JSON."""
-        try:
-            await asyncio.wait_for(self._ready.wait(), connect_s)
-        except TimeoutError:
-            raise UpstreamUnavailable(
-                f"the upstream server {self.spec.label} is not running "
-                f"({self.last_error or 'it has not started'})"
-            ) from None
-        client, lost = self._client, self._lost
+        """Call ``tool`` upstream; its ``CallToolResult`` as JSON. A call that finds the
+        connection gone before it was sent (an HTTP session the upstream no longer
+        knows: it restarted) is sent again on the new connection — it never reached the
+        tool; one cut off after it was sent is not (``UpstreamLost``)."""
         meta = cast(RequestParamsMeta, {IDEMPOTENCY_KEY: key})
-        if client is None:
-            raise UpstreamUnavailable(f"the upstream server {self.spec.label} is not running")
+        for _ in range(3):
+            client, lost = await self._connected(connect_s)
+            try:
+                result = await self._send(client, lost, tool, arguments, progress, meta)
+            except _SessionGone:
+                continue
+            return _as_given(result)
+        raise UpstreamUnavailable(
+            f"the upstream server {self.spec.label} keeps dropping its session; try again later"
+        )
+
+    async def _connected(self, connect_s: float) -> tuple[Client, asyncio.Event]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + connect_s
+        while True:
+            try:
+                await asyncio.wait_for(self._ready.wait(), max(deadline - loop.time(), 0))
+            except TimeoutError:
+                raise UpstreamUnavailable(
+                    f"the upstream server {self.spec.label} is not running "
+                    f"({self.last_error or 'it has not started'})"
+                ) from None
+            client, lost = self._client, self._lost
+            if client is not None and not lost.is_set():
+                return client, lost
+            await asyncio.sleep(0.01)  # the session is being replaced: wait for the new one
+
+    async def _send(
+        self,
+        client: Client,
+        lost: asyncio.Event,
+        tool: str,
+        arguments: Mapping[str, Any],
+        progress: ProgressFnT | None,
+        meta: RequestParamsMeta,
+    ) -> CallToolResult:
         call = asyncio.ensure_future(
             client.session.call_tool(tool, dict(arguments), progress_callback=progress, meta=meta)
         )
@@ -517,25 +587,29 @@ class Upstream:
                 await call
             raise UpstreamLost(f"the upstream server {self.spec.label} exited during the call")
         try:
-            result = call.result()
+            return call.result()
         except MCPError as exc:
             if exc.code == CONNECTION_CLOSED:
-                lost.set()
+                self._mark_lost(lost)
                 raise UpstreamLost(
                     f"the upstream server {self.spec.label} went away during the call"
                 ) from exc
-            raise UpstreamRefused(f"the upstream server refused the call: {exc}") from exc
+            if self.spec.url is not None and "session terminated" in str(exc).lower():
+                self._mark_lost(lost)  # it restarted and forgot our session: reconnect
+                raise _SessionGone from exc
+            if exc.code in _REFUSALS:
+                raise UpstreamRefused(f"the upstream server refused the call: {exc}") from exc
+            raise UpstreamFailed(f"the upstream server could not answer: {exc}") from exc
         except (
             httpx2.HTTPError,
             OSError,
             anyio.BrokenResourceError,
             anyio.ClosedResourceError,
         ) as exc:
-            lost.set()
+            self._mark_lost(lost)
             raise UpstreamLost(
                 f"the connection to the upstream server {self.spec.label} broke: {_describe(exc)}"
             ) from exc
-        return _as_given(result)
 
 
 def _as_given(result: CallToolResult) -> dict[str, Any]:
@@ -546,7 +620,7 @@ def _as_given(result: CallToolResult) -> dict[str, Any]:
     answer.pop("resultType", None)
     meta = {
         k: v for k, v in (answer.pop("_meta", None) or {}).items()
-        if not k.startswith("io.modelcontextprotocol/")
+        if not k.startswith("io.modelcontextprotocol/") and k != JOB_META
     }  # fmt: skip
     if meta:
         answer["_meta"] = meta
@@ -580,9 +654,15 @@ def proxy_function(kind: str, upstream: Upstream, policy: Policy) -> DurableFunc
     async def call(ctx: Context, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
         rules = policy.of(tool)
 
+        last_written = [0.0]
+
         async def progress(progress: float, total: float | None, message: str | None) -> None:
             done = progress
             fraction = done / total if total and 0 <= done <= total else None
+            now = time.monotonic()
+            if now - last_written[0] < PROGRESS_EVERY_S and fraction != 1.0:
+                return  # a chatty upstream: at most a write every PROGRESS_EVERY_S
+            last_written[0] = now
             words = message or (f"{done:g} of {total:g}" if total else f"{done:g} done")
             with contextlib.suppress(Exception):  # progress is best effort
                 ctx.progress(words[:1000], fraction)
@@ -626,8 +706,10 @@ def _background(job: Mapping[str, Any], tool: str) -> CallToolResult:
             "again while it is pending), or probe_status to check without waiting."
         ),
     }
-    return CallToolResult(content=[TextContent(type="text", text=body["message"])],
-                          structured_content=body)  # fmt: skip
+    result = CallToolResult(content=[TextContent(type="text", text=body["message"])],
+                            structured_content=body)  # fmt: skip
+    result.meta = {JOB_META: job_id}  # a job in the background: the task shapes' cue
+    return result
 
 
 def _failed(job: Mapping[str, Any], tool: str) -> CallToolResult:
@@ -650,6 +732,7 @@ class Proxy:
         #: The tools that start jobs (the task shapes read this live).
         self.job_tools: set[str] = set()
         self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._clashes: set[str] = set()
         self.upstream.on_tools_changed = self._tools_changed
         self.server: MCPServer | None = None
         self.service: JobService | None = None
@@ -663,6 +746,10 @@ class Proxy:
         served = {}
         for name, tool in self.upstream.tools.items():
             if name in OWN_TOOLS:
+                if name not in self._clashes:
+                    self._clashes.add(name)
+                    log.warning("the upstream's tool %r is not served: the proxy's own tool "
+                                "has that name", name)  # fmt: skip
                 continue
             served[name] = tool.model_copy(update={"output_schema": None, "execution": None})
         self.job_tools.clear()
@@ -699,6 +786,10 @@ class Proxy:
         )
         job_id = started["job_id"]
         job = started
+        if TASK_REQUESTED.get():
+            # A 2025-11-25 task-augmented call is answered with a task, however quick
+            # the call: the job (done or not) goes to the task shape, no inline wait.
+            return _background(job, tool)
         if job["status"] not in SETTLED and rules.wait_s > 0:
             await service.store.wait(job_id, timeout=rules.wait_s)
             job = (await service.aprobe([job_id]))[0]

@@ -78,20 +78,26 @@ async def worker_running(service: JobService, *, concurrency: int = 16) -> Async
             await asyncio.wait_for(task, 10)
 
 
-def advertise_only_what_is_served(tools_list_changed: bool = False) -> Any:
+def advertise_only_what_is_served(
+    tools_list_changed: bool = False, own: Collection[str] | None = None
+) -> Any:
     """Server middleware: capabilities name tools (whose list changes only behind a
     proxy) and the task shape and the job resources, not the prompts the SDK would
     advertise empty; and the tool schemas carry the rules between arguments
-    (``tools.SCHEMA_RULES``)."""
+    (``tools.SCHEMA_RULES``) — ours only (``own``, read live; None: every tool), not a
+    proxied upstream tool that happens to share a name."""
 
     async def advertise(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        return await _advertise(ctx, call_next, tools_list_changed)
+        return await _advertise(ctx, call_next, tools_list_changed, own)
 
     return advertise
 
 
 async def _advertise(
-    ctx: ServerRequestContext[Any, Any], call_next: CallNext, tools_list_changed: bool
+    ctx: ServerRequestContext[Any, Any],
+    call_next: CallNext,
+    tools_list_changed: bool,
+    own: Collection[str] | None,
 ) -> HandlerResult:
     result = await call_next(ctx)
     if ctx.method in ("initialize", "server/discover") and isinstance(result, dict):
@@ -106,7 +112,9 @@ async def _advertise(
     if ctx.method == "tools/list" and isinstance(result, dict):
         for tool in result.get("tools", []):
             rules = tools.SCHEMA_RULES.get(tool.get("name"))
-            if rules and isinstance(tool.get("inputSchema"), dict):
+            # (only for our own tools: a proxied upstream tool of that name stays as given)
+            ours = own is None or tool.get("name") in own
+            if rules and ours and isinstance(tool.get("inputSchema"), dict):
                 tool["inputSchema"].update(rules)
     return result
 
@@ -145,6 +153,7 @@ def build_server(
     resources = JobResources(service, bus)
     if job_tools is None:
         job_tools = {"start_job", *(tools.tool_name(name) for name in service.kinds)}
+    own_tools: set[str] = set()  # filled once registered below
     server = server_class(
         name,
         title="agent-tools: durable background jobs",
@@ -155,7 +164,7 @@ def build_server(
         # `task` before the arguments are checked), then the arguments.
         middleware=[
             *middleware_first,
-            advertise_only_what_is_served(tools_list_changed),
+            advertise_only_what_is_served(tools_list_changed, own_tools),
             CoreTasks(handles, job_tools),
             resources,
             arguments,
@@ -169,5 +178,6 @@ def build_server(
     resources.register(server)
     for tool, fn in tools.register(server, service, only=tools_served).items():
         arguments.add(tool, fn)
+        own_tools.add(tool)
     server.service = service  # type: ignore[attr-defined]  # for the CLI and tests
     return server

@@ -18,13 +18,36 @@ from __future__ import annotations
 
 import json
 import secrets
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from pydantic import BaseModel
 
 from agent_tools.jobs import KIND_TAG, JobService, is_proxied, iso
 from promises import InvalidArgument, Promise, PromiseNotFound, Value
 
 PREFIX = "mcp-task."
+#: ``_meta`` key of a tool answer that started a job in the background: the job's id.
+#: The task shapes make a task only for such answers (an upstream tool's answer behind
+#: the proxy may carry a ``job_id`` of its own; it never carries this key).
+JOB_META = "agent-tools/job-id"
+#: Set while a 2025-11-25 task-augmented call runs: the answer must be a task, so a
+#: proxied call goes to the background at once instead of waiting to answer inline.
+TASK_REQUESTED: ContextVar[bool] = ContextVar("agent_tools_task_requested", default=False)
+
+
+def started_job(result: Any) -> str | None:
+    """The job a tool answer started (its ``JOB_META``), or None."""
+    data = (
+        result.model_dump(by_alias=True, mode="json") if isinstance(result, BaseModel) else result
+    )
+    if not isinstance(data, dict) or data.get("isError"):
+        return None
+    job_id = (data.get("_meta") or {}).get(JOB_META)
+    return job_id if isinstance(job_id, str) else None
+
+
 TASK_TAG_VALUE = "mcp-task"
 TaskStatus = Literal["working", "input_required", "completed", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})

@@ -43,12 +43,14 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from agent_tools import approvals_inband
 from agent_tools.jobs import JobError
 from agent_tools.task_handles import (
+    TASK_REQUESTED,
     TERMINAL,
     TaskHandles,
     TaskNotFound,
     TaskState,
     approval_question,
     job_result,
+    started_job,
     status_message,
 )
 from promises import InvalidArgument
@@ -160,17 +162,21 @@ class CoreTasks:
                 message=f"tool {name!r} does not run as a task; call it without 'task' "
                 "(start_job and the start_<kind> tools do)",
             )
-        result = await call_next(dataclasses.replace(ctx, params=params))
-        structured = result.get("structuredContent") if isinstance(result, dict) else None
-        if not isinstance(structured, dict) or result.get("isError") or "job_id" not in structured:  # type: ignore[union-attr]
+        requested = TASK_REQUESTED.set(True)
+        try:
+            result = await call_next(dataclasses.replace(ctx, params=params))
+        finally:
+            TASK_REQUESTED.reset(requested)
+        job_id = started_job(result)
+        if job_id is None:
             return result  # the job was not created: the tool error is the answer
-        task_id = await anyio.to_thread.run_sync(self.handles.create, structured["job_id"])
+        task_id = await anyio.to_thread.run_sync(self.handles.create, job_id)
         task = await self._task(ctx, task_id)
         return {
             "task": task,
             "_meta": {
                 IMMEDIATE_RESPONSE: (
-                    f"Started job {structured['job_id']} in the background (task {task_id}); "
+                    f"Started job {job_id} in the background (task {task_id}); "
                     "its result arrives when the task completes."
                 )
             },

@@ -42,6 +42,7 @@ from agent_tools.task_handles import (
     TaskState,
     approval_question,
     job_result,
+    started_job,
     status_message,
 )
 
@@ -135,17 +136,18 @@ class DurableTasks(Extension):
         result = await call_next(ctx)
         if params.name not in self.job_tools or not negotiated(ctx):
             return result
+        job_id = started_job(result)
+        if job_id is None:
+            return result  # no job in the background: a tool error, or an answer as it is
         data = (
             result.model_dump(by_alias=True, mode="json")
             if isinstance(result, BaseModel)
             else result or {}
         )
-        structured = data.get("structuredContent")
-        if data.get("isError") or not isinstance(structured, dict) or "job_id" not in structured:
-            return result  # the job was not created: the tool error is the answer
+        structured = data.get("structuredContent") or {}
         if structured.get("status") in ("completed", "failed", "timed_out", "cancelled"):
             return result  # finished within wait_s: the answer is already here
-        task_id = await anyio.to_thread.run_sync(self.handles.create, structured["job_id"])
+        task_id = await anyio.to_thread.run_sync(self.handles.create, job_id)
         return {"resultType": "task", **await self._detailed(ctx, task_id)}
 
     async def _detailed(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from agent_tools.models import (
     TimeAnswer,
 )
 from agent_tools.scheduling import check_zone, iso
+from agent_tools.task_handles import JOB_META
 from promises import PromiseError
 
 JobIds = Annotated[
@@ -107,13 +108,24 @@ def _text(value: str) -> str:
     return inspect.cleandoc(value)
 
 
-def _answer(model: type[BaseModel], data: dict[str, Any]) -> CallToolResult:
+def _answer(
+    model: type[BaseModel], data: dict[str, Any], meta: dict[str, Any] | None = None
+) -> CallToolResult:
     """The structured answer, and the same JSON as text, omitting fields a status lacks."""
     body = model.model_validate(data).model_dump(mode="json", exclude_unset=True)
-    return CallToolResult(
+    result = CallToolResult(
         content=[TextContent(type="text", text=json.dumps(body, indent=1))],
         structured_content=body,
     )
+    if meta:
+        result.meta = meta
+    return result
+
+
+def _started(status: dict[str, Any]) -> CallToolResult:
+    """A start tool's answer: the job's status, marked as a started job for the task
+    shapes (``task_handles.JOB_META``)."""
+    return _answer(JobStatus, status, meta={JOB_META: status["job_id"]})
 
 
 async def _call(fn: Callable[..., Any], *args: Any) -> Any:
@@ -187,9 +199,8 @@ def register(
         job_id: NewJobId = None,
         wait_s: WaitS = 0,
     ) -> JobStatus:
-        return _answer(
-            JobStatus, await _async_call(service.start_and_wait(kind, args, job_id, wait_s))
-        )  # type: ignore[return-value]
+        status = await _async_call(service.start_and_wait(kind, args, job_id, wait_s))
+        return _started(status)  # type: ignore[return-value]
 
     add(
         start_job,
@@ -503,7 +514,7 @@ def _kind_tool(service: JobService, kind: Kind) -> Any:
         job_id = arguments.pop("job_id", None)
         wait_s = arguments.pop("wait_s", 0)
         status = await _async_call(service.start_and_wait(kind.name, arguments, job_id, wait_s))
-        return _answer(JobStatus, status)  # type: ignore[return-value]
+        return _started(status)  # type: ignore[return-value]
 
     params = []
     for p in kind.function.signature.parameters.values():

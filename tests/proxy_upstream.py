@@ -32,8 +32,9 @@ def mark(event: str, tool: str, ctx: Context, **extra: Any) -> None:
         return
     key = (ctx.request_context.meta or {}).get(IDEMPOTENCY_KEY)
     headers = ctx.headers or {}
+    ours = sorted(k for k in os.environ if k.startswith("AGENT_TOOLS_"))
     line = {"event": event, "tool": tool, "key": key, "pid": os.getpid(),
-            "x_test": headers.get("x-test"), **extra}  # fmt: skip
+            "x_test": headers.get("x-test"), "agent_tools_env": ours, **extra}  # fmt: skip
     with open(path, "a") as f:
         f.write(json.dumps(line) + "\n")
 
@@ -85,6 +86,13 @@ async def weather(city: str, ctx: Context) -> Weather:
     """Structured content: the weather in a city (made up)."""
     mark("start", "weather", ctx)
     return Weather(city=city, celsius=21.5)
+
+
+@server.tool()
+async def job_like(ctx: Context) -> dict[str, str]:
+    """Answer with a job id of this server's own (one the proxy must not take for its own)."""
+    mark("start", "job_like", ctx)
+    return {"job_id": "not-ours-7", "status": "running"}
 
 
 @server.tool()

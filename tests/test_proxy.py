@@ -547,3 +547,59 @@ async def test_an_upstream_over_http_with_headers_is_wrapped_and_reconnected(
     assert len({m["pid"] for m in marks}) == 2
     stored = b"".join(p.read_bytes() for p in tmp_path.glob("proxy.db*"))
     assert b"from-the-environment" not in stored  # headers are never written to the store
+
+
+@pytest.mark.anyio
+async def test_an_upstream_answer_with_a_job_id_of_its_own_is_not_taken_for_ours(
+    tmp_path: Path,
+) -> None:
+    with proxy_for(tmp_path, "http", "--inline-wait", "30") as proxy:
+        async with proxy.client(TasksClient()) as client:
+            answer = await start_task(client, "job_like", {})
+    data = answer.model_dump(by_alias=True, mode="json", exclude_none=True)
+    assert data.get("resultType") != "task", data  # the upstream's answer, not a task
+    assert data["structuredContent"] == {"job_id": "not-ours-7", "status": "running"}
+
+
+def test_the_proxys_own_settings_do_not_reach_the_upstream(tmp_path: Path) -> None:
+    env = {**os.environ, "UPSTREAM_MARKS": str(tmp_path / "marks.jsonl"),
+           "AGENT_TOOLS_SECRET": "link-signing-secret", "UPSTREAM_API_KEY": "k"}  # fmt: skip
+
+    async def one_call() -> None:
+        params = StdioServerParameters(command=AGENT_TOOLS[0], args=[
+            *AGENT_TOOLS[1:], "proxy", "--db", str(tmp_path / "p.db"), "--no-ui", "--",
+            *UPSTREAM], env=env, cwd=str(ROOT))  # fmt: skip
+        async with Client(params) as client:
+            await client.call_tool("echo", {"text": "x"})
+
+    anyio.run(one_call)
+    [mark] = Marks(tmp_path / "marks.jsonl").all()
+    assert mark["agent_tools_env"] == []
+
+
+def test_proxy_settings_that_cannot_work_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    db = str(tmp_path / "p.db")
+    cases = {
+        "uses $NOT_SET_ANYWHERE, which is not set": ["--upstream-url", "http://h/mcp",
+            "--upstream-header", "Authorization: Bearer $NOT_SET_ANYWHERE"],
+        "leave out --no-worker": ["--no-worker", "--", "x"],
+        "--upstream-header goes with --upstream-url": ["--upstream-header", "A: b", "--", "x"],
+        "not both": ["--upstream-url", "http://h/mcp", "--", "x"],
+    }  # fmt: skip
+    for message, args in cases.items():
+        assert main(["proxy", "--db", db, "--no-ui", *args]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_config_makes_a_script_given_by_a_relative_path_absolute(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "server.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert main(["config", "claude-desktop", "--proxy", "--", "python3", "server.py",
+                 "--flag"]) == 0  # fmt: skip
+    [entry] = json.loads(capsys.readouterr().out)["mcpServers"].values()
+    assert entry["args"][-3:] == ["python3", str(tmp_path / "server.py"), "--flag"]

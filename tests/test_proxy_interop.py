@@ -283,3 +283,11 @@ def test_a_task_augmented_call_gets_a_task_whose_result_is_the_upstreams(proxy: 
     assert result["structuredContent"] == {"result": "slow done: as a task"}
     assert result["isError"] is False
     assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": created["taskId"]}
+
+
+def test_a_task_augmented_call_to_a_quick_tool_still_gets_a_task(proxy: Proxy) -> None:
+    task = {"do": "task", "name": "echo", "args": {"text": "quick"}}
+    # (the SDK sends a task only for a tool it has listed as taking one)
+    created, settled = run(proxy.scenario({"do": "list"}, task, tasks=True), "task", "taskResult")
+    assert created["task"]["status"] in ("working", "completed")
+    assert settled["result"]["content"] == [{"type": "text", "text": "echo: quick"}]
