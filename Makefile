@@ -28,4 +28,6 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev,bench]'
 	$(VENV)/bin/python bench/store.py
 	$(VENV)/bin/python bench/jobs.py
+	$(VENV)/bin/python bench/wake.py
 	$(VENV)/bin/python bench/mcp.py
+	$(VENV)/bin/python bench/proxy.py
