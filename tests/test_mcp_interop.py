@@ -29,7 +29,7 @@ from tests.interop.harness import (
     npm_clients,
     wait_for_steps,
 )
-from tests.test_mcp_transports import TOKEN, HttpServer, free_port
+from tests.test_mcp_transports import TOKEN, HttpServer
 
 pytestmark = pytest.mark.slow
 STEPS = 10
@@ -103,7 +103,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path, clients: Path) -> Ite
     if request.param == "stdio":
         yield Target("stdio", steps_log, stdio=StdioServer(tmp_path / "stdio.db", steps_log))
         return
-    server = HttpServer(tmp_path / "http.db", steps_log, free_port())
+    server = HttpServer(tmp_path / "http.db", steps_log, 0)
     server.start()
     yield Target("http", steps_log, http=server)
     server.stop()

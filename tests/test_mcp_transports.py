@@ -21,7 +21,8 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from tests.waiting import eventually, until
+from tests.servers import listening_port
+from tests.waiting import eventually
 
 ROOT = Path(__file__).parent.parent
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -59,6 +60,9 @@ class HttpServer:
         return f"http://127.0.0.1:{self.port}/mcp"
 
     def start(self) -> None:
+        """Start the server: on a port of its choosing the first time (``port`` 0), on
+        the same port again after a kill, so clients find it where it was."""
+        logged_before = self.errors.read_text() if self.errors.exists() else ""
         with self.errors.open("ab") as errors:  # the child keeps its own copy
             self.proc = subprocess.Popen(
                 serve_command(self.db, "--http", "--port", str(self.port), "--token", TOKEN),
@@ -67,21 +71,7 @@ class HttpServer:
                 stdout=subprocess.DEVNULL,
                 stderr=errors,
             )
-        proc = self.proc
-
-        def listening() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server did not start: {self.errors.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return True
-            except OSError:
-                return False
-
-        try:
-            until(listening, what=f"the server listens on port {self.port}")
-        except TimeoutError:
-            raise RuntimeError(f"server did not start: {self.errors.read_text()}") from None
+        self.port = listening_port(self.proc, self.errors, logged_before)
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -108,7 +98,7 @@ class HttpServer:
 
 @pytest.fixture
 def http_server(tmp_path: Path) -> Iterator[HttpServer]:
-    server = HttpServer(tmp_path / "http.db", tmp_path / "steps.log", free_port())
+    server = HttpServer(tmp_path / "http.db", tmp_path / "steps.log", 0)
     server.start()
     yield server
     server.stop()

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -38,8 +37,9 @@ from agent_tools.proxy import (
     load_policy,
     parse_header,
 )
+from tests.servers import listening_port
 from tests.tasks_client import TasksClient, get_task, start_task
-from tests.waiting import eventually, until
+from tests.waiting import eventually
 
 ROOT = Path(__file__).parent.parent
 UPSTREAM = [sys.executable, str(ROOT / "tests" / "proxy_upstream.py")]
@@ -171,19 +171,6 @@ class Marks:
             lambda: len(self.of(event, tool)) >= count and self.of(event, tool),
             what=f"the upstream saw {count} {event} of {tool}",
         )
-
-
-def listening_port(proc: subprocess.Popen[bytes], log: Path, logged_before: str) -> int:
-    """The port a server started with port 0 says it listens on (a port picked by the
-    test could be taken by another test's server before this one binds it)."""
-
-    def said() -> int | None:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} did not start: {log.read_text()}")
-        found = re.search(r"http://127\.0\.0\.1:(\d+)/mcp", log.read_text()[len(logged_before) :])
-        return int(found.group(1)) if found else None
-
-    return until(said, what="the server says where it listens")
 
 
 class ProxyRunner:

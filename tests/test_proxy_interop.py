@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from tests.interop.harness import ROOT, Script, npm_clients
-from tests.test_proxy import listening_port
+from tests.servers import listening_port
 from tests.waiting import until
 
 pytestmark = pytest.mark.slow

@@ -24,7 +24,6 @@ from mcp.client.stdio import stdio_client
 from agent_tools import builtin_jobs
 from agent_tools.links import Signer
 from promises import Runtime, open_store
-from tests.test_mcp_transports import free_port
 from tests.waiting import eventually, until
 
 ROOT = Path(__file__).parent.parent
@@ -87,9 +86,8 @@ def start(running: list[Running], args: list[str], log: Path, **environment: str
 
 
 def http_server(running: list[Running], tmp_path: Path, *extra: str, **environment: str) -> str:
-    port = free_port()
-    log = tmp_path / f"http-{port}.log"
-    start(running, command(tmp_path / "h.db", "--http", "--port", str(port), *extra), log,
+    log = tmp_path / f"http-{len(running)}.log"
+    start(running, command(tmp_path / "h.db", "--http", "--port", "0", *extra), log,
           **environment)  # fmt: skip
     return pages_url(log)
 
@@ -151,9 +149,10 @@ def test_when_the_pages_port_is_taken_a_stdio_server_uses_a_free_one(
 def test_the_server_exits_promptly_when_its_client_closes_stdin(
     tmp_path: Path, running: list[Running]
 ) -> None:
-    port = free_port()
-    server = start(running, command(tmp_path / "e.db", "--ui-port", str(port)), tmp_path / "e.log")
-    assert httpx.get(pages_url(server.log) + "/").status_code == 200
+    server = start(running, command(tmp_path / "e.db", "--ui-port", "0"), tmp_path / "e.log")
+    pages = pages_url(server.log)
+    port = int(pages.rsplit(":", 1)[1])
+    assert httpx.get(pages + "/").status_code == 200
     assert server.proc.stdin is not None
     server.proc.stdin.close()
     assert server.proc.wait(timeout=15) == 0

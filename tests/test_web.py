@@ -19,7 +19,7 @@ from agent_tools.links import Signer
 from promises import Context, Runtime, SqlStore, durable, open_store
 from tests import durable_jobs as jobs
 from tests import people_jobs
-from tests.test_mcp_transports import free_port
+from tests.servers import listening_port
 from tests.waiting import until
 
 CHROMIUM = "/usr/bin/chromium"
@@ -40,16 +40,18 @@ pytestmark = [
 
 class Server:
     def __init__(self, db: Path, *extra: str) -> None:
-        self.db, self.port = db, free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.db = db
         self.log = db.with_suffix(".stderr")
-        command = [AGENT_TOOLS, "serve", "--http", "--port", str(self.port),
+        logged_before = self.log.read_text() if self.log.exists() else ""
+        command = [AGENT_TOOLS, "serve", "--http", "--port", "0",
                    "--db", str(db), "--jobs", "tests.durable_jobs", "--jobs", "tests.people_jobs", *extra]  # fmt: skip
         env = {**os.environ, "AGENT_TOOLS_SECRET": SECRET}
         with self.log.open("ab") as errors:
             self.proc = subprocess.Popen(
                 command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=errors
             )
+        self.port = listening_port(self.proc, self.log, logged_before)
+        self.base = f"http://127.0.0.1:{self.port}"
 
         def answering() -> bool:
             try:
