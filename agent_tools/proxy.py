@@ -29,7 +29,8 @@ names, descriptions and input schemas, beside ``probe_status``, ``await_result``
 
 Per-tool policy (``--policy FILE``, TOML) — whether a failed call is retried (default
 never: upstream tools may not be idempotent), whether a tool always goes to the
-background, its inline wait, and how many of its calls run at once::
+background, its inline wait, how many of its calls run at once, and how long one call
+may take before it is cancelled upstream (default: no limit)::
 
     [defaults]
     inline_wait_s = 45
@@ -39,6 +40,7 @@ background, its inline wait, and how many of its calls run at once::
     retry = true
     max_attempts = 5
     concurrency = 2
+    timeout_s = 600
 
 Upstream tools are listed without their output schema: a call that goes to the
 background answers with a job id, which no upstream output schema describes.
@@ -122,6 +124,8 @@ class ToolPolicy:
     background: bool = False
     inline_wait_s: float = DEFAULT_INLINE_WAIT_S
     concurrency: int | None = None
+    #: How long one call may take before it is cancelled upstream (None: no limit).
+    timeout_s: float | None = None
 
     @property
     def wait_s(self) -> float:
@@ -146,6 +150,7 @@ _KEYS: dict[str, str] = {
     "background": "true or false",
     "inline_wait_s": f"seconds from 0 to {MAX_INLINE_WAIT_S:g}",
     "concurrency": "a whole number of at least 1",
+    "timeout_s": "seconds, more than 0",
 }
 
 
@@ -166,10 +171,12 @@ def _tool_policy(where: str, table: object, base: ToolPolicy) -> ToolPolicy:
             "inline_wait_s": isinstance(value, int | float) and not isinstance(value, bool)
             and 0 <= value <= MAX_INLINE_WAIT_S,
             "concurrency": isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            "timeout_s": isinstance(value, int | float) and not isinstance(value, bool)
+            and 0 < value < float("inf"),
         }[key]  # fmt: skip
         if not ok:
             raise ConfigError(f"{where}: {key} must be {_KEYS[key]}, got {value!r}")
-        values[key] = float(value) if key == "inline_wait_s" else value
+        values[key] = float(value) if key in ("inline_wait_s", "timeout_s") else value
     return replace(base, **values)
 
 
@@ -233,6 +240,10 @@ class _SessionGone(Exception):
 
 #: JSON-RPC errors that say the call itself is wrong: retrying cannot help.
 _REFUSALS = frozenset({-32600, -32601, -32602})
+
+
+class UpstreamTimedOut(Exception):
+    """The call took longer than its policy's ``timeout_s`` (retryable per policy)."""
 
 
 class UpstreamToolError(Exception):
@@ -674,7 +685,15 @@ def proxy_function(kind: str, upstream: Upstream, policy: Policy) -> DurableFunc
             if rules.concurrency is not None:
                 limit = limits.setdefault(tool, asyncio.Semaphore(rules.concurrency))
             async with limit if limit is not None else contextlib.nullcontext():
-                result = await upstream.call(tool, arguments, key=job_id, progress=progress)
+                try:
+                    async with asyncio.timeout(rules.timeout_s):
+                        result = await upstream.call(tool, arguments, key=job_id,
+                                                     progress=progress)  # fmt: skip
+                except TimeoutError:  # cancelled upstream on the way out
+                    raise UpstreamTimedOut(
+                        f"{tool} did not answer within {rules.timeout_s:g} s (its policy's "
+                        "timeout_s); the call was cancelled upstream"
+                    ) from None
             step = current_step()
             if result.get("isError") and rules.retry and step and step.attempt < rules.max_attempts:
                 raise UpstreamToolError(_text_of(result))  # another attempt, after a pause

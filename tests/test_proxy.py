@@ -78,6 +78,7 @@ def test_the_policy_file_sets_defaults_and_per_tool_rules(tmp_path: Path) -> Non
         ("[defaults]\ninline_wait_s = 90\n", "inline_wait_s must be seconds from 0 to 55"),
         ("[tools.a]\nconcurrency = 0\n", "concurrency must be a whole number of at least 1"),
         ("[tools.a]\nmax_attempts = 1.5\n", "max_attempts must be a whole number from 1 to 100"),
+        ("[tools.a]\ntimeout_s = 0\n", "timeout_s must be seconds, more than 0"),
         ("[tool.a]\nretry = true\n", "unknown section 'tool'"),
         ("[tools]\na = 1\n", "[tools.a] must be a table of settings"),
         ("[tools.a\n", "is not valid TOML"),
@@ -590,3 +591,19 @@ def test_config_makes_a_script_given_by_a_relative_path_absolute(
                  "--flag"]) == 0  # fmt: skip
     [entry] = json.loads(capsys.readouterr().out)["mcpServers"].values()
     assert entry["args"][-3:] == ["python3", str(tmp_path / "server.py"), "--flag"]
+
+
+@pytest.mark.anyio
+async def test_a_call_past_its_policy_timeout_is_cancelled_upstream_and_fails(
+    tmp_path: Path,
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[tools.slow]\ntimeout_s = 0.5\n")
+    with proxy_for(tmp_path, "stdio", "--inline-wait", "30", "--policy", str(policy)) as proxy:
+        async with proxy.client() as client:
+            answer = await client.call_tool("slow", {"seconds": 600, "label": "stuck"})
+            [mark] = await proxy.marks.wait("cancelled", "slow")
+    assert answer.is_error
+    text = answer.content[0].text  # type: ignore[union-attr]
+    assert "did not answer within 0.5 s" in text and "cancelled upstream" in text, text
+    assert mark["label"] == "stuck"
