@@ -152,6 +152,28 @@ class JobService:
             raise JobError(f"unknown job kind {kind!r}; available kinds: {available}")
         return found
 
+    def _start_checked(self, kind: str, args: Mapping[str, Any] | None,
+                       job_id: str | None) -> Kind:  # fmt: skip
+        """The kind to start, once the request is checked (``JobError`` in the agent's
+        words otherwise)."""
+        found = self.kind(kind)
+        if args is not None and not isinstance(args, Mapping):
+            raise JobError(f"args must be an object of {kind}'s arguments, got {args!r:.60}")
+        if job_id is not None:
+            check_new_id(job_id)
+        return found
+
+    @staticmethod
+    def _refused(exc: Exception, kind: str, job_id: str | None, current: str) -> JobError:
+        """A start the runtime refused, in the agent's words (``current``: the status of
+        the job that holds ``job_id``, for a conflict)."""
+        if isinstance(exc, JobConflict):
+            return JobError(
+                f"job {job_id!r} already exists with other arguments (it is {current}); "
+                f"call again with the same arguments to get it, or choose a new job_id"
+            )
+        return JobError(friendly(exc, what=f"the arguments of {kind}"))
+
     def start_job(
         self,
         kind: str,
@@ -159,23 +181,15 @@ class JobService:
         job_id: str | None,
         start_at: int | None = None,
     ) -> dict[str, Any]:
-        found = self.kind(kind)
-        if args is not None and not isinstance(args, Mapping):
-            raise JobError(f"args must be an object of {kind}'s arguments, got {args!r:.60}")
-        if job_id is not None:
-            check_new_id(job_id)
+        found = self._start_checked(kind, args, job_id)
         try:
             transition = self.runtime.start(
                 found.function, id=job_id, start_at=start_at, **dict(args or {})
             )
-        except JobConflict as exc:
-            current = self._probe_one(str(job_id))
-            raise JobError(
-                f"job {job_id!r} already exists with other arguments (it is {current['status']}); "
-                f"call again with the same arguments to get it, or choose a new job_id"
-            ) from exc
-        except (UnknownJob, InvalidArgument) as exc:
-            raise JobError(friendly(exc, what=f"the arguments of {kind}")) from exc
+        except (JobConflict, UnknownJob, InvalidArgument) as exc:
+            conflict = isinstance(exc, JobConflict)
+            current = self._probe_one(str(job_id))["status"] if conflict else ""
+            raise self._refused(exc, kind, job_id, current) from exc
         status = self.status(transition.promise)
         status["created"] = transition.fresh
         return status
@@ -188,23 +202,15 @@ class JobService:
         start_at: int | None = None,
     ) -> dict[str, Any]:
         """``start_job`` for the event loop (no thread: the store's writer does the I/O)."""
-        found = self.kind(kind)
-        if args is not None and not isinstance(args, Mapping):
-            raise JobError(f"args must be an object of {kind}'s arguments, got {args!r:.60}")
-        if job_id is not None:
-            check_new_id(job_id)
+        found = self._start_checked(kind, args, job_id)
         try:
             transition = await self.runtime.astart(
                 found.function, id=job_id, start_at=start_at, **dict(args or {})
             )
-        except JobConflict as exc:
-            current = (await self.aprobe([str(job_id)]))[0]
-            raise JobError(
-                f"job {job_id!r} already exists with other arguments (it is {current['status']}); "
-                f"call again with the same arguments to get it, or choose a new job_id"
-            ) from exc
-        except (UnknownJob, InvalidArgument) as exc:
-            raise JobError(friendly(exc, what=f"the arguments of {kind}")) from exc
+        except (JobConflict, UnknownJob, InvalidArgument) as exc:
+            conflict = isinstance(exc, JobConflict)
+            current = (await self.aprobe([str(job_id)]))[0]["status"] if conflict else ""
+            raise self._refused(exc, kind, job_id, current) from exc
         status = (await self.aprobe([transition.promise.id]))[0]
         status["created"] = transition.fresh
         return status
@@ -236,10 +242,7 @@ class JobService:
         now = self.store.clock()
         views = self.runtime.views(list(dict.fromkeys(ids)))
         out = {i: status_of(v, now, self.approval_link) for i, v in views.items()}
-        for missing in (i for i in ids if i not in out):
-            schedule = self.scheduling.schedule_status(missing)
-            if schedule is not None:
-                out[missing] = schedule
+        out.update(self._schedule_statuses([i for i in ids if i not in out]))
         return out
 
     async def astatuses(self, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -249,11 +252,12 @@ class JobService:
         out = {i: status_of(v, now, self.approval_link) for i, v in views.items()}
         missing = [i for i in ids if i not in out]
         if missing:  # not a job or timer: maybe a cron schedule (rarely asked)
-            for i in missing:
-                schedule = await asyncio.to_thread(self.scheduling.schedule_status, i)
-                if schedule is not None:
-                    out[i] = schedule
+            out.update(await asyncio.to_thread(self._schedule_statuses, missing))
         return out
+
+    def _schedule_statuses(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        found = {i: self.scheduling.schedule_status(i) for i in ids}
+        return {i: status for i, status in found.items() if status is not None}
 
     async def aprobe(self, job_ids: list[str]) -> list[dict[str, Any]]:
         """``probe`` for the event loop."""

@@ -87,7 +87,7 @@ from mcp_types import (
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from agent_tools.config import ConfigError
-from agent_tools.jobs import PROXY_KIND_PREFIX, SETTLED, JobService, is_proxied
+from agent_tools.jobs import PROXY_KIND_PREFIX, SETTLED, JobService
 from agent_tools.task_handles import JOB_META, TASK_REQUESTED
 from promises import (
     Context,
@@ -105,7 +105,6 @@ upstream_log = logging.getLogger("agent_tools.upstream")
 
 #: The ``_meta`` key carrying the job id to the upstream, for it to deduplicate on.
 IDEMPOTENCY_KEY = "agent-tools/idempotency-key"
-KIND_PREFIX = PROXY_KIND_PREFIX
 DEFAULT_INLINE_WAIT_S = 45.0
 #: Upstream progress is written at most this often (the latest wins).
 PROGRESS_EVERY_S = 0.5
@@ -306,9 +305,9 @@ class UpstreamSpec:
         whole command or URL, so two proxies of different servers (or of one server
         with different arguments) on one database never run each other's calls."""
         if name:
-            return KIND_PREFIX + name
+            return PROXY_KIND_PREFIX + name
         what = "\0".join(self.command) if self.command else str(self.url)
-        return f"{KIND_PREFIX}{self.label}-{hashlib.sha256(what.encode()).hexdigest()[:8]}"
+        return f"{PROXY_KIND_PREFIX}{self.label}-{hashlib.sha256(what.encode()).hexdigest()[:8]}"
 
 
 class _StderrToLog:
@@ -372,13 +371,12 @@ class Upstream:
         self.first_connect_s = first_connect_s
         self.tools: dict[str, Tool] = {}
         self.server_name: str | None = None
-        self.restarts = 0
         self.last_error: str | None = None
         #: Called after the tool list changed (not on the first listing).
         self.on_tools_changed: Callable[[], Awaitable[None]] | None = None
         self._client: Client | None = None
         self._ready = asyncio.Event()
-        self._failed = asyncio.Event()  # a connection ended (or never came up)
+        self._ended = asyncio.Event()  # a connection ended (or never came up)
         self._lost = asyncio.Event()
         self._stderr: _StderrToLog | None = None
         self._listed = False  # the tools were listed once (later listings may change them)
@@ -409,7 +407,7 @@ class Upstream:
             # Up, or the first attempt failed (a wrong command should say so at once).
             outcome = [
                 asyncio.create_task(self._ready.wait()),
-                asyncio.create_task(self._failed.wait()),
+                asyncio.create_task(self._ended.wait()),
             ]
             await asyncio.wait({*outcome, supervisor}, timeout=self.first_connect_s,
                                return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
@@ -443,7 +441,7 @@ class Upstream:
                 raise
             except Exception as exc:  # an upstream that fails to start or breaks
                 self.last_error = _describe(exc)
-            self._failed.set()
+            self._ended.set()
             self._ready.clear()
             self._client = None
             if loop.time() - began > 60:
@@ -452,7 +450,6 @@ class Upstream:
                         self.spec.label, self.last_error, pause)  # fmt: skip
             await asyncio.sleep(pause)
             pause = min(pause * 2, 30.0)
-            self.restarts += 1
 
     def _mark_lost(self, lost: asyncio.Event) -> None:
         """The connection behind ``lost`` is gone: no call may use it from now on."""
@@ -873,14 +870,12 @@ def instructions(proxy: Proxy) -> str:
 __all__ = [
     "DEFAULT_INLINE_WAIT_S",
     "IDEMPOTENCY_KEY",
-    "KIND_PREFIX",
     "Policy",
     "Proxy",
     "ToolPolicy",
     "Upstream",
     "UpstreamSpec",
     "build_proxy_server",
-    "is_proxied",
     "load_policy",
     "parse_header",
 ]

@@ -28,9 +28,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,25 +47,11 @@ from mcp.shared._httpx_utils import create_mcp_http_client  # noqa: E402
 
 from agent_tools.cli import load_kinds  # noqa: E402
 from agent_tools.server import build_server, worker_running  # noqa: E402
+from bench.common import free_port, percentiles, served  # noqa: E402
 from bench.jobs import pg_available, pg_schema  # noqa: E402
 from promises import open_store  # noqa: E402
 
 KIND = "bench.one_step"
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "p50_ms": round(statistics.median(ordered) * 1000, 1),
-        "p99_ms": round(ordered[max(int(len(ordered) * 0.99) - 1, 0)] * 1000, 1),
-        "max_ms": round(ordered[-1] * 1000, 1),
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 #: The server process behind each URL, to read its CPU time.
@@ -86,40 +69,18 @@ def cpu_seconds(pid: int | None) -> float | None:
 
 @contextlib.contextmanager
 def http_server(db: str, *extra: str) -> Iterator[str]:
-    """``agent-tools serve --http`` on ``db`` with the bench's job kinds; yields its URL."""
+    """``agent-tools serve --http`` on ``db`` with the bench's job kinds; yields its URL.
+    ``$BENCH_SERVER_LOG`` keeps the server's log for a look afterwards."""
     port = free_port()
     command = [
         str(Path(sys.executable).parent / "agent-tools"), "serve", "--http", "--port", str(port),
         "--db", db, "--jobs", "bench.jobs", "--concurrency", "64", *extra,
     ]  # fmt: skip
-    # The server's log goes to a file (a pipe nobody reads would fill and stall it);
-    # $BENCH_SERVER_LOG keeps it for a look afterwards.
-    log_path = os.environ.get("BENCH_SERVER_LOG") or tempfile.mktemp(suffix=".log")
-    errors = open(log_path, "ab")  # noqa: SIM115  # closed below
-    proc = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errors,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    SERVER_PIDS[f"http://127.0.0.1:{port}/mcp"] = proc.pid
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the server did not start: {Path(log_path).read_text()}"
-                ) from None
-            time.sleep(0.1)
-    try:
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-        errors.close()
-        if not os.environ.get("BENCH_SERVER_LOG"):
-            os.unlink(log_path)
+    log = os.environ.get("BENCH_SERVER_LOG")
+    with served(command, port, env={"PYTHONPATH": str(ROOT)}, log_path=log) as proc:
+        url = f"http://127.0.0.1:{port}/mcp"
+        SERVER_PIDS[url] = proc.pid
+        yield url
 
 
 @contextlib.asynccontextmanager

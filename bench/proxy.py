@@ -27,10 +27,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,23 +44,11 @@ from mcp.client.stdio import stdio_client  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 from mcp.shared._httpx_utils import create_mcp_http_client  # noqa: E402
 
+from bench.common import free_port, percentiles, served  # noqa: E402
+
 UPSTREAM = [sys.executable, str(ROOT / "tests" / "proxy_upstream.py")]
 AGENT_TOOLS = str(Path(sys.executable).parent / "agent-tools")
 WARM_UP = 20
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "p50_ms": round(statistics.median(ordered) * 1000, 2),
-        "p99_ms": round(ordered[max(int(len(ordered) * 0.99) - 1, 0)] * 1000, 2),
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def proxy_argv(db: Path, *serving: str) -> list[str]:
@@ -82,28 +66,9 @@ async def stdio(argv: list[str]) -> AsyncIterator[Client]:
 
 @contextlib.contextmanager
 def listening(argv: list[str], port: int) -> Iterator[str]:
-    """A server process on ``port``; yields its MCP URL, SIGTERMs it after. Its stderr
-    goes to a file (a pipe nobody reads would fill and stall it)."""
-    with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errors)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    proc.wait()
-                    errors.seek(0)
-                    what = errors.read().decode()
-                    raise RuntimeError(f"{argv[:3]} did not start: {what}") from None
-                time.sleep(0.1)
-        try:
-            yield f"http://127.0.0.1:{port}/mcp"
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+    """A server process on ``port``; yields its MCP URL, SIGTERMs it after."""
+    with served(argv, port):
+        yield f"http://127.0.0.1:{port}/mcp"
 
 
 @contextlib.asynccontextmanager
@@ -129,7 +94,7 @@ async def sequential(client: Client, calls: int) -> dict[str, Any]:
     for i in range(WARM_UP):
         await echo(client, -i)
     latencies = [await echo(client, i) for i in range(calls)]
-    return {"calls": calls, **percentiles(latencies)}
+    return {"calls": calls, **percentiles(latencies, 2)}
 
 
 def cpu_s(needle: str) -> float | None:
@@ -167,7 +132,7 @@ async def in_flight(
     await asyncio.gather(*(lane() for _ in range(width)))
     elapsed = time.perf_counter() - began
     figures = {"in_flight": width, "calls": calls, "calls_per_s": round(calls / elapsed, 1),
-               **percentiles(latencies)}  # fmt: skip
+               **percentiles(latencies, 2)}  # fmt: skip
     cpu_after = cpu_s(server) if server else None
     if cpu_before is not None and cpu_after is not None:
         figures["server_cpu_ms_per_call"] = round((cpu_after - cpu_before) * 1000 / calls, 2)
