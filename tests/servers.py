@@ -8,8 +8,11 @@ they listen; tests read it there. A restarted server reuses the port it got.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from tests.waiting import until
@@ -35,3 +38,42 @@ def listening_port(proc: subprocess.Popen[bytes], log: Path, logged_before: str)
 
     port: int = until(said, what="the server says where it listens")
     return port
+
+
+ROOT = Path(__file__).parent.parent
+
+
+class Listening:
+    """A server process on a local port, its stderr kept in a file. ``argv(port)`` is
+    its command for a port: 0 the first time (it picks one and logs it), then the port
+    it got, so a server started again after a kill is found where it was."""
+
+    def __init__(
+        self, argv: Callable[[int], list[str]], errors: Path, env: Mapping[str, str] = {}
+    ) -> None:
+        self.argv, self.errors, self.env = argv, errors, dict(env)
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def start(self) -> None:
+        logged_before = log_text(self.errors)
+        with self.errors.open("ab") as errors:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                self.argv(self.port), cwd=ROOT, env={**os.environ, **self.env},
+                stdout=subprocess.DEVNULL, stderr=errors,
+            )  # fmt: skip
+        self.port = listening_port(self.proc, self.errors, logged_before)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)

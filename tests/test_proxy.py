@@ -37,7 +37,7 @@ from agent_tools.proxy import (
     load_policy,
     parse_header,
 )
-from tests.servers import listening_port
+from tests.servers import Listening, listening_port
 from tests.tasks_client import TasksClient, get_task, start_task
 from tests.waiting import eventually
 
@@ -470,39 +470,12 @@ def test_marks_carry_the_idempotency_key_name() -> None:
     assert IDEMPOTENCY_KEY == "agent-tools/idempotency-key"
 
 
-class HttpUpstream:
-    """tests/proxy_upstream.py serving streamable HTTP, to be killed and started again
-    (first on a port it picks itself, then on that same port)."""
-
-    def __init__(self, tmp_path: Path, marks: Path) -> None:
-        self.port = 0
-        self.marks, self.stderr = marks, tmp_path / "upstream.stderr"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/mcp"
-
-    def start(self) -> None:
-        logged_before = self.stderr.read_text() if self.stderr.exists() else ""
-        with self.stderr.open("ab") as errors:
-            self.proc = subprocess.Popen(
-                [*UPSTREAM, "--http", str(self.port)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                stderr=errors, env={**os.environ, "UPSTREAM_MARKS": str(self.marks)},
-            )  # fmt: skip
-        self.port = listening_port(self.proc, self.stderr, logged_before)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
 @pytest.mark.anyio
 async def test_an_upstream_over_http_with_headers_is_wrapped_and_reconnected(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    upstream = HttpUpstream(tmp_path, tmp_path / "marks.jsonl")
+    upstream = Listening(lambda port: [*UPSTREAM, "--http", str(port)],
+                         tmp_path / "upstream.stderr", {"UPSTREAM_MARKS": str(tmp_path / "marks.jsonl")})  # fmt: skip
     upstream.start()
     runner = ProxyRunner(tmp_path, "stdio")
     runner.argv = lambda: [  # type: ignore[method-assign]

@@ -16,7 +16,6 @@ import json
 import os
 import shlex
 import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Any
 import pytest
 
 from tests.interop.harness import ROOT, Script, npm_clients
-from tests.servers import listening_port
+from tests.servers import Listening
 from tests.waiting import until
 
 pytestmark = pytest.mark.slow
@@ -34,43 +33,6 @@ UPSTREAM = [sys.executable, str(ROOT / "tests" / "proxy_upstream.py")]
 AGENT_TOOLS = str(Path(sys.executable).parent / "agent-tools")
 INLINE_WAIT_S = 1
 SLOW_S = 3  # well above the inline wait: the call goes to the background
-
-
-class Listening:
-    """A server process listening on a local port (the proxy with ``--http``, or the
-    upstream on its own with ``--http PORT``), its stderr kept in a file."""
-
-    def __init__(self, argv: list[str], port: int, errors: Path, env: dict[str, str]) -> None:
-        self.argv, self.port, self.errors, self.env = argv, port, errors, env
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/mcp"
-
-    def start(self) -> None:
-        logged_before = self.errors.read_text() if self.errors.exists() else ""
-        with self.errors.open("ab") as errors:  # the child keeps its own copy
-            proc = subprocess.Popen(
-                self.argv,
-                cwd=ROOT,
-                env={**os.environ, **self.env},
-                stdout=subprocess.DEVNULL,
-                stderr=errors,
-            )
-        self.proc = proc
-        # Started on port 0: the server binds a free port and logs it.
-        self.port = listening_port(proc, self.errors, logged_before)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(20)
 
 
 @dataclass
@@ -125,7 +87,8 @@ class Proxy:
     def direct(self, *steps: dict[str, Any]) -> dict[str, Any]:
         """A scenario against the upstream itself, over the same transport."""
         if self.transport == "http":
-            upstream = Listening([*UPSTREAM, "--http", "0"], 0, self.tmp / "upstream.stderr", {})
+            upstream = Listening(lambda port: [*UPSTREAM, "--http", str(port)],
+                                 self.tmp / "upstream.stderr")  # fmt: skip
             upstream.start()
             self.direct_http = upstream
             return {"transport": "http", "url": upstream.url, "steps": steps}
@@ -172,8 +135,7 @@ def proxy(request: pytest.FixtureRequest, tmp_path: Path, clients: Path) -> Iter
     target = Proxy(request.param, tmp_path)
     if request.param == "http":
         target.http = Listening(
-            target.argv("--http", "--port", "0"),
-            0,
+            lambda _: target.argv("--http", "--port", "0"),  # a new port on each start
             tmp_path / "proxy.stderr",
             {"UPSTREAM_MARKS": str(target.marks_file)},
         )
