@@ -9,6 +9,7 @@ claimed by that worker in the same transaction that creates it, and runs at once
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import json
@@ -435,6 +436,12 @@ class Runtime:
             emit(self.observer.run_ended, job.id, kind, "lost", None)
             return
         except asyncio.CancelledError:
+            # Stopped (a shutdown, a lost lease, the job settled elsewhere): the steps
+            # that finished are still recorded, or a replay would run them again. The
+            # writes are fenced: a stale owner's are refused.
+            if run.deferred:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(run.write(run.take_deferred(), fence=False))
             emit(self.observer.run_ended, job.id, kind, "cancelled", None)
             raise
         except Exception as exc:

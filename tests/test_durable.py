@@ -533,3 +533,39 @@ async def test_a_job_adopted_while_a_heartbeat_is_in_flight_keeps_running(
         assert await finish(real_store, job_a) == "a"
         assert await finish(real_store, started_b[0]) == "b"
     assert HELD_RUNS.count("b") == 1, HELD_RUNS  # never stopped, never run again
+
+
+STOPPED_STEPS: list[int] = []
+STOPPED_GO: dict[str, asyncio.Event] = {}  # made in each test's own event loop
+
+
+def counted_step(n: int) -> int:
+    STOPPED_STEPS.append(n)
+    return n
+
+
+@durable(name="tests.step_then_wait")
+async def step_then_wait(ctx: Context) -> int:
+    first = await ctx.run(counted_step, 1)
+    await STOPPED_GO["go"].wait()  # not a step: stands for work between steps
+    return first
+
+
+async def test_a_step_finished_before_a_graceful_stop_is_not_run_again(
+    real_store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finished step's record may wait for the job's next write; a worker that stops
+    (its client left, SIGTERM) writes it before handing the job back."""
+    import promises.context
+
+    monkeypatch.setattr(promises.context, "DEFER_S", 3600.0)  # the record stays deferred
+    STOPPED_STEPS.clear()
+    STOPPED_GO["go"] = asyncio.Event()
+    async with worker_for(real_store) as worker:
+        job = (await worker.runtime.astart(step_then_wait)).promise.id
+        await eventually(lambda: STOPPED_STEPS == [1], what="the step ran")
+    # stopped; the next worker replays the job
+    STOPPED_GO["go"].set()
+    async with worker_for(real_store):
+        assert await finish(real_store, job) == 1
+    assert STOPPED_STEPS == [1]  # the finished step was not run again
