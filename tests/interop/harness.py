@@ -216,12 +216,22 @@ def wait_for_steps(steps_log: Path, count: int, timeout: float = 60) -> None:
 
 
 def assert_no_finished_step_ran_again(steps_log: Path, restarts: int) -> None:
-    """Every step ran once, except at most one per restart (the one the kill cut)."""
+    """Steps run at least once: a step runs again only when the server process that ran
+    it stopped right after it, before its record was written (the step a kill cut).
+    So every step ran once, except the last step of a process that was replaced — one
+    per server process after the first, at least ``restarts`` of them."""
+    done = steps_done(steps_log)
     runs: dict[str, int] = {}
-    for entry in steps_done(steps_log):
+    first_run: dict[str, Any] = {}
+    last_of_process: dict[int, str] = {}
+    for entry in done:
         runs[entry["step"]] = runs.get(entry["step"], 0) + 1
+        first_run.setdefault(entry["step"], entry)
+        last_of_process[entry["pid"]] = entry["step"]
     again = [step for step, n in runs.items() if n > 1]
-    assert all(n <= 2 for n in runs.values()) and len(again) <= restarts, (
+    cut = all(last_of_process[first_run[step]["pid"]] == step for step in again)
+    replaced = len(last_of_process) - 1
+    assert all(n <= 2 for n in runs.values()) and cut and len(again) <= max(restarts, replaced), (
         runs,
-        [(e["step"], e["pid"], e.get("start"), e.get("end")) for e in steps_done(steps_log)],
+        [(e["step"], e["pid"], e.get("start"), e.get("end")) for e in done],
     )
