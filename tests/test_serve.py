@@ -130,12 +130,19 @@ def test_when_the_pages_port_is_taken_a_stdio_server_uses_a_free_one(
     tmp_path: Path, running: list[Running]
 ) -> None:
     holder = socket.socket()
-    try:
+
+    def hold_the_default_port() -> bool:
+        # Other tests' stdio servers take 8765 for a while; "taken already" is not enough,
+        # since such a server may leave before ours starts. Hold it ourselves.
         try:
             holder.bind(("127.0.0.1", 8765))
-            holder.listen()
         except OSError:
-            pass  # taken already: the same situation
+            return False
+        holder.listen()
+        return True
+
+    try:
+        until(hold_the_default_port, timeout=60, what="port 8765 free for this test to hold")
         server = start(running, command(tmp_path / "t.db"), tmp_path / "t.log")
         url = pages_url(server.log)
         assert url != "http://127.0.0.1:8765" and httpx.get(url + "/").status_code == 200
