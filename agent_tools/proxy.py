@@ -57,7 +57,6 @@ import re
 import threading
 import time
 import tomllib
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -737,6 +736,10 @@ def _failed(job: Mapping[str, Any], tool: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
 
+#: The most 2025-11-25 connections told of tool list changes (the latest that listed).
+MAX_LISTENERS = 1000
+
+
 class Proxy:
     """The proxy's pieces: the upstream, its policy and the job kind of its calls."""
 
@@ -747,7 +750,9 @@ class Proxy:
         self.function = proxy_function(self.kind, self.upstream, policy)
         #: The tools that start jobs (the task shapes read this live).
         self.job_tools: set[str] = set()
-        self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: 2025-11-25 clients to tell of a new tool list, by connection (see
+        #: ``remember_session``); the oldest are forgotten past ``MAX_LISTENERS``.
+        self._sessions: dict[int, Any] = {}
         self._clashes: set[str] = set()
         self.upstream.on_tools_changed = self._tools_changed
         self.server: MCPServer | None = None
@@ -774,9 +779,11 @@ class Proxy:
 
     async def _tools_changed(self) -> None:
         self.served_tools()
-        for session in list(self._sessions):
-            with contextlib.suppress(Exception):
+        for key, session in list(self._sessions.items()):
+            try:
                 await session.send_tool_list_changed()
+            except Exception:  # that client is gone: forget it
+                self._sessions.pop(key, None)
         if self.server is not None:
             with contextlib.suppress(Exception):
                 await self.server._subscriptions.publish(ToolsListChanged())
@@ -787,8 +794,16 @@ class Proxy:
         """Server middleware: sessions of 2025-11-25 clients, to tell of a new tool list
         (2026-07-28 clients hear it through ``subscriptions/listen``)."""
         if ctx.method == "tools/list" and ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
-            with contextlib.suppress(TypeError):
-                self._sessions.add(ctx.session)
+            # ``ctx.session`` is made anew for every request, but any of them can still
+            # notify its connection; the connection's ``initialize`` params object names
+            # it (the same object for all of its requests), as in ``resources``.
+            params = ctx.session.client_params
+            if params is not None:
+                key = id(params)
+                self._sessions.pop(key, None)
+                self._sessions[key] = ctx.session
+                while len(self._sessions) > MAX_LISTENERS:
+                    self._sessions.pop(next(iter(self._sessions)))
         return await call_next(ctx)
 
     async def handle(self, tool: str, arguments: Mapping[str, Any]) -> CallToolResult:

@@ -205,7 +205,9 @@ class ProxyRunner:
         self.port = listening_port(self.proc, self.stderr, logged_before)
 
     @contextlib.asynccontextmanager
-    async def client(self, *extensions: Any) -> AsyncIterator[Client]:
+    async def client(self, *extensions: Any, **options: Any) -> AsyncIterator[Client]:
+        """A client of the proxy; ``options`` go to ``Client`` (``mode``,
+        ``message_handler``)."""
         if self.transport == "http":
             if self.proc is None or self.proc.poll() is not None:
                 self.start_http()
@@ -213,7 +215,7 @@ class ProxyRunner:
                 create_mcp_http_client() as http,
                 Client(streamable_http_client(f"http://127.0.0.1:{self.port}/mcp",
                                               http_client=http),
-                       extensions=list(extensions)) as client,
+                       extensions=list(extensions), **options) as client,
             ):  # fmt: skip
                 yield client
             return
@@ -221,7 +223,7 @@ class ProxyRunner:
         script = f'echo $$ > "{self.pidfile}"; exec "$@" 2>>"{self.stderr}"'
         params = StdioServerParameters(command="/bin/sh", args=["-c", script, "sh", *self.argv()],
                                        env=self.env, cwd=str(ROOT))  # fmt: skip
-        async with Client(params, extensions=list(extensions)) as client:
+        async with Client(params, extensions=list(extensions), **options) as client:
             yield client
 
     def kill(self) -> None:
@@ -444,6 +446,29 @@ async def test_a_changed_upstream_tool_list_reaches_the_client(tmp_path: Path) -
             assert "shout" in {t.name for t in tools.tools}
             shouted = await client.call_tool("shout", {"text": "hi"})
             assert shouted.content[0].text == "shout: hi"  # type: ignore[union-attr]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_a_changed_upstream_tool_list_reaches_a_2025_11_25_client(
+    tmp_path: Path, transport: str
+) -> None:
+    # Claude Desktop, Cursor and the TypeScript SDK 1.x speak 2025-11-25: they hear of a
+    # new tool list through `notifications/tools/list_changed` on their connection.
+    heard = asyncio.Event()
+
+    async def on_message(message: Any) -> None:
+        if type(message).__name__ == "ToolListChangedNotification":
+            heard.set()
+
+    with proxy_for(tmp_path, transport, "--inline-wait", "30") as proxy:
+        async with proxy.client(mode="legacy", message_handler=on_message) as client:
+            assert "shout" not in {t.name for t in (await client.list_tools()).tools}
+            await call(client, "grow", {"name": "shout"})
+            with anyio.fail_after(30):
+                await heard.wait()
+            tools = await client.list_tools(cache_mode="refresh")
+            assert "shout" in {t.name for t in tools.tools}
 
 
 @pytest.mark.anyio
