@@ -284,14 +284,17 @@ class JobService:
         job_ids: list[str],
         timeout_s: float,
         report: Callable[[float, float, str], Awaitable[None]] | None = None,
-        on_approval: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
+        on_approval: Callable[[list[dict[str, Any]], float], Awaitable[None]] | None = None,
     ) -> dict[str, Any]:
         """Wait until every job or timer is settled or ``timeout_s`` (capped) passes.
 
         Every ``progress_every_s`` it calls ``report(elapsed, total, message)`` with the
-        jobs' own progress, and ``on_approval(statuses)`` with jobs newly found waiting
-        for a person (to ask in the chat). Schedules never settle while active: they are
-        reported as pending with their next run, not waited for."""
+        jobs' own progress, and ``on_approval(statuses, deadline)`` with jobs newly found
+        waiting for a person (to ask in the chat). A person asked is given time to answer
+        up to ``deadline`` (``time.monotonic()``: the cap after the call began, whatever
+        ``timeout_s``), and no longer: however many forms, the call ends by then.
+        Schedules never settle while active: they are reported as pending with their
+        next run, not waited for."""
         check_job_ids(job_ids, MAX_JOB_IDS)
         if (
             isinstance(timeout_s, bool)
@@ -304,6 +307,7 @@ class JobService:
             )
         timeout = min(float(timeout_s), self.await_cap_s)
         started = time.monotonic()
+        answer_by = started + self.await_cap_s
         first = await self.aprobe(job_ids)
         waitable = [
             s["job_id"]
@@ -323,7 +327,7 @@ class JobService:
             fresh = [s for s in statuses if _approval_of(s) not in (None, *asked)]
             if fresh and on_approval is not None:
                 asked.update(str(_approval_of(s)) for s in fresh)
-                await on_approval(fresh)
+                await on_approval(fresh, answer_by)
 
         try:
             await look(first)

@@ -12,6 +12,7 @@ import functools
 import inspect
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -570,12 +571,15 @@ async def _await(
         with contextlib.suppress(Exception):
             await ctx.report_progress(elapsed, total, message)
 
-    async def ask(statuses: list[dict[str, Any]]) -> None:
+    async def ask(statuses: list[dict[str, Any]], answer_by: float) -> None:
         if modern:
             if not ctx.input_responses:  # ask once per call; a retry goes on waiting
                 raise _AskNow(statuses)
             return
         for status in statuses:
+            left = answer_by - time.monotonic()
+            if left < 1:  # no time left in this call: the next one asks again
+                return
             approval_id, message = _form(status)
             form = ElicitRequest(
                 params=ElicitRequestFormParams(
@@ -583,12 +587,12 @@ async def _await(
                 )
             )
             try:
-                # Bounded like the call itself: an unanswered form leaves the approval
-                # open (the link, the CLI and the next await_result still can decide).
+                # All forms together end by the call's cap: an unanswered form leaves the
+                # approval open (the link, the CLI and the next await_result can decide).
                 answer = await ctx.session.send_request(
                     form,
                     ElicitResult,
-                    request_read_timeout_seconds=service.await_cap_s,
+                    request_read_timeout_seconds=left,
                     metadata=ServerMessageMetadata(
                         related_request_id=ctx.request_context.request_id
                     ),

@@ -386,6 +386,34 @@ async def test_await_result_asks_the_person_in_the_chat_when_the_client_can(
     assert store.get(probe["waiting_for"]["approval"]).state == "resolved"
 
 
+async def test_forms_nobody_answers_end_with_the_call_however_many(
+    served: tuple[Any, SqlStore],
+) -> None:
+    # Two approvals, a person who answers neither form: the forms share the call's one
+    # bound (the cap, 10 s here), so the call does not take a cap per form.
+    server, _ = served
+    asked: list[str] = []
+    never = asyncio.Event()
+
+    async def away(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        asked.append(params.message)
+        await never.wait()
+        return ElicitResult(action="cancel")
+
+    async with Client(server, mode="legacy", elicitation_callback=away) as client:  # type: ignore[arg-type]
+        ids = [(await call(client, "start_approval", {"question": f"Q{n}?"}))["job_id"]
+               for n in (1, 2)]  # fmt: skip
+
+        async def both_wait() -> bool:
+            jobs = (await call(client, "probe_status", {"job_ids": ids}))["jobs"]
+            return all(j["status"] == "waiting" for j in jobs)
+
+        await eventually(both_wait, what="both approvals wait")
+        waited = await call(client, "await_result", {"job_ids": ids, "timeout_s": 1})
+    assert asked and len(waited["pending"]) == 2  # still open: the link or CLI can decide
+    assert waited["waited_s"] < 10 + 4, waited["waited_s"]
+
+
 async def test_a_client_without_elicitation_keeps_the_link(served: tuple[Any, SqlStore]) -> None:
     server, _ = served
     async with Client(server) as client:
