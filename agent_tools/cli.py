@@ -254,7 +254,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SECONDS",
         help="wait this long for a call to answer inline before handing back a "
-        "job id (0 to 55; default 45, below the clients' cut of about 60 s)",
+        "job id (0 to 50; default 45, below the clients' cut of about 60 s)",
     )
     proxy.add_argument(
         "--policy",
@@ -381,9 +381,30 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument(
         "--proxy",
         action="store_true",
-        help="wrap an existing MCP server, given after '--', in the durable proxy: "
-        "agent-tools config claude-desktop --proxy -- npx -y some-server",
+        help="wrap an existing MCP server, given after '--' (or --upstream-url), in the "
+        "durable proxy: agent-tools config claude-desktop --proxy -- npx -y some-server",
     )
+    config.add_argument(
+        "--upstream-url", default=None, metavar="URL",
+        help="with --proxy, wrap a server reached over streamable HTTP",
+    )  # fmt: skip
+    config.add_argument(
+        "--upstream-header", action="append", default=[], metavar="'NAME: VALUE'",
+        help="with --upstream-url, a header (repeatable; write $VAR for a secret and give "
+        "it with --env)",
+    )  # fmt: skip
+    config.add_argument(
+        "--policy", default=None, metavar="FILE", help="with --proxy, the per-tool policy file"
+    )
+    config.add_argument(
+        "--inline-wait", type=float, default=None, metavar="SECONDS",
+        help="with --proxy, how long a call may answer inline (0 to 50; default 45)",
+    )  # fmt: skip
+    config.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE",
+        help="with --proxy, an environment variable for the wrapped server, such as its "
+        "API key (repeatable)",
+    )  # fmt: skip
     return parser  # fmt: skip
 
 
@@ -587,15 +608,36 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-    if args.proxy != bool(args.upstream_command):
+    from agent_tools.config import ProxyOptions
+    from agent_tools.proxy import MAX_INLINE_WAIT_S
+
+    wraps = bool(args.upstream_command) or args.upstream_url is not None
+    if args.proxy != wraps:
         raise ConfigError(
-            "--proxy wraps the server given after '--': agent-tools config "
-            f"{args.target} --proxy -- npx -y some-server"
+            "--proxy wraps the server given after '--' (or by --upstream-url): "
+            f"agent-tools config {args.target} --proxy -- npx -y some-server"
         )
+    proxy_only = {"--upstream-header": args.upstream_header, "--policy": args.policy,
+                  "--inline-wait": args.inline_wait, "--env": args.env}  # fmt: skip
+    given = [name for name, value in proxy_only.items() if value not in (None, [])]
+    if given and not args.proxy:
+        raise ConfigError(f"{given[0]} is for a proxy's config: add --proxy")
+    if args.inline_wait is not None and not 0 <= args.inline_wait <= MAX_INLINE_WAIT_S:
+        raise ConfigError(f"--inline-wait must be seconds from 0 to {MAX_INLINE_WAIT_S:g}, "
+                          f"got {args.inline_wait:g}")  # fmt: skip
+    if args.upstream_command and args.upstream_url is not None:
+        raise ConfigError("give the server either after '--' or with --upstream-url, not both")
+    options = ProxyOptions(url=args.upstream_url, headers=tuple(args.upstream_header),
+                           policy=args.policy, inline_wait=args.inline_wait,
+                           env=tuple(args.env))  # fmt: skip
+    if args.policy is not None:
+        from agent_tools.proxy import load_policy
+
+        load_policy(args.policy)  # a config that starts a proxy doomed to fail is no help
     snippet = client_config(
         args.target, db_url=resolve_db_url(args.db), jobs=args.jobs, http=args.http,
         port=args.port, token=args.token, ui_port=args.ui_port,
-        upstream=args.upstream_command,
+        upstream=args.upstream_command, proxy=options,
     )  # fmt: skip
     print(json.dumps(snippet, indent=2))
     return 0

@@ -14,9 +14,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -134,31 +136,21 @@ def client_config(
     token: bool = False,
     ui_port: int | None = None,
     upstream: Sequence[str] = (),
+    proxy: ProxyOptions | None = None,
 ) -> dict[str, Any]:
     """The ``mcpServers`` entry a client needs to run (stdio) or reach (HTTP) this
     install. Clients start servers from a directory of their own, so every path is
     absolute and job modules are found through ``PYTHONPATH``. With ``upstream`` (a
-    command), the entry runs that server behind ``agent-tools proxy``."""
+    command) or ``proxy.url``, the entry runs that server behind ``agent-tools proxy``."""
     if target not in CLIENTS:
         raise ConfigError(f"unknown client {target!r}; choose one of {', '.join(CLIENTS)}")
-    if upstream:
+    if upstream or (proxy is not None and proxy.url):
         if http or jobs:
             raise ConfigError(
                 "--proxy launches the proxy over stdio with the server after '--'; "
                 "leave out --http and --jobs"
             )
-        from agent_tools.proxy import UpstreamSpec
-
-        args = ["proxy", "--db", db_url]
-        if ui_port is not None:
-            args += ["--ui-port", str(ui_port)]
-        # Clients start servers from a directory of their own: paths given relative to
-        # here (a script, a venv's python) become absolute; names (npx, uvx) stay.
-        args += ["--", *(_absolute_if_path(word) for word in upstream)]
-        wrapped: dict[str, Any] = {"command": agent_tools_command(), "args": args, "env": {}}
-        if target == "claude-code":
-            wrapped = {"type": "stdio", **wrapped}
-        return {"mcpServers": {UpstreamSpec(command=tuple(upstream)).label: wrapped}}
+        return _proxy_config(target, db_url, ui_port, upstream, proxy or ProxyOptions())
     if http:
         if target == "claude-desktop":
             raise ConfigError(
@@ -182,6 +174,54 @@ def client_config(
     if target == "claude-code":
         entry = {"type": "stdio", **entry}
     return {"mcpServers": {"agent-tools": entry}}
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    """What ``config --proxy`` passes on to ``agent-tools proxy``."""
+
+    url: str | None = None
+    headers: tuple[str, ...] = ()
+    policy: str | None = None
+    inline_wait: float | None = None
+    #: ``NAME=VALUE``: the entry's environment (the upstream's API keys, say).
+    env: tuple[str, ...] = ()
+
+
+def _proxy_config(
+    target: str, db_url: str, ui_port: int | None, upstream: Sequence[str], options: ProxyOptions
+) -> dict[str, Any]:
+    from agent_tools.proxy import UpstreamSpec
+
+    spec = UpstreamSpec(command=tuple(upstream), url=options.url)
+    env: dict[str, str] = {}
+    for pair in options.env:
+        name, sep, value = pair.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ConfigError(f"--env must look like NAME=VALUE, got {pair!r}")
+        env[name] = value
+    # Each client's proxy its own job kind: proxies on one database with one name share
+    # their calls (after a crash any of them may make the others' calls again), and two
+    # clients may give the server different credentials.
+    args = ["proxy", "--db", db_url, "--name", f"{spec.label}-{target}"]
+    if ui_port is not None:
+        args += ["--ui-port", str(ui_port)]
+    if options.policy is not None:
+        args += ["--policy", str(Path(options.policy).expanduser().absolute())]
+    if options.inline_wait is not None:
+        args += ["--inline-wait", f"{options.inline_wait:g}"]
+    if options.url is not None:
+        args += ["--upstream-url", options.url]
+        for header in options.headers:
+            args += ["--upstream-header", header]
+    else:
+        # Clients start servers from a directory of their own: paths given relative to
+        # here (a script, a venv's python) become absolute; names (npx, uvx) stay.
+        args += ["--", *(_absolute_if_path(word) for word in upstream)]
+    wrapped: dict[str, Any] = {"command": agent_tools_command(), "args": args, "env": env}
+    if target == "claude-code":
+        wrapped = {"type": "stdio", **wrapped}
+    return {"mcpServers": {spec.label: wrapped}}
 
 
 def _absolute_if_path(word: str) -> str:

@@ -107,7 +107,8 @@ IDEMPOTENCY_KEY = "agent-tools/idempotency-key"
 DEFAULT_INLINE_WAIT_S = 45.0
 #: Upstream progress is written at most this often (the latest wins).
 PROGRESS_EVERY_S = 0.5
-MAX_INLINE_WAIT_S = 55.0
+#: As long as ``await_result`` waits: below the clients' cut of about 60 s.
+MAX_INLINE_WAIT_S = 50.0
 #: This server's own tools, served beside the upstream's.
 OWN_TOOLS = ("probe_status", "await_result", "list_jobs", "cancel_job")
 
@@ -192,6 +193,8 @@ def load_policy(path: str | None, inline_wait_s: float | None = None) -> Policy:
             data = tomllib.loads(Path(path).expanduser().read_text())
         except OSError as exc:
             raise ConfigError(f"cannot read the policy file {path!r}: {exc.strerror}") from exc
+        except UnicodeDecodeError:
+            raise ConfigError(f"the policy file {path!r} is not UTF-8 text (TOML)") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"the policy file {path!r} is not valid TOML: {exc}") from exc
     unknown = set(data) - {"defaults", "tools"}
@@ -250,7 +253,7 @@ class UpstreamToolError(Exception):
 
 def parse_header(text: str) -> tuple[str, str]:
     """``'Name: value'``; ``$VAR`` and ``${VAR}`` in the value come from the environment,
-    so a secret need not sit in a client's config file."""
+    so a secret need not sit in a client's config file; ``$$`` is a literal ``$``."""
     name, sep, value = text.partition(":")
     if (
         not sep
@@ -258,14 +261,20 @@ def parse_header(text: str) -> tuple[str, str]:
         or not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name.strip())
     ):
         raise ConfigError(f"--upstream-header must look like 'Name: value', got {text!r}")
-    value = os.path.expandvars(value.strip())
-    unset = re.search(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", value)
-    if unset:
-        raise ConfigError(
-            f"--upstream-header {name.strip()!r} uses ${unset.group(1)}, which is not set in "
-            "the environment"
-        )
-    return name.strip(), value
+
+    def expand(match: re.Match[str]) -> str:
+        if match[0] == "$$":
+            return "$"
+        variable = match[1] or match[2]
+        if variable not in os.environ:
+            raise ConfigError(
+                f"--upstream-header {name.strip()!r} uses ${variable}, which is not set in "
+                "the environment (write $$ for a literal $)"
+            )
+        return os.environ[variable]
+
+    pattern = r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)"
+    return name.strip(), re.sub(pattern, expand, value.strip())
 
 
 @dataclass(frozen=True)
@@ -730,9 +739,7 @@ def _background(job: Mapping[str, Any], tool: str) -> CallToolResult:
 def _failed(job: Mapping[str, Any], tool: str) -> CallToolResult:
     error = job.get("error") or {}
     status = job["status"]
-    text = (
-        f"{tool} got no answer (job {job['job_id']} {status}): {error.get('message', 'no details')}"
-    )
+    text = f"{tool} failed (job {job['job_id']} {status}): {error.get('message', 'no details')}"
     return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
 
@@ -754,6 +761,7 @@ class Proxy:
         #: ``remember_session``); the oldest are forgotten past ``MAX_LISTENERS``.
         self._sessions: dict[int, Any] = {}
         self._clashes: set[str] = set()
+        self._unknown_in_policy: set[str] = set()
         self.upstream.on_tools_changed = self._tools_changed
         self.server: MCPServer | None = None
         self.service: JobService | None = None
@@ -773,6 +781,12 @@ class Proxy:
                                 "has that name", name)  # fmt: skip
                 continue
             served[name] = tool.model_copy(update={"output_schema": None, "execution": None})
+        for name in sorted(set(self.policy.tools) - set(served) - self._clashes):
+            if name not in self._unknown_in_policy:  # a typo, most likely: say so once
+                self._unknown_in_policy.add(name)
+                tools = ", ".join(sorted(served)) or "none"
+                log.warning("the policy names the tool %r, which the upstream does not have "
+                            "(its tools: %s)", name, tools)  # fmt: skip
         self.job_tools.clear()
         self.job_tools.update(served)
         return served

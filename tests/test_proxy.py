@@ -75,7 +75,7 @@ def test_the_policy_file_sets_defaults_and_per_tool_rules(tmp_path: Path) -> Non
     [
         ("[tools.a]\nretries = 3\n", "[tools.a] has an unknown setting 'retries'"),
         ("[tools.a]\nretry = 'yes'\n", "retry must be true or false, got 'yes'"),
-        ("[defaults]\ninline_wait_s = 90\n", "inline_wait_s must be seconds from 0 to 55"),
+        ("[defaults]\ninline_wait_s = 90\n", "inline_wait_s must be seconds from 0 to 50"),
         ("[tools.a]\nconcurrency = 0\n", "concurrency must be a whole number of at least 1"),
         ("[tools.a]\nmax_attempts = 1.5\n", "max_attempts must be a whole number from 1 to 100"),
         ("[tools.a]\ntimeout_s = 0\n", "timeout_s must be seconds, more than 0"),
@@ -93,7 +93,7 @@ def test_a_bad_policy_file_says_what_is_wrong(tmp_path: Path, text: str, message
 
 
 def test_bad_proxy_settings_are_refused_in_words() -> None:
-    with pytest.raises(ConfigError, match="--inline-wait must be seconds from 0 to 55"):
+    with pytest.raises(ConfigError, match="--inline-wait must be seconds from 0 to 50"):
         load_policy(None, 60)
     with pytest.raises(ConfigError, match="cannot read the policy file"):
         load_policy("/nonexistent/policy.toml")
@@ -131,12 +131,77 @@ def test_config_prints_a_client_entry_that_wraps_a_server(capsys: pytest.Capture
     assert main(["config", "claude-desktop", "--db", str(db), "--proxy", "--", "npx", "-y",
                  "some-server"]) == 0  # fmt: skip
     entry = json.loads(capsys.readouterr().out)["mcpServers"]["some-server"]
-    assert entry["args"] == ["proxy", "--db", f"sqlite:///{db}", "--", "npx", "-y", "some-server"]
-    assert Path(entry["command"]).name == "agent-tools"
+    assert entry["args"] == ["proxy", "--db", f"sqlite:///{db}", "--name",
+                             "some-server-claude-desktop", "--", "npx", "-y", "some-server"]  # fmt: skip
+    assert Path(entry["command"]).name == "agent-tools" and entry["env"] == {}
     assert main(["config", "claude-desktop", "--proxy"]) == 2
     assert "--proxy wraps the server given after '--'" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # only proxy and config take a command after '--'
         main(["serve", "--", "npx", "x"])
+
+
+@pytest.mark.parametrize("target", ["claude-desktop", "claude-code", "cursor"])
+def test_config_passes_the_proxys_settings_and_the_servers_environment(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, target: str
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[tools.report]\nbackground = true\n")
+    assert main(["config", target, "--db", str(tmp_path / "c.db"), "--proxy", "--policy",
+                 str(policy), "--inline-wait", "20", "--env", "API_KEY=k-123", "--", "npx",
+                 "-y", "some-server"]) == 0  # fmt: skip
+    entry = json.loads(capsys.readouterr().out)["mcpServers"]["some-server"]
+    args = entry["args"]
+    assert args[args.index("--policy") + 1] == str(policy)
+    assert args[args.index("--inline-wait") + 1] == "20"
+    # Each client's proxy has a kind of its own: another client's proxy of the same
+    # server, with other credentials, never makes its calls.
+    assert args[args.index("--name") + 1] == f"some-server-{target}"
+    assert entry["env"] == {"API_KEY": "k-123"}
+    assert ("type" in entry) == (target == "claude-code")
+    # A server over HTTP, its secret header from the environment the entry sets.
+    assert main(["config", target, "--proxy", "--upstream-url", "https://tools.example.com/mcp",
+                 "--upstream-header", "Authorization: Bearer $TOOLS_TOKEN",
+                 "--env", "TOOLS_TOKEN=t"]) == 0  # fmt: skip
+    entry = json.loads(capsys.readouterr().out)["mcpServers"]["tools.example.com"]
+    assert entry["args"][-4:] == ["--upstream-url", "https://tools.example.com/mcp",
+                                  "--upstream-header", "Authorization: Bearer $TOOLS_TOKEN"]  # fmt: skip
+    assert entry["env"] == {"TOOLS_TOKEN": "t"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--env", "A=b"], "--env is for a proxy's config: add --proxy"),
+        (
+            ["--proxy", "--inline-wait", "70", "--", "x"],
+            "--inline-wait must be seconds from 0 to 50",
+        ),
+        (["--proxy", "--env", "NOEQUALS", "--", "x"], "--env must look like NAME=VALUE"),
+        (["--proxy", "--policy", "/nonexistent.toml", "--", "x"], "cannot read the policy file"),
+        (["--proxy", "--upstream-url", "https://h/mcp", "--", "x"], "not both"),
+    ],
+)
+def test_config_refuses_a_proxy_config_that_would_not_work(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert main(["config", "cursor", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_header_may_hold_a_literal_dollar_and_names_a_missing_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    assert parse_header("X-Price: $$5") == ("X-Price", "$5")
+    with pytest.raises(ConfigError, match=r"uses \$NOT_SET_ANYWHERE, which is not set"):
+        parse_header("Authorization: Bearer $NOT_SET_ANYWHERE")
+
+
+def test_a_policy_file_that_is_not_text_is_refused_in_words(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_bytes(b"\xff\xfe[defaults]\n")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_policy(str(path))
 
 
 def test_a_proxy_whose_upstream_does_not_start_says_so_and_exits(tmp_path: Path) -> None:
@@ -347,7 +412,7 @@ async def test_an_upstream_that_dies_mid_call_fails_that_call_and_is_restarted(
             crashed = await client.call_tool("crash", {})
             assert crashed.is_error
             text = crashed.content[0].text  # type: ignore[union-attr]
-            assert "got no answer" in text and "during the call" in text, text
+            assert "slow failed" in text and "during the call" in text, text
             # The next call reaches a restarted upstream.
             echoed = await eventually(
                 lambda: client.call_tool("echo", {"text": "again"}),
@@ -411,10 +476,15 @@ async def test_the_policy_retries_backgrounds_and_limits_per_tool(tmp_path: Path
     policy.write_text(
         "[tools.fail]\nretry = true\nmax_attempts = 2\n\n"
         "[tools.echo]\nbackground = true\n\n"
-        "[tools.slow]\nconcurrency = 1\n"
+        "[tools.slow]\nconcurrency = 1\n\n"
+        "[tools.steps]\ninline_wait_s = 0.2\n\n"
+        "[tools.ecko]\nretry = true\n"
     )
     with proxy_for(tmp_path, "stdio", "--inline-wait", "30", "--policy", str(policy)) as proxy:
         async with proxy.client() as client:
+            # steps' own inline wait (0.2 s), not the default (30 s): a job id comes back
+            stepping = await call(client, "steps", {"count": 3, "pause_s": 1})
+            assert stepping["status"] == "running" and "await_result" in stepping["message"]
             failed = await client.call_tool("fail", {"reason": "flaky"})
             assert failed.is_error
             # retried once: both attempts carried the same key
@@ -431,6 +501,10 @@ async def test_the_policy_retries_backgrounds_and_limits_per_tool(tmp_path: Path
             assert {r.content[0].text for r in both} == {"slow done: a", "slow done: b"}  # type: ignore[union-attr]
     order = [m["event"] for m in proxy.marks.all() if m["tool"] == "slow"]
     assert order == ["start", "done", "start", "done"]  # one at a time
+    # A tool the policy names and the upstream lacks (a typo) is pointed out.
+    assert "the policy names the tool 'ecko', which the upstream does not have" in (
+        proxy.stderr.read_text()
+    )
 
 
 @pytest.mark.anyio
