@@ -67,13 +67,19 @@ def check_job_ids(job_ids: object, most: int) -> list[str]:
     return job_ids
 
 
+def _number(value: Any) -> Any:
+    """A bound as a person writes it: 315360000, not 3.1536e+08; 0.5 as 0.5."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:g}"
+
+
 def _words(error: Any) -> str:
     """One validation error in plain words."""
     kind = str(error["type"]).removeprefix("string_")
-    ctx = {
-        k: f"{v:g}" if isinstance(v, int | float) else v
-        for k, v in (error.get("ctx") or {}).items()
-    }
+    ctx = {k: _number(v) for k, v in (error.get("ctx") or {}).items()}
     given = error.get("input")
     unit = "character" if isinstance(given, str) else "item"
     items = f"{unit}(s)"

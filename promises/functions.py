@@ -145,7 +145,13 @@ def validated_arguments(
     try:
         bound = signature.bind(*args, **kwargs)
     except TypeError as exc:
-        raise InvalidArgument(f"arguments do not fit {function.name}{signature}: {exc}") from exc
+        takes = ", ".join(
+            p.name if p.default is inspect.Parameter.empty else f"{p.name} (optional)"
+            for p in signature.parameters.values()
+        )
+        raise InvalidArgument(
+            f"arguments do not fit {function.name}: {exc}; it takes {takes or 'no arguments'}"
+        ) from exc
     for name, value in bound.arguments.items():
         annotation = signature.parameters[name].annotation
         if annotation in (inspect.Parameter.empty, Any):

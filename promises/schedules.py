@@ -107,7 +107,12 @@ def check_cron(cron: object) -> str:
     try:
         croniter(cron)
     except (CroniterBadCronError, ValueError, KeyError) as exc:
-        raise InvalidArgument(f"{bad} ({exc})") from exc
+        if "out of range" in str(exc):
+            raise InvalidArgument(
+                f"{bad} (a field is out of range: minute 0-59, hour 0-23, day-of-month 1-31, "
+                "month 1-12, day-of-week 0-6)"
+            ) from exc
+        raise InvalidArgument(bad) from exc
     return cron
 
 
@@ -118,7 +123,10 @@ def next_tick(cron: str, timezone: str, after_ms: int) -> int:
     try:
         tick: datetime = croniter(check_cron(cron), start).get_next(datetime)
     except (CroniterBadCronError, ValueError, KeyError) as exc:
-        raise InvalidArgument(f"cannot compute the next tick of {cron!r}: {exc}") from exc
+        raise InvalidArgument(
+            f"the cron expression {cron!r:.80} never fires: no date matches it (such as the "
+            "31st of February)"
+        ) from exc
     return int(tick.timestamp() * 1000)
 
 

@@ -316,7 +316,7 @@ async def test_cancel_job_stops_a_job_and_a_second_cancel_says_it_is_over(
         ),
         (
             "start_job",
-            {"kind": "approval", "args": {"question": "x" * 2_000_000}},
+            {"kind": "approval", "args": {"question": "Ok?", "details": {"x": "x" * 2_000_000}}},
             "the limit is 1048576 bytes",
         ),
         (

@@ -80,6 +80,50 @@ async def test_every_parameter_says_its_format_and_gives_an_example(
     assert tools["start_approval"].description.startswith("Start an approval job")  # type: ignore[union-attr]
 
 
+async def test_the_example_kinds_a_config_loads_describe_every_argument(tmp_path: Path) -> None:
+    # The README's Claude Desktop config loads these: a model reads their arguments too.
+    from agent_tools.cli import load_kinds
+
+    with open_store(f"sqlite:///{tmp_path}/ex.db") as store:
+        server = build_server(
+            store, load_kinds(["examples.weather.jobs", "examples.approvals.refunds"])
+        )
+        async with Client(server) as client:
+            tools = {t.name: t for t in (await client.list_tools()).tools}
+    for name in ("start_weather_gather", "start_refunds_refund"):
+        for param, schema in tools[name].input_schema["properties"].items():
+            text = schema.get("description", "")
+            assert "Example" in text and "argument of the" not in text, (name, param, text)
+
+
+async def test_the_built_in_kinds_bounds_are_in_their_schemas_and_enforced_at_start(
+    served: tuple[Any, SqlStore],
+) -> None:
+    server, _ = served
+    async with Client(server) as client:
+        tools = {t.name: t.input_schema["properties"] for t in (await client.list_tools()).tools}
+        assert tools["start_sleep"]["seconds"]["maximum"] == 10 * 365 * 86_400
+        assert tools["start_approval"]["deadline_hours"]["exclusiveMinimum"] == 0
+        assert tools["start_approval"]["question"]["minLength"] == 1
+        refused = {
+            "seconds must be at most 315360000 (got 1000000000000.0)": (
+                "start_sleep", {"seconds": 1e12},
+            ),
+            "deadline_hours must be more than 0 (got -1)": (
+                "start_approval", {"question": "Ship?", "deadline_hours": -1},
+            ),
+            "question needs at least 1 character(s)": ("start_approval", {"question": ""}),
+            "must be at least 0 (got -5)": ("start_job", {"kind": "sleep", "args": {"seconds": -5}}),
+        }  # fmt: skip
+        for message, (tool, args) in refused.items():
+            text = await error(client, tool, args)
+            assert message in text, text
+            assert "epoch" not in text and "timedelta" not in text, text
+        # Refused at the call: nothing was started.
+        listed = await call(client, "list_jobs", {})
+        assert listed["jobs"] == []
+
+
 async def test_known_sets_are_enums_and_enforced_bounds_are_in_the_schema(
     served: tuple[Any, SqlStore],
 ) -> None:
@@ -292,6 +336,18 @@ async def test_rescheduling_a_cancelled_timer_id_is_refused_not_answered_waiting
         ({"delay_s": 5, "at": "2030-01-01T00:00:00Z"}, "give exactly one of at"),
         ({"at": "0001-01-01T00:00:00Z"}, "is out of range; give a time between 1970 and 9999"),
         ({"delay_s": 5, "id": "daily.3"}, "may not end in '.<digits>'"),
+        (
+            {"cron": "61 * * * *", "kind": "sleep", "args": {"seconds": 1}},
+            "a field is out of range: minute 0-59",
+        ),
+        (
+            {"cron": "0 0 31 2 *", "kind": "sleep", "args": {"seconds": 1}},
+            "never fires: no date matches it",
+        ),
+        (
+            {"delay_s": 5, "kind": "sleep", "args": {"secs": 1}},
+            "missing a required argument: 'seconds'; it takes seconds",
+        ),
     ],
 )
 async def test_bad_schedules_get_clear_errors(
@@ -307,6 +363,9 @@ async def test_bad_schedules_get_clear_errors(
         "pydantic",
         "For further information",
         "Traceback",
+        "FieldInfo",
+        "is not acceptable",
+        "failed to find",
     ):
         assert internal not in message, message
 

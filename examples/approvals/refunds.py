@@ -40,7 +40,18 @@ async def refund(
     ctx: Context, order_id: str, amount_eur: float, reason: str,
     threshold_eur: float = 100.0, decision_hours: float = 48.0,
 ) -> dict[str, Any]:  # fmt: skip
-    """Refund an order; above the threshold a person must approve first."""
+    """Refund an order; above the threshold a person must approve first.
+
+    Args:
+        order_id: The order to refund. Example: "4411"
+        amount_eur: How much to refund, in euros (a number). Example: 120.5
+        reason: Why, in a few words, shown to the person who approves. Example:
+            "arrived broken"
+        threshold_eur: Refunds above this many euros need a person's approval.
+            Example: 100. Default: 100.
+        decision_hours: Hours the person has to decide; without a decision the refund
+            is not made. Example: 24. Default: 48.
+    """
     decided_by = "policy"
     if amount_eur > threshold_eur:
         question = f"Refund {amount_eur:.2f} EUR for order {order_id}?"

@@ -106,7 +106,14 @@ async def fetch_month(location: Location, month: str) -> MonthStats:
 async def gather_weather(
     ctx: Context, locations: list[Location], months: list[str]
 ) -> dict[str, Any]:
-    """Gather monthly weather history (Open-Meteo archive) for places and months."""
+    """Gather monthly weather history (Open-Meteo archive) for places and months.
+
+    Args:
+        locations: The places, each with a name and its coordinates in decimal degrees.
+            Example: [{"name": "Lisbon", "latitude": 38.72, "longitude": -9.14}]
+        months: The months to gather, each as "YYYY-MM", in the past. Example:
+            ["2025-01", "2025-02", "2025-03"]
+    """
     pairs = [(loc, month) for loc in locations for month in months]
     ctx.progress(f"fetching {len(pairs)} location-months", 0.0)
     rows: list[MonthStats] = await asyncio.gather(
