@@ -79,7 +79,16 @@ WaitS = Annotated[
     ),
 ]
 
-_ABSENT: dict[str, Any] = {"not": {}}  # a property that must not be given
+
+def _when_given(name: str, then: dict[str, Any]) -> dict[str, Any]:
+    """A ``dependentSchemas`` entry: ``then`` holds when ``name`` is given and not null
+    (the server takes a null argument as left out, so the schema must too)."""
+    return {"if": {"properties": {name: {"type": "null"}}}, "else": then}
+
+
+_NULL: dict[str, Any] = {"type": "null"}  # left out, or given as null
+_KIND_GIVEN: dict[str, Any] = {"required": ["kind"], "properties": {"kind": {"type": "string"}}}
+_CRON_EXCLUDES: dict[str, Any] = {"at": _NULL, "delay_s": _NULL, "kind": {"type": "string"}}
 #: Rules between arguments, added to the generated schemas. No top-level oneOf/anyOf:
 #: some clients refuse those in a tool's input schema.
 SCHEMA_RULES: dict[str, dict[str, Any]] = {
@@ -87,11 +96,11 @@ SCHEMA_RULES: dict[str, dict[str, Any]] = {
         # at, delay_s and cron exclude one another (one of them is required: the server
         # says so when none is given); cron and args need kind.
         "dependentSchemas": {
-            "at": {"properties": {"delay_s": _ABSENT, "cron": _ABSENT}},
-            "delay_s": {"properties": {"at": _ABSENT, "cron": _ABSENT}},
-            "cron": {"properties": {"at": _ABSENT, "delay_s": _ABSENT}},
+            "at": _when_given("at", {"properties": {"delay_s": _NULL, "cron": _NULL}}),
+            "delay_s": _when_given("delay_s", {"properties": {"at": _NULL, "cron": _NULL}}),
+            "cron": _when_given("cron", {**_KIND_GIVEN, "properties": _CRON_EXCLUDES}),
+            "args": _when_given("args", _KIND_GIVEN),
         },
-        "dependentRequired": {"cron": ["kind"], "args": ["kind"]},
     }
 }
 
@@ -179,6 +188,9 @@ def register(
     kinds = list(service.kinds)
     kinds_text = "\n".join(f"- {k.name}: {_first_paragraph(k)}" for k in service.kinds.values())
     kind_enum: dict[str, Any] = {"enum": kinds} if kinds else {}
+    # Where kind may be null (left out), null is one of the allowed values: an enum beside
+    # anyOf[string, null] would refuse the null that the anyOf allows.
+    optional_kind_enum: dict[str, Any] = {"enum": [*kinds, None]} if kinds else {}
 
     async def start_job(
         kind: Annotated[
@@ -325,7 +337,7 @@ def register(
                 description="The job kind to start then (see start_job). Example: "
                 f"{json.dumps(kinds[0] if kinds else 'sleep')}. Without kind, schedule makes a "
                 "timer that simply completes at that time.",
-                json_schema_extra=kind_enum,
+                json_schema_extra=optional_kind_enum,
             ),
         ] = None,
         args: Annotated[
@@ -388,7 +400,7 @@ def register(
             Field(
                 description="Only jobs of this kind. Example: "
                 f"{json.dumps(kinds[0] if kinds else 'sleep')}. Default: all kinds.",
-                json_schema_extra=kind_enum,
+                json_schema_extra=optional_kind_enum,
             ),
         ] = None,
         type: Annotated[
