@@ -418,6 +418,8 @@ class JobService:
             )
         try:
             self.runtime.cancel(job_id)
+        except InvalidArgument as exc:  # a job's own step: cancel the job instead
+            raise JobError(str(exc)) from None
         except PromiseError as exc:  # it finished meanwhile
             now = self._probe_one(job_id)
             raise JobError(f"job {job_id!r} is already {now['status']}") from exc

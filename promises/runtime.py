@@ -36,7 +36,15 @@ from promises.errors import (
 from promises.functions import REGISTRY, DurableFunction, lookup, validated_arguments
 from promises.observe import NullObserver, Observer, emit
 from promises.presence import Presence, WorkerInfo
-from promises.records import JOB_TAG, NO_DEADLINE, TIMER_TAG, Promise, Transition, Value
+from promises.records import (
+    JOB_TAG,
+    NO_DEADLINE,
+    STEP_TAG,
+    TIMER_TAG,
+    Promise,
+    Transition,
+    Value,
+)
 from promises.rows import promise_from_row
 from promises.store import NewPromise, SqlStore
 from promises.tasks import Claim, Owner, Tasks
@@ -292,7 +300,17 @@ class Runtime:
 
     def cancel(self, job_id: str) -> Transition:
         """Cancel a job: a running one is stopped at once (its coroutine is cancelled,
-        here or in another process); a waiting one never wakes."""
+        here or in another process); a waiting one never wakes. A job's own steps (its
+        sleeps, waits and ``ctx.run`` records) are part of it, not things to cancel: that
+        would fail the job in a way it never chose (cancel the job instead)."""
+        found = self.store.get(job_id)
+        step = found.param.headers.get(STEP_TAG)
+        if step is not None and "." in job_id:
+            job = job_id.rsplit(".", 1)[0]
+            raise InvalidArgument(
+                f"{job_id!r} is a step of the job {job!r} (its {step!r}), not a job of its "
+                f"own; cancel the job {job!r} to stop it"
+            )
         return self.store.cancel(
             job_id, value=Value(ErrorInfo("Cancelled", "the job was cancelled").to_json())
         )

@@ -345,6 +345,23 @@ async def test_a_cancelled_sleeping_job_never_wakes(
         real_store.get("nap.2")  # the step after the sleep never ran
 
 
+async def test_a_jobs_own_steps_cannot_be_cancelled_apart_from_it(real_store: SqlStore) -> None:
+    # Cancelling the sleep of job "nap" (its step nap.1) would fail the job in a way it
+    # never chose: refused, and the job sleeps on.
+    async with worker_for(real_store):
+        runtime = Runtime(real_store)
+        runtime.start(jobs.sleeper, 600, id="nap")
+        await eventually(
+            lambda: (t := runtime.tasks.get("nap")) is not None and t.waiting_on == "nap.1"
+        )
+        for step in ("nap.0", "nap.1"):
+            with pytest.raises(InvalidArgument, match="is a step of the job 'nap'"):
+                runtime.cancel(step)
+        assert real_store.get("nap.1").pending and real_store.get("nap").pending
+        runtime.cancel("nap")
+    assert real_store.get("nap").state == "rejected_canceled"
+
+
 async def test_a_non_json_result_fails_the_job_with_a_clear_error(real_store: SqlStore) -> None:
     async with worker_for(real_store):
         runtime = Runtime(real_store)

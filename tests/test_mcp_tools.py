@@ -473,6 +473,22 @@ async def test_forms_nobody_answers_end_with_the_call_however_many(
     assert waited["waited_s"] < 10 + 4, waited["waited_s"]
 
 
+async def test_cancel_job_refuses_a_jobs_own_step(served: tuple[Any, SqlStore]) -> None:
+    server, store = served
+    async with Client(server) as client:
+        job = await call(client, "start_sleep", {"seconds": 600, "job_id": "nap"})
+
+        async def sleeping() -> bool:
+            [probe] = (await call(client, "probe_status", {"job_ids": ["nap"]}))["jobs"]
+            return probe["status"] == "waiting"
+
+        await eventually(sleeping, what="the job sleeps")
+        refused = await error(client, "cancel_job", {"job_id": "nap.0"})
+        assert "is a step of the job 'nap'" in refused and "cancel the job 'nap'" in refused
+        [probe] = (await call(client, "probe_status", {"job_ids": [job["job_id"]]}))["jobs"]
+        assert probe["status"] == "waiting" and store.get("nap.0").pending
+
+
 async def test_a_client_without_elicitation_keeps_the_link(served: tuple[Any, SqlStore]) -> None:
     server, _ = served
     async with Client(server) as client:
