@@ -27,23 +27,45 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent_tools.config import data_dir
+from agent_tools.config import ConfigError, data_dir
 
 SECRET_ENV = "AGENT_TOOLS_SECRET"
 URL_ENV = "AGENT_TOOLS_URL"
 
 
+#: A key file shorter than this was not written by us whole: never sign with it.
+MIN_KEY_BYTES = 32
+
+
 def load_key() -> bytes:
+    """The signing key: ``$AGENT_TOOLS_SECRET``, else the key file, made on first use.
+
+    The file appears whole or not at all (written aside, then linked into place), so a
+    process starting at the same moment never reads it empty; and a key file that is
+    empty or cut short is refused, never used (an empty key would make every link and
+    form token forgeable)."""
     if value := os.environ.get(SECRET_ENV):
         return value.encode()
     path = data_dir() / "secret.key"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return Path(path).read_bytes().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32))
-    return Path(path).read_bytes().strip()
+    if not path.exists():
+        aside = path.with_name(f".secret.key.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(FileExistsError):  # another process was first: use its key
+                os.link(aside, path)
+        finally:
+            aside.unlink(missing_ok=True)
+    key = path.read_bytes().strip()
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(
+            f"the link-signing key file {path} is empty or damaged; delete it (a new one is "
+            f"made at the next start, and links made before stop working) or set ${SECRET_ENV}"
+        )
+    return key
 
 
 class Signer:

@@ -394,3 +394,42 @@ def test_connections_to_the_listener_send_without_delay() -> None:
         return value
 
     assert asyncio.run(accepted_nodelay()) != 0
+
+
+# -- the link-signing key -----------------------------------------------------------------
+
+
+def test_processes_starting_at_once_share_one_whole_signing_key(tmp_path: Path) -> None:
+    # Each reads the key the moment the first one makes it: none may see it empty (an
+    # empty key would make every approval link forgeable).
+    script = "from agent_tools.links import load_key; print(load_key().decode())"
+    environment = {k: v for k, v in os.environ.items() if k != "AGENT_TOOLS_SECRET"}
+    environment["XDG_DATA_HOME"] = str(tmp_path)
+    command = [sys.executable, "-c", script]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    procs = [
+        subprocess.Popen(command, env=environment, cwd=ROOT, text=True, **pipes) for _ in range(8)
+    ]
+    keys = set()
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        keys.add(out.strip())
+    assert len(keys) == 1 and len(keys.pop()) == 64
+    key_file = tmp_path / "agent-tools" / "secret.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in key_file.parent.iterdir() if p.name.startswith(".secret")] == []
+
+
+def test_an_empty_signing_key_file_is_refused_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent_tools.config import ConfigError
+    from agent_tools.links import load_key
+
+    monkeypatch.delenv("AGENT_TOOLS_SECRET", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    (tmp_path / "agent-tools").mkdir()
+    (tmp_path / "agent-tools" / "secret.key").write_text("")
+    with pytest.raises(ConfigError, match="is empty or damaged; delete it"):
+        load_key()
