@@ -48,7 +48,15 @@ from agent_tools.jobs import JobError, JobService
 from agent_tools.links import URL_ENV, Signer, approval_links, pages_base
 from agent_tools.logs import LOG_FORMATS, setup_logging
 from agent_tools.present import STATUSES
-from promises import SEARCH_STATES, DurableFunction, PromiseError, SearchState, SqlStore, open_store
+from promises import (
+    SEARCH_STATES,
+    DurableFunction,
+    PromiseError,
+    SearchState,
+    SqlStore,
+    open_store,
+    open_store_waiting,
+)
 from promises.functions import REGISTRY
 
 JOBS_ENV = "AGENT_TOOLS_JOBS"
@@ -477,7 +485,15 @@ def _worker(args: argparse.Namespace) -> int:
     db_url = resolve_db_url(args.db)
     kinds = load_kinds(args.jobs)
     prepare_store_file(db_url)
-    with _open(db_url) as store, _telemetry(args) as observer:
+
+    def waiting(error: Exception, pause: float) -> None:
+        log.warning("the database is not reachable yet (%s); trying again in %.1f s", error, pause)
+
+    try:  # a worker started before its database waits for it; a bad URL is an error
+        store = open_store_waiting(db_url, on_wait=waiting)
+    except PromiseError as exc:
+        raise ConfigError(str(exc)) from exc
+    with store, _telemetry(args) as observer:
         asyncio.run(run_worker(store, kinds, db_url, args.concurrency, observer))
     return 0
 

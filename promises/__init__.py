@@ -30,10 +30,12 @@ from promises.errors import (
     NonDeterministicReplay,
     NotAnApproval,
     NotSerializable,
+    OutcomeUnknown,
     PromiseAlreadyExists,
     PromiseAlreadySettled,
     PromiseError,
     PromiseNotFound,
+    StoreMisconfigured,
     StoreUnavailable,
     UnknownJob,
     WaitPastDeadline,
@@ -59,7 +61,7 @@ from promises.records import (
 from promises.retry import Constant, Exponential, Linear, Never, NonRetryableError, RetryPolicy
 from promises.runtime import Runtime
 from promises.schedules import Schedule, Schedules
-from promises.store import Clock, SqlStore, open_store, system_clock
+from promises.store import Clock, SqlStore, open_store, open_store_waiting, system_clock
 from promises.tasks import Progress, TaskInfo
 from promises.validation import MAX_JOB_ID_LENGTH, check_job_id
 from promises.views import JobView
@@ -113,6 +115,7 @@ __all__ = [
     "NotSerializable",
     "NullObserver",
     "Observer",
+    "OutcomeUnknown",
     "Progress",
     "Promise",
     "PromiseAlreadyExists",
@@ -130,6 +133,7 @@ __all__ = [
     "SqlStore",
     "State",
     "StepInfo",
+    "StoreMisconfigured",
     "StoreUnavailable",
     "StoredError",
     "TaskInfo",
@@ -146,5 +150,6 @@ __all__ = [
     "get_approval",
     "list_approvals",
     "open_store",
+    "open_store_waiting",
     "system_clock",
 ]

@@ -21,7 +21,13 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
-from promises.errors import InvalidArgument, InvariantViolation, PromiseError, StoreUnavailable
+from promises.errors import (
+    InvalidArgument,
+    InvariantViolation,
+    PromiseError,
+    StoreMisconfigured,
+    StoreUnavailable,
+)
 from promises.schema import IMMUTABLE_MESSAGE
 
 Synchronous = Literal["FULL", "NORMAL"]
@@ -243,6 +249,11 @@ _TRANSIENT_SQLSTATES = {
 }
 
 
+#: The FATAL refusals of a connection that pass (the server is starting or stopping, or
+#: has no connection slot free); any other (no such role or database, a wrong password)
+#: needs the URL fixed.
+_PASSING_FATAL = ("starting up", "shutting down", "recovery", "too many", "connection slots")
+
 #: SQLite errors that pass: another process holds the lock, the disk is busy or full.
 _TRANSIENT_SQLITE = ("locked", "busy", "disk", "unable to open", "interrupted", "out of memory")
 
@@ -262,6 +273,21 @@ def translate(exc: BaseException) -> PromiseError:
     )
     if psycopg is not None and isinstance(exc, psycopg.Error):
         sqlstate = getattr(exc, "sqlstate", None) or ""
+        if sqlstate[:2] in ("22", "54"):  # data exception, program limit exceeded
+            # The value itself is refused (too large for an index, out of range): the
+            # same call fails again, so it is never "safe to retry".
+            return InvalidArgument(f"the database refused a value: {message}")
+        # A refused connection comes without a SQLSTATE; the server's FATAL says why.
+        fatal = not sqlstate and "FATAL:" in message
+        if (
+            sqlstate[:2] == "28"
+            or sqlstate == "3D000"
+            or (fatal and not any(word in message for word in _PASSING_FATAL))
+        ):
+            return StoreMisconfigured(
+                f"the database refused the connection ({message}); check the database URL: "
+                "its user, password and database name"
+            )
         transient = (
             isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
             or sqlstate in _TRANSIENT_SQLSTATES

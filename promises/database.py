@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from promises.backends import DRIVER_ERRORS, Backend, translate
-from promises.errors import InvariantViolation, PromiseError, StoreUnavailable
+from promises.errors import InvariantViolation, OutcomeUnknown, PromiseError, StoreUnavailable
 from promises.records import Promise
 from promises.sql import Statements, statements
 
@@ -181,6 +181,11 @@ class _Writer(threading.Thread):
             if not isinstance(failure, PromiseError):
                 log.exception("the writer failed on an unexpected error")
                 failure = StoreUnavailable(f"the store's writer failed ({exc!r}); try again")
+            elif self.committing and isinstance(failure, StoreUnavailable):
+                failure = OutcomeUnknown(
+                    f"the connection to the database broke while it committed ({exc}); the "
+                    "write may have been done or not: retry with the same idempotency key"
+                )
             for unit in batch:
                 unit.done(None, failure)
             self._reset()
@@ -416,6 +421,7 @@ class Database:
         consistent snapshot; use one statement where consistency matters. A pooled
         connection that went bad while idle is replaced once, transparently."""
         for attempt in (1, 2):
+            reused = False  # a connect that fails leaves no connection, reused or not
             try:
                 with self._reader(fresh=attempt > 1) as (conn, reused):
                     return fn(Tx(conn.cursor(), self.sql))

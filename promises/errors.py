@@ -19,6 +19,8 @@ Every error has one root, so a caller can catch the package with one clause::
     ├── NonDeterministicReplay   a replay called another step than the one recorded
     ├── LeaseLost                this worker no longer holds the job's task
     ├── StoreUnavailable         the database is unreachable or busy; safe to retry
+    │   ├── OutcomeUnknown       the connection broke while committing: it may be done
+    │   └── StoreMisconfigured   wrong credentials or no such database: fix, then retry
     └── InvariantViolation       the store found itself in a state the rules forbid
 
 ``PromiseAlreadyExists`` and ``PromiseAlreadySettled`` carry the promise's current
@@ -128,6 +130,16 @@ class LeaseLost(PromiseError):
 class StoreUnavailable(PromiseError):
     """The database could not complete the operation (locked too long, gone away).
     Nothing was changed; the same call may be retried."""
+
+
+class OutcomeUnknown(StoreUnavailable):
+    """The connection broke while the database was committing: the operation may have
+    been done or not. A retry with the same idempotency key is safe (and tells which)."""
+
+
+class StoreMisconfigured(StoreUnavailable):
+    """The database refused the connection itself: wrong user or password, or no such
+    database. Retrying helps only once that is fixed."""
 
 
 class InvariantViolation(PromiseError):

@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from promises import search as _search
 from promises import upkeep as _upkeep
-from promises.backends import DRIVER_ERRORS, Backend, open_backend
+from promises.backends import DRIVER_ERRORS, Backend, open_backend, translate
 from promises.bell import Bell
 from promises.changes import change_feed
 from promises.database import Database, Tx
@@ -35,6 +35,7 @@ from promises.errors import (
     InvariantViolation,
     PromiseError,
     PromiseNotFound,
+    StoreMisconfigured,
     StoreUnavailable,
 )
 from promises.migrate import migrate
@@ -554,7 +555,9 @@ def open_store(
         raise
     except _OPEN_ERRORS as exc:
         orig: Any = getattr(exc, "orig", None) or exc
-        raise StoreUnavailable(f"cannot open the store at {shown}: {orig}") from exc
+        refused = isinstance(orig, DRIVER_ERRORS) and translate(orig)
+        error = StoreMisconfigured if isinstance(refused, StoreMisconfigured) else StoreUnavailable
+        raise error(f"cannot open the store at {shown}: {orig}") from exc
     return SqlStore(
         backend,
         clock=clock,
@@ -564,4 +567,25 @@ def open_store(
     )
 
 
-__all__ = ["Clock", "NewPromise", "SqlStore", "open_store", "system_clock"]
+def open_store_waiting(
+    url: str, *, on_wait: Callable[[StoreUnavailable, float], None] | None = None, **options: Any
+) -> SqlStore:
+    """``open_store``, waiting for a database that cannot be reached yet (a worker
+    started before its database, or during an outage) instead of failing. A database
+    that refuses the connection itself (``StoreMisconfigured``: wrong credentials, no
+    such database) and a bad URL are raised at once: waiting would not help.
+    ``on_wait(error, pause)`` is told before each pause."""
+    pause = 0.5
+    while True:
+        try:
+            return open_store(url, **options)
+        except StoreMisconfigured:
+            raise
+        except StoreUnavailable as exc:
+            if on_wait is not None:
+                on_wait(exc, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 10.0)
+
+
+__all__ = ["Clock", "NewPromise", "SqlStore", "open_store", "open_store_waiting", "system_clock"]

@@ -188,10 +188,13 @@ def check_tags(tags: object, *, creating: bool) -> Mapping[str, str]:
     if len(checked) > MAX_TAGS:
         raise InvalidArgument(f"a promise has at most {MAX_TAGS} tags, got {len(checked)}")
     for k, v in checked.items():
-        if not 1 <= len(k) <= MAX_TAG_KEY_LENGTH or len(v) > MAX_TAG_VALUE_LENGTH:
+        # In UTF-8 bytes, so one limit holds on both backends (a PostgreSQL index entry
+        # holds at most 2704 bytes; 1024 four-byte characters would not fit).
+        key_bytes, value_bytes = len(k.encode()), len(v.encode())
+        if not k or key_bytes > MAX_TAG_KEY_LENGTH or value_bytes > MAX_TAG_VALUE_LENGTH:
             raise InvalidArgument(
-                f"tag {k!r:.60} is too long: keys are 1 to {MAX_TAG_KEY_LENGTH} characters, "
-                f"values at most {MAX_TAG_VALUE_LENGTH}"
+                f"tag {k!r:.60} is too long: keys are 1 to {MAX_TAG_KEY_LENGTH} bytes (UTF-8), "
+                f"values at most {MAX_TAG_VALUE_LENGTH} bytes"
             )
         reserved_ok = (k, v) in _RESERVED_SETTABLE or k in (JOB_TAG, STEP_TAG)
         if creating and k.startswith(RESERVED_TAG_PREFIX) and not reserved_ok:

@@ -35,12 +35,12 @@ from datetime import timedelta
 from typing import Any
 
 from promises.changes import wait_ready
-from promises.errors import PromiseError
+from promises.errors import PromiseError, StoreUnavailable
 from promises.logs import Throttled
 from promises.records import Promise
 from promises.runtime import Runtime
 from promises.schedules import Schedules
-from promises.store import open_store
+from promises.store import open_store_waiting
 from promises.tasks import Claim, Owner
 from promises.upkeep import sweep_if_needed
 
@@ -339,7 +339,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for module in args.jobs:
         loaded = importlib.import_module(module)
         kinds |= {name for name, f in REGISTRY.items() if f.fn.__module__ == loaded.__name__}
-    store = open_store(args.db)
+
+    def waiting(error: StoreUnavailable, pause: float) -> None:
+        log.warning("the database is not reachable yet (%s); trying again in %.1f s", error, pause)
+
+    try:
+        store = open_store_waiting(args.db, on_wait=waiting)
+    except PromiseError as exc:  # a bad URL, wrong credentials: waiting would not help
+        log.error("cannot open the store: %s", exc)
+        return 2
     worker = Worker(
         Runtime(store), kinds=kinds, concurrency=args.concurrency,
         poll_interval=args.poll_interval, lease=timedelta(seconds=args.lease),

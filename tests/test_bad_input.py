@@ -128,6 +128,41 @@ def test_a_broken_rule_is_not_called_safe_to_retry(kept: SqlStore) -> None:
     assert "safe to retry" not in str(caught.value)
 
 
+def test_a_tag_too_long_in_bytes_is_refused_alike_on_both_backends(
+    kept: SqlStore, clock: FakeClock
+) -> None:
+    # 1024 four-byte characters: within a limit counted in characters, but too big for a
+    # PostgreSQL index entry, which refused it as "safe to retry". Counted in bytes, both
+    # backends refuse it at once; 1024 one-byte characters still fit.
+    later = clock() + HOUR
+    refused(lambda: kept.create("a", timeout_at=later, tags={"k": "😀" * 1024}), "1024 bytes")
+    refused(lambda: kept.create("a", timeout_at=later, tags={"é" * 200: "v"}), "256 bytes")
+    assert kept.create("b", timeout_at=later, tags={"k": "x" * 1024}).fresh
+    assert kept.create("c", timeout_at=later, tags={"k": "😀" * 256}).fresh
+    still_intact(kept)
+
+
+def test_what_the_database_refuses_is_classed_by_what_helps() -> None:
+    # A value too large or malformed fails again however often it is retried; a refused
+    # login needs the URL fixed; a lost connection passes.
+    import psycopg.errors as pg
+
+    from promises import StoreMisconfigured
+    from promises.backends import translate
+
+    for value_error in (pg.ProgramLimitExceeded("index row size 4120 exceeds btree maximum"),
+                        pg.NumericValueOutOfRange("bigint out of range")):  # fmt: skip
+        error = translate(value_error)
+        assert isinstance(error, InvalidArgument) and "safe to retry" not in str(error)
+    login = translate(pg.InvalidPassword("password authentication failed for user x"))
+    assert isinstance(login, StoreMisconfigured) and "check the database URL" in str(login)
+    gone = translate(pg.OperationalError('FATAL:  database "nope" does not exist'))
+    assert isinstance(gone, StoreMisconfigured)
+    starting = translate(pg.OperationalError("FATAL:  the database system is starting up"))
+    assert type(starting) is StoreUnavailable and "safe to retry" in str(starting)
+    assert type(translate(pg.AdminShutdown("terminating connection"))) is StoreUnavailable
+
+
 # -- ids (item 7) -------------------------------------------------------------------------
 
 
