@@ -41,8 +41,8 @@ def status_of(view: JobView, now: int, link: LinkMaker | None = None) -> dict[st
     task = view.task
     if promise.timer:
         out.update(status="waiting", waiting_for={"time": iso(promise.timeout_at)})
-    elif task is None or task.state == "claimed":
-        out["status"] = "running"
+    elif task is None or (task.state == "claimed" and view.worker is None):
+        out["status"] = "running"  # held by a live lease (one that ran out is judged below)
     elif task.waiting_on is not None:
         out.update(status="waiting", waiting_for=_waited(view, link))
     elif task.ready_at > now:

@@ -52,15 +52,14 @@ class JobView:
         return None if self.task is None else self.task.waiting_on
 
     def queued(self, now: int) -> bool:
-        """Ready to run now, not running yet."""
+        """Ready to run now and not running: never claimed yet, or claimed by a worker
+        whose lease ran out (it died, or lost the store) — for a worker to take it."""
         task = self.task
-        return (
-            self.promise.pending
-            and task is not None
-            and task.state == "ready"
-            and task.waiting_on is None
-            and task.ready_at <= now
-        )
+        if not self.promise.pending or task is None or task.waiting_on is not None:
+            return False
+        if task.state == "claimed":
+            return task.lease_expires_at is not None and task.lease_expires_at <= now
+        return task.state == "ready" and task.ready_at <= now
 
 
 def _split(row: Any) -> tuple[Promise, TaskInfo | None, Promise | None]:

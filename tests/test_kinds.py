@@ -91,3 +91,38 @@ def test_a_job_whose_kind_no_worker_has_waits_and_a_worker_with_it_runs_it(
             typo.send_signal(signal.SIGTERM)
             typo.wait(30)
     assert os.path.exists(tmp_path / "k.db")
+
+
+def test_a_job_whose_worker_died_says_it_waits_for_a_worker_with_its_kind(
+    tmp_path: Path,
+) -> None:
+    # A worker dies (SIGKILL) mid-job; the server comes back without that job's module.
+    # The job must not read "running" forever: it waits for a worker with its kind.
+    from agent_tools.statuses import status_of
+
+    url = f"sqlite:///{tmp_path}/k.db"
+    log = tmp_path / "steps.log"
+    with open_store(url) as store:
+        runtime = Runtime(store, registry=REGISTRY)
+        runtime.start(jobs.long_steps, 10_000, 0.01, id="long")
+        env = {**os.environ, "DURABLE_TEST_LOG": str(log)}
+        command = [sys.executable, "-m", "promises.worker", "--db", url,
+                   "--jobs", "tests.durable_jobs", "--lease", "1"]  # fmt: skip
+        first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+        until(lambda: log.exists() and log.read_text().count("\n") >= 3, 60, "steps ran")
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+        other = worker(url, "tests.other_jobs")
+        try:
+
+            def status() -> dict[str, object]:
+                return status_of(runtime.view("long"), store.clock())
+
+            waiting = until(lambda: (s := status())["status"] == "waiting" and s, 60,
+                            "the job says it waits for a worker")  # fmt: skip
+            assert waiting["waiting_for"]["worker"] == "tests.long_steps"  # type: ignore[index]
+            assert "no running worker has the kind 'tests.long_steps'" in str(waiting)
+        finally:
+            other.send_signal(signal.SIGTERM)
+            other.wait(30)
+        runtime.cancel("long")
