@@ -230,7 +230,8 @@ class Statements:
         self.worker_seen = "UPDATE workers SET seen_at = :now WHERE id = :id"
         self.worker_stopped = "UPDATE workers SET stopped_at = :now, seen_at = :now WHERE id = :id"
         self.workers = f"SELECT {w} FROM workers ORDER BY started_at DESC"
-        self.prune_workers = "DELETE FROM workers WHERE stopped_at < :cutoff"
+        # Stopped, or silent (killed: no heartbeat) since the cutoff.
+        self.prune_workers = "DELETE FROM workers WHERE COALESCE(stopped_at, seen_at) < :cutoff"
         self.live_listeners = (
             "SELECT application_name FROM pg_stat_activity WHERE application_name = ANY(:names)"
             if pg

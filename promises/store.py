@@ -483,7 +483,7 @@ class SqlStore:
     async def wait(self, id: str, *, timeout: float) -> Promise:
         """Wait until promise ``id`` is settled, or ``timeout`` seconds pass; return it
         as it is then (check ``.pending``). Wakes at once for a settle in this process,
-        at once for one in another (LISTEN/NOTIFY, or a watch on the SQLite file), and at
+        at once for one in another (LISTEN/NOTIFY, or the SQLite doorbell), and at
         the promise's own timeout. Raises ``PromiseNotFound`` for an unknown id."""
         return (await self.wait_all([id], timeout=timeout))[id]
 

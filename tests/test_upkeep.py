@@ -127,3 +127,24 @@ async def test_a_worker_keeps_sweeping_and_firing_while_a_schedule_fails(
     finally:
         worker.stop()
         await running
+
+
+async def test_retention_forgets_workers_that_stopped_or_went_silent_long_ago(
+    store: SqlStore, clock: FakeClock
+) -> None:
+    # A SIGKILLed server never marks its worker stopped: without this, every crash left
+    # a row behind that every status read then scanned.
+    from datetime import timedelta
+
+    from promises.tasks import Owner
+
+    runtime = Runtime(store)
+    killed, stopped, live = (Owner(f"h:{n}:x", "h", n) for n in (101, 102, 103))
+    for owner in (killed, stopped, live):
+        await runtime.presence.register(owner, ["sleep"], None)
+    await runtime.presence.stopped(stopped)
+    clock.advance(8 * 24 * 3600 * 1000)  # past the 7 days of retention
+    await store.db.awrite(lambda tx: runtime.tasks.heartbeat_tx(tx, live, 30_000))
+    pruned = await store.db.awrite(lambda tx: runtime.presence.prune_tx(tx, timedelta(days=7)))
+    assert pruned == 2
+    assert [w.id for w in runtime.workers()] == [live.id]
