@@ -19,6 +19,7 @@ from agent_tools import builtin_jobs
 from agent_tools.server import build_server, worker_running
 from promises import Context, Runtime, SqlStore, Worker, durable, open_store
 from tests import durable_jobs as jobs
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -59,10 +60,12 @@ async def test_the_runtime_and_its_worker_never_block_the_loop(
     running = asyncio.create_task(worker.run())
     try:
         job = await runtime.astart(everything, 3)
-        while (await runtime.aviews([job.promise.id]))[job.promise.id].waited_on != (
-            f"{job.promise.id}.5"
-        ):
-            await asyncio.sleep(0.01)
+
+        async def waits_for_its_promise() -> bool:
+            view = (await runtime.aviews([job.promise.id]))[job.promise.id]
+            return view.waited_on == f"{job.promise.id}.5"
+
+        await eventually(waits_for_its_promise, what="the job waits for its promise")
         await store.asettle(f"{job.promise.id}.5", "resolve", value=None)
         done = await store.wait(job.promise.id, timeout=30)
         assert Runtime.result(done)["total"] == 0 + 1 + 4
