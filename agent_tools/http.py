@@ -254,8 +254,10 @@ class Guard:
                 await _respond(send, 413, f"Request body too large: at most {cap} bytes.".encode())
         except ClientDisconnect:
             client = scope.get("client") or ("?", 0)
+            # An approval link's token is its credential: never in the log.
+            path = "/approve/<token>" if scope["path"].startswith("/approve/") else scope["path"]
             log.info("client %s:%s went away before sending its whole request to %s",
-                     client[0], client[1], scope["path"])  # fmt: skip
+                     client[0], client[1], path)  # fmt: skip
 
 
 def mcp_app(server: MCPServer, listener: Listener, pages: Any = None) -> Any:

@@ -48,3 +48,24 @@ def setup_logging(log_format: LogFormat = "text", level: int = logging.INFO) -> 
     # Access logs and every outgoing request are noise here; their errors still come through.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # The SDK logs each HTTP session's start and end: per-connection noise, like access
+    # logs. A client that leaves mid-request is one line, not an error with a traceback.
+    for name in ("mcp.server.streamable_http", "mcp.server.streamable_http_manager"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    sdk = logging.getLogger("mcp.server.streamable_http")
+    if not any(isinstance(f, _GoneClientsInOneLine) for f in sdk.filters):
+        sdk.addFilter(_GoneClientsInOneLine())
+
+
+class _GoneClientsInOneLine(logging.Filter):
+    """The SDK's traceback for a client that disconnected before its request was whole
+    becomes one line of ours: a stalled or impatient client is not a server error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__name__ == "ClientDisconnect":
+            logging.getLogger("agent_tools.http").info(
+                "a client went away before sending its whole request to /mcp"
+            )
+            return False
+        return True

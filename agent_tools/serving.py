@@ -186,7 +186,10 @@ async def _serve_until_done(
     tasks: dict[str, asyncio.Task[Any]] = {}
     web = None
     if app is not None and bound is not None:
-        web = _Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3))
+        # log_config=None: uvicorn's records go through our handler (text or JSON).
+        config = uvicorn.Config(app, log_level="warning", log_config=None,
+                                timeout_graceful_shutdown=3)  # fmt: skip
+        web = _Server(config)
         tasks["web"] = asyncio.create_task(web.serve(sockets=[bound[1]]), name="web pages")
     if not http:
         tasks["stdio"] = asyncio.create_task(server.run_stdio_async(), name="mcp stdio")

@@ -306,13 +306,21 @@ def test_a_client_that_goes_away_mid_body_costs_one_log_line(
         raw_request(base, f"POST {link} HTTP/1.1\r\nHost: {netloc}\r\nConnection: close\r\nContent-Length: 1000\r\n"
                           "Content-Type: application/x-www-form-urlencoded\r\n",
                     b"decision=app", close_after=True)  # fmt: skip
+    mcp = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    for _ in range(20):  # and to the MCP endpoint, whose own library logged a traceback
+        raw_request(base, f"POST /mcp HTTP/1.1\r\nHost: {netloc}\r\nConnection: close\r\n"
+                          "Content-Length: 1000\r\n" + "".join(f"{k}: {v}\r\n" for k, v in mcp.items()),
+                    b'{"jsonrpc":', close_after=True)  # fmt: skip
     log = running[0].log
-    until(lambda: log.read_text().count("went away") == 20, what="20 log lines")
+    until(lambda: log.read_text().count("went away") == 40, what="40 log lines")
     assert httpx.get(base + "/").status_code == 200  # still serving
     running[0].proc.terminate()
     running[0].proc.wait(20)
     text = log.read_text()
-    assert "Traceback" not in text and text.count("went away") == 20
+    assert "Traceback" not in text and "ERROR" not in text and text.count("went away") == 40
+    assert len(text.splitlines()) < 40 + 10, text  # one line each, little else
+    token = signer.approval_token("stall.0")
+    assert token not in text  # the link's token is its credential: never logged
     with open_store(f"sqlite:///{tmp_path}/h.db") as store:
         assert store.get("stall.0").pending  # nothing was decided
 
@@ -433,3 +441,21 @@ def test_an_empty_signing_key_file_is_refused_not_used(
     (tmp_path / "agent-tools" / "secret.key").write_text("")
     with pytest.raises(ConfigError, match="is empty or damaged; delete it"):
         load_key()
+
+
+def test_json_logs_are_json_to_the_last_line_web_servers_included(
+    tmp_path: Path, running: list[Running]
+) -> None:
+    log = tmp_path / "json.log"
+    args = [AGENT_TOOLS, "--log-format", "json", "serve", "--db", str(tmp_path / "j.db"),
+            "--http", "--port", "0"]  # fmt: skip
+    start(running, args, log)
+    port = until(lambda: re.search(r"over HTTP at http://127\.0\.0\.1:(\d+)/mcp",
+                                   log.read_text() if log.exists() else ""), what="started")  # fmt: skip
+    base = f"http://127.0.0.1:{port[1]}"
+    raw_request(base, "NOT HTTP AT ALL\r\n", close_after=True)  # uvicorn's own warning
+    until(lambda: "Invalid HTTP request" in log.read_text(), what="the web server's warning")
+    running[0].proc.terminate()
+    running[0].proc.wait(20)
+    lines = log.read_text().splitlines()
+    assert lines and all(json.loads(line)["message"] for line in lines), lines
