@@ -229,18 +229,24 @@ def list_approvals(
     state: Literal["pending"] | None = "pending",
     limit: int = 50,
     cursor: str | None = None,
+    job_id: str | None = None,
 ) -> tuple[list[Approval], str | None]:
     """Approvals newest first: by default the ones waiting for a person; ``state=None``
-    for all of them. Pass the returned cursor for the next page."""
+    for all of them; ``job_id``: only those that job asked (decided or not). Pass the
+    returned cursor for the next page."""
     page = store.search(
+        "*" if job_id is None else f"{job_id}.*",
         tags={APPROVAL_TAG: "true"},
         state="pending" if state == "pending" else None,
         limit=limit,
         cursor=cursor,
     )
-    job_ids = {j for j in map(job_id_of, page.promises) if j is not None}
+    promises = page.promises
+    if job_id is not None:  # the id pattern is a glob: a '*' in job_id matches more
+        promises = [p for p in promises if job_id_of(p) == job_id]
+    job_ids = {j for j in map(job_id_of, promises) if j is not None}
     jobs = store.get_many(sorted(job_ids)) if job_ids else {}
-    found = [approval_of(p, jobs.get(job_id_of(p) or "")) for p in page.promises]
+    found = [approval_of(p, jobs.get(job_id_of(p) or "")) for p in promises]
     if state == "pending":
         found = [a for a in found if a.state == "pending"]
     return found, page.cursor
