@@ -372,8 +372,14 @@ class JobService:
             raise JobError(f"limit must be an integer from 1 to 200, got {limit!r}")
         if type not in (None, "job", "timer", "schedule"):
             raise JobError(f"type must be job, timer or schedule, got {type!r}")
-        if kind is not None:
-            self.kind(kind)
+        # Any well-formed kind, loaded here or not: the store is shared, and jobs of kinds
+        # this process never imported are still listed (an unknown one lists none).
+        if (
+            kind is not None
+            and kind not in self.kinds
+            and (not isinstance(kind, str) or not kind.strip() or len(kind) > 200)
+        ):
+            raise JobError(f"kind must be a job kind's name such as 'sleep', got {kind!r:.60}")
         if type == "schedule":
             listed = self.scheduling.list_schedules(limit, cursor)
             listed["jobs"] = [
