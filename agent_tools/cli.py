@@ -298,20 +298,22 @@ def _parser() -> argparse.ArgumentParser:
     listing = action("list", "jobs, newest first")
     listing.add_argument("--status", choices=STATUSES, help="only jobs with this status")
     listing.add_argument("--kind", help="only jobs of this kind")
-    listing.add_argument("--limit", type=_positive, default=20, help="jobs per page (max 200)")
+    listing.add_argument("--limit", type=operate.whole(1, 200), default=20,
+                         help="jobs per page, 1 to 200 (default 20)")  # fmt: skip
     listing.add_argument("--cursor", help="the next page, as printed under the previous one")
     _public_url(listing)
     show = action("show", "one job: status, call, what it waits for, result or error")
-    show.add_argument("job_id", metavar="JOB_ID")
+    show.add_argument("job_id", metavar="JOB_ID", type=operate.an_id,
+                      help="the job (or timer) to show, as jobs list prints it")  # fmt: skip
     _public_url(show)
     watch = action("watch", "follow a job live until it finishes (exit 0 if it completed)")
-    watch.add_argument("job_id", metavar="JOB_ID")
-    watch.add_argument(
-        "--interval", type=float, default=1.0, help="seconds between checks (default 1)"
-    )
+    watch.add_argument("job_id", metavar="JOB_ID", type=operate.an_id, help="the job to follow")
+    watch.add_argument("--interval", type=operate.seconds(0.1, 3600), default=1.0,
+                       help="seconds between checks, 0.1 to 3600 (default 1)")  # fmt: skip
     _public_url(watch)
     cancel = action("cancel", "cancel jobs by id, or every unfinished job matching a filter")
-    cancel.add_argument("job_ids", nargs="*", metavar="JOB_ID")
+    cancel.add_argument("job_ids", nargs="*", metavar="JOB_ID", type=operate.an_id,
+                        help="the jobs to cancel (or give a filter instead)")  # fmt: skip
     cancel.add_argument(
         "--status", choices=("running", "waiting"), help="filter: unfinished jobs with this status"
     )
@@ -328,7 +330,8 @@ def _parser() -> argparse.ArgumentParser:
         help="with a filter: really cancel (without it, only list the matches)",
     )
     rerun = action("rerun", "start a finished job again with the same arguments, under a new id")
-    rerun.add_argument("job_id", metavar="JOB_ID")
+    rerun.add_argument("job_id", metavar="JOB_ID", type=operate.an_id,
+                       help="the finished job to run again")  # fmt: skip
     rerun.add_argument(
         "--id", dest="new_id", default=None, help="the new job's id (default: JOB_ID-rerun-N)"
     )
@@ -340,10 +343,13 @@ def _parser() -> argparse.ArgumentParser:
             name, f"{verb} what a job asks a person (the approval's id or its job's)"
         )
         decide_p.add_argument(
-            "id", metavar="ID", help="the approval id, or the id of the job waiting on it"
-        )
-        decide_p.add_argument("--comment", default=None, help="why, for the record")
-        decide_p.add_argument("--by", default=None, help="who decides (default: your user name)")
+            "id", metavar="ID", type=operate.an_id,
+            help="the approval id, or the id of the job waiting on it",
+        )  # fmt: skip
+        decide_p.add_argument("--comment", default=None, type=operate.text_of(2000),
+                              help="why, for the record (up to 2000 characters)")  # fmt: skip
+        decide_p.add_argument("--by", default=None, type=operate.text_of(200),
+                              help="who decides (default: your user name)")  # fmt: skip
 
     schedules = command("schedules", "list, pause, resume or cancel cron schedules")
     schedules_sub = schedules.add_subparsers(dest="schedules_command", metavar="ACTION",
@@ -352,13 +358,15 @@ def _parser() -> argparse.ArgumentParser:
                                       description="the schedules, by id")  # fmt: skip
     listed.add_argument("--state", choices=("active", "paused", "cancelled"),
                         help="only schedules in this state")  # fmt: skip
-    listed.add_argument("--limit", type=_positive, default=50, help="schedules per page")
+    listed.add_argument("--limit", type=operate.whole(1, 1000), default=50,
+                        help="schedules per page, 1 to 1000 (default 50)")  # fmt: skip
     listed.add_argument("--cursor", help="the next page, as printed under the previous one")
     for name, what in (("pause", "stop firing until resumed"),
                        ("resume", "fire again, from the next tick on"),
                        ("cancel", "stop for good")):  # fmt: skip
         change = schedules_sub.add_parser(name, parents=[common], help=what, description=what)
-        change.add_argument("schedule_id", metavar="SCHEDULE_ID")
+        change.add_argument("schedule_id", metavar="SCHEDULE_ID", type=operate.an_id,
+                            help="the schedule, as schedules list prints it")  # fmt: skip
 
     command("health", "jobs per status and kind, the oldest waiting job, workers")
     command("status", "what the store holds (promises per state)")
@@ -530,7 +538,8 @@ def _jobs(args: argparse.Namespace) -> int:
         sub = args.jobs_command
         if sub == "list":
             page = operate.list_jobs(service, args.status, args.kind, args.limit, args.cursor)
-            _print(args, page, lambda: operate.render_list(page, now))
+            _print(args, page,
+                   lambda: operate.render_list(page, now, args.status, args.kind))  # fmt: skip
         elif sub == "show":
             job = operate.show_job(service, args.job_id)
             _print(args, job, lambda: operate.render_job(job, now))

@@ -7,7 +7,9 @@ the store; nothing here knows SQL.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import re
 import time
 from collections import Counter
@@ -15,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from agent_tools import approvals
+from agent_tools.config import ConfigError
 from agent_tools.jobs import JobError, JobService, iso
 from agent_tools.present import (
     FINISHED,
@@ -29,7 +32,14 @@ from agent_tools.present import (
     short_json,
 )
 from agent_tools.tables import block, table
-from promises import JOB_TAG, PromiseError, PromiseNotFound
+from promises import (
+    JOB_TAG,
+    InvalidArgument,
+    Promise,
+    PromiseError,
+    PromiseNotFound,
+    list_approvals,
+)
 
 #: On a re-run job: the id of the job it re-runs.
 RERUN_TAG = "agent_tools:rerun_of"
@@ -41,8 +51,68 @@ class NotFound(JobError):
     """The thing asked for does not exist (exit status 1)."""
 
 
+class UsageError(ConfigError):
+    """An option the command cannot take as given (exit status 2, like argparse's)."""
+
+
 def _now(service: JobService) -> int:
     return service.store.clock()
+
+
+# -- options ------------------------------------------------------------------------------
+# Types for the commands' arguments (argparse calls them): a bad value is a usage error,
+# exit 2, with the allowed range, before anything is read.
+
+
+def whole(low: int, high: int) -> Callable[[str], int]:
+    """A whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        if not text.strip().isdigit() or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(
+                f"{text!r:.40} is out of range: use a whole number from {low} to {high}"
+            )
+        return int(text)
+
+    return parse
+
+
+def seconds(low: float, high: float) -> Callable[[str], float]:
+    """A number of seconds from ``low`` to ``high``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not low <= value <= high:  # NaN fails too
+            raise argparse.ArgumentTypeError(
+                f"{text!r:.40} is out of range: use seconds from {low:g} to {high:g}"
+            )
+        return value
+
+    return parse
+
+
+def an_id(text: str) -> str:
+    """An id as the commands print them (jobs, approvals, schedules)."""
+    if not text.strip() or len(text) > 512 or any(c < " " or c == "\x7f" for c in text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r:.40} is not an id: ids are 1 to 512 printable characters, "
+            "as agent-tools jobs list (or approvals, schedules list) prints them"
+        )
+    return text
+
+
+def text_of(most: int) -> Callable[[str], str]:
+    """Free text of at most ``most`` characters."""
+
+    def parse(text: str) -> str:
+        if len(text) > most:
+            raise argparse.ArgumentTypeError(f"is {len(text)} characters long; the most is {most}")
+        return text
+
+    return parse
 
 
 # -- jobs list ----------------------------------------------------------------------------
@@ -70,7 +140,15 @@ def _note_worker_waits(service: JobService, jobs: list[dict[str, Any]]) -> None:
 
 def list_jobs(service: JobService, status: str | None, kind: str | None, limit: int,
               cursor: str | None) -> dict[str, Any]:  # fmt: skip
-    page = service.list_jobs(status, kind, limit, cursor)
+    try:
+        page = service.list_jobs(status, kind, limit, cursor)
+    except JobError as exc:
+        if cursor is not None and isinstance(exc.__cause__, InvalidArgument):  # the cursor
+            raise UsageError(
+                f"--cursor {cursor[:40]!r} is not one printed under an earlier page of this "
+                "list with the same --status and --kind; leave it out for the first page"
+            ) from exc
+        raise
     _note_worker_waits(service, page["jobs"])
     return page
 
@@ -101,10 +179,15 @@ def _what(job: dict[str, Any], now: int) -> str:
     return ""
 
 
-def render_list(page: dict[str, Any], now: int) -> str:
+def render_list(page: dict[str, Any], now: int, status: str | None = None,
+                kind: str | None = None) -> str:  # fmt: skip
+    """The page as a table; ``status`` and ``kind``: the filters, to name them when
+    nothing matches."""
     jobs = page["jobs"]
+    more = f"\n\nMore: add --cursor {page['next_cursor']}" if page.get("next_cursor") else ""
     if not jobs:
-        return "No jobs."
+        which = " ".join(filter(None, [status, "jobs", f"of kind {kind!r}" if kind else None]))
+        return f"No {which}{' on this page' if more else ''}.{more}"
     rows = []
     for job in jobs:
         created = ms_of(job.get("created_at"))
@@ -113,10 +196,9 @@ def render_list(page: dict[str, Any], now: int) -> str:
             job["job_id"], job.get("kind") or "", job["status"], relative(created, now),
             duration(end - (created or now)), _what(job, now),
         ])  # fmt: skip
-    text = table(["JOB", "KIND", "STATUS", "STARTED", "TOOK", "WAITING FOR / PROGRESS"], rows)
-    if page.get("next_cursor"):
-        text += f"\n\nMore: add --cursor {page['next_cursor']}"
-    return text
+    return (
+        table(["JOB", "KIND", "STATUS", "STARTED", "TOOK", "WAITING FOR / PROGRESS"], rows) + more
+    )
 
 
 # -- jobs show ----------------------------------------------------------------------------
@@ -130,7 +212,10 @@ def show_job(service: JobService, job_id: str) -> dict[str, Any]:
         promise = service.store.get(job_id)
     except PromiseNotFound as exc:  # collected between the two reads
         raise NotFound(f"no job or timer has the id {job_id!r}") from exc
-    job["arguments"] = job_arguments(promise)
+    named, positional = arguments_of(service, promise)
+    job["arguments"] = named
+    if positional:
+        job["positional_arguments"] = positional
     if promise.tags.get(RERUN_TAG):
         job["rerun_of"] = promise.tags[RERUN_TAG]
     reruns = service.store.search(tags={RERUN_TAG: job_id}, limit=20).promises
@@ -142,12 +227,49 @@ def show_job(service: JobService, job_id: str) -> dict[str, Any]:
     return job
 
 
+def arguments_of(service: JobService, promise: Promise) -> tuple[dict[str, Any], list[Any]]:
+    """A job's arguments: by name, and by position those whose names are not known here.
+
+    A start stores positional arguments by position only (``{"args": [...], "kwargs":
+    {...}}``; the names are the function's, which only a process that loaded the kind
+    knows). Where the kind is loaded they are bound to its parameters; elsewhere (the
+    CLI without ``--jobs``) they are shown by position, never under invented names."""
+    try:
+        spec = json.loads(promise.param.data) if promise.param.data else {}
+    except ValueError:
+        return {}, []
+    if not isinstance(spec, dict) or "args" not in spec:
+        return job_arguments(promise), []  # not a start's record: as the pages show it
+    args, kwargs = list(spec.get("args") or []), dict(spec.get("kwargs") or {})
+    fn = spec.get("fn")
+    function = service.runtime.registry.get(fn) if isinstance(fn, str) else None
+    if function is not None and args:
+        try:
+            bound = function.signature.bind(*args, **kwargs).arguments
+        except TypeError:  # the function changed since: keep what is stored
+            return kwargs, args
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in bound.items()}, []
+    return kwargs, args
+
+
+def _call_text(job: dict[str, Any], limit: int = 200) -> str:
+    """``kind("B-2", 250.0, hours=3)``: positional values first, each folded."""
+    positional = job.get("positional_arguments") or []
+    named = job.get("arguments") or {}
+    if not positional:
+        return call_text(job.get("kind"), named, limit)
+    each = max(limit // max(len(positional) + len(named), 1), 24)
+    parts = [short_json(v, each) for v in positional]
+    parts += [f"{k}={short_json(v, each)}" for k, v in named.items()]
+    return f"{job.get('kind') or 'job'}({', '.join(parts)})"
+
+
 def render_job(job: dict[str, Any], now: int) -> str:
     created = ms_of(job.get("created_at"))
     pairs = [
         ("job", job["job_id"]),
         ("status", job["status"]),
-        ("call", call_text(job.get("kind"), job.get("arguments") or {})),
+        ("call", _call_text(job)),
         ("started", f"{local_time(created)} ({relative(created, now)})"),
     ]
     if job.get("finished_at"):
@@ -220,8 +342,6 @@ def render_watch_line(job: dict[str, Any], now: int) -> str:
 
 def rerun(service: JobService, job_id: str, new_id: str | None = None) -> dict[str, Any]:
     """Start the job again with the same arguments under a new id, linked to the old."""
-    import json
-
     try:
         old = service.store.get(job_id)
     except PromiseNotFound as exc:
@@ -283,11 +403,11 @@ def matching(service: JobService, status: str | None, kind: str | None,
 def cancel(service: JobService, ids: list[str], status: str | None, kind: str | None,
            older_than_ms: int | None, yes: bool) -> dict[str, Any]:  # fmt: skip
     if ids and (status or kind or older_than_ms is not None):
-        raise JobError("give job ids or a filter (--status, --kind, --older-than), not both")
+        raise UsageError("give job ids or a filter (--status, --kind, --older-than), not both")
     if not ids and not (status or kind or older_than_ms is not None):
-        raise JobError("say which jobs: job ids, or a filter (--status, --kind, --older-than)")
+        raise UsageError("say which jobs: job ids, or a filter (--status, --kind, --older-than)")
     if status is not None and status not in ("running", "waiting"):
-        raise JobError(f"only unfinished jobs can be cancelled: --status running or waiting, "
+        raise UsageError(f"only unfinished jobs can be cancelled: --status running or waiting, "
                        f"not {status!r}")  # fmt: skip
     if not ids:
         targets = [j["job_id"] for j in matching(service, status, kind, older_than_ms)]
@@ -301,8 +421,25 @@ def cancel(service: JobService, ids: list[str], status: str | None, kind: str | 
             service.cancel(job_id)
             cancelled.append(job_id)
         except JobError as exc:
-            errors[job_id] = str(exc)
+            errors[job_id] = _not_cancelled(service, job_id, exc)
     return {"cancelled": cancelled, "errors": errors, "dry_run": False}
+
+
+def _not_cancelled(service: JobService, job_id: str, refused: JobError) -> str:
+    """Why ``job_id`` was not cancelled, with the command that helps (the service's
+    answer names MCP tools)."""
+    try:
+        job = service.probe([job_id])[0]
+    except JobError:
+        return str(refused)
+    if job["status"] == "unknown":
+        return f"no job, timer or schedule has the id {job_id!r}; agent-tools jobs list shows them"
+    if job["status"] in FINISHED and job.get("type", "job") == "job":
+        return (
+            f"job {job_id!r} is already {job['status']}; to run it again: "
+            f"agent-tools jobs rerun {job_id}"
+        )
+    return str(refused)
 
 
 def render_cancel(result: dict[str, Any]) -> str:
@@ -343,14 +480,18 @@ def render_approvals(data: dict[str, Any], now: int) -> str:
 
 def approval_for(service: JobService, target: str) -> str:
     """The approval a person means by ``target``: its own id, or the id of a job that
-    waits on one."""
+    waits on one. A job that waits on none (it was decided, or it ended) means the last
+    approval it asked, if it asked any, so the person can be told what became of it."""
     try:
         view = service.runtime.view(target)
     except PromiseError:
         return target
     if view.waited is not None and view.waited.approval:
         return view.waited.id
-    return target
+    if view.kind is None:
+        return target
+    asked, _ = list_approvals(service.store, state=None, limit=1, job_id=target)
+    return asked[0].id if asked else target
 
 
 def decide(service: JobService, target: str, approved: bool, comment: str | None,
@@ -362,7 +503,11 @@ def decide(service: JobService, target: str, approved: bool, comment: str | None
             service.store, approval_id, approved=approved, comment=comment, by=by
         )
     except approvals.ApprovalError as exc:
-        raise JobError(str(exc)) from exc
+        if approval_id == target:
+            raise JobError(str(exc)) from exc
+        # Named by its job: say which question, then what became of it.
+        question = approvals.get(service.store, approval_id).question
+        raise JobError(f"Job {target!r} asked {question!r} ({approval_id}). {exc}") from exc
     out: dict[str, Any] = {"approval": approval_id, "approved": approved, "comment": comment}
     if by:
         out["by"] = by

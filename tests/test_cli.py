@@ -95,7 +95,7 @@ def test_bare_agent_tools_prints_help_and_every_option_says_what_it_does() -> No
                 for name, child in action.choices.items():
                     walk(child, f"{path} {name}")
                 continue
-            assert action.help or action.option_strings == [], f"{path} {action.dest} has no help"
+            assert action.help, f"{path} {action.dest} has no help"  # arguments too
 
     walk(_parser(), "agent-tools")
 
@@ -190,8 +190,11 @@ def test_jobs_show_tells_the_story_and_an_unknown_id_exits_non_zero(
     assert 'people.refund(order_id="B-2", amount_eur=250.0)' in text
     assert "a person to decide: Refund 250.00 EUR for order B-2?" in text
     assert "(in 47 hours)" in text and "https://ops.example/approve/" in text
+    # The kind is not loaded here: positional arguments are shown by position, unnamed.
     data = _json(_run("jobs", "show", "ask", "--json", "--db", str(db)))
-    assert data["arguments"] == {"arg1": "B-2", "arg2": 250.0}  # the kind is not loaded here
+    assert data["arguments"] == {} and data["positional_arguments"] == ["B-2", 250.0]
+    bare = _run("jobs", "show", "ask", "--db", str(db)).stdout
+    assert 'people.refund("B-2", 250.0)' in bare and "arg1" not in bare
     named = _json(
         _run("jobs", "show", "ask", "--json", "--db", str(db), "--jobs", "tests.people_jobs")
     )
@@ -230,6 +233,7 @@ def test_links_point_at_the_pages_of_a_server_running_on_the_same_database(
             return re.search(r"pages: (http://\S+)/", log.read_text())
 
         found = until(start_line, what="the server's start line")
+        assert found is not None
         shown = _json(_run("jobs", "show", "ask", "--json", "--db", str(db), env=home))
         assert shown["waiting_for"]["link"].startswith(found[1] + "/approve/")
         import httpx
@@ -347,7 +351,55 @@ def test_cancel_by_id_or_in_bulk_by_filter_with_a_dry_run_first(db: Path, store:
         and "no job, timer or schedule has the id 'nobody'" in unknown.stdout
     )
     neither = _run("jobs", "cancel", "--db", str(db))
-    assert neither.returncode == 1 and "say which jobs" in neither.stderr
+    assert neither.returncode == 2 and "say which jobs" in neither.stderr
+
+
+def test_jobs_of_kinds_this_process_never_loaded_are_listed_and_cancelled(
+    db: Path, store: SqlStore
+) -> None:
+    runtime = Runtime(store)
+    runtime.start(people_jobs.refund, "B-2", 250.0, hours=3, id="ask")
+    runtime.start(builtin_jobs.sleep, 600, id="nap")
+    run_worker_until(store, lambda: waiting_on(store, "ask") and waiting_on(store, "nap"))
+    assert "people.refund" in _json(_run("health", "--json", "--db", str(db)))["kinds"]
+    # No --jobs: people.refund is not imported here, yet it is in the database.
+    listed = _json(_run("jobs", "list", "--kind", "people.refund", "--json", "--db", str(db)))
+    assert [j["job_id"] for j in listed["jobs"]] == ["ask"]
+    none = _run("jobs", "list", "--kind", "people.nope", "--db", str(db))
+    assert none.returncode == 0 and none.stdout.strip() == "No jobs of kind 'people.nope'."
+    shown = _run("jobs", "show", "ask", "--db", str(db)).stdout
+    assert 'people.refund("B-2", 250.0, hours=3)' in shown
+    dry = _run("jobs", "cancel", "--kind", "people.refund", "--db", str(db))
+    assert dry.returncode == 0 and "1 jobs match" in dry.stdout and "  ask" in dry.stdout
+    done = _json(_run("jobs", "cancel", "--kind", "people.refund", "--yes", "--json",
+                      "--db", str(db)))  # fmt: skip
+    assert done["cancelled"] == ["ask"] and store.get("nap").pending
+
+
+def test_errors_speak_in_cli_words_and_bad_options_exit_2_with_the_allowed_range(
+    db: Path, store: SqlStore
+) -> None:
+    Runtime(store).start(builtin_jobs.sleep, 0, id="quick")
+    run_worker_until(store, lambda: not store.get("quick").pending)
+    for args, said in (
+        (["jobs", "list", "--limit", "500"], "use a whole number from 1 to 200"),
+        (["jobs", "list", "--limit", "0"], "use a whole number from 1 to 200"),
+        (["schedules", "list", "--limit", "5000"], "use a whole number from 1 to 1000"),
+        (["jobs", "watch", "quick", "--interval", "0"], "use seconds from 0.1 to 3600"),
+        (["jobs", "show", ""], "'' is not an id"),
+        (["jobs", "list", "--cursor", "garbage"], "--cursor 'garbage' is not one printed"),
+        (["jobs", "cancel", "quick", "--kind", "sleep"], "give job ids or a filter"),
+    ):
+        bad = _run(*args, "--db", str(db))
+        assert bad.returncode == 2, (args, bad.returncode, bad.stderr)
+        assert said in bad.stderr, (args, bad.stderr)
+        assert "next_cursor" not in bad.stderr and "list_jobs" not in bad.stderr
+    unknown = _run("jobs", "cancel", "nobody", "--db", str(db))
+    assert unknown.returncode == 1
+    assert "'nobody'; agent-tools jobs list shows them" in unknown.stdout, unknown.stdout
+    finished = _run("jobs", "cancel", "quick", "--db", str(db))
+    assert finished.returncode == 1
+    assert "already completed; to run it again: agent-tools jobs rerun quick" in finished.stdout
 
 
 # -- approvals ----------------------------------------------------------------------------
@@ -413,6 +465,43 @@ def test_an_expired_approval_is_answered_in_a_persons_words(db: Path, store: Sql
     assert late.returncode == 1
     assert "This approval expired on" in late.stderr and "without a decision" in late.stderr
     assert "(just now)" in late.stderr or "ago)" in late.stderr
+    by_job = _run("approve", "late", "--db", str(db))  # the job's id means its approval
+    assert by_job.returncode == 1 and "Job 'late' asked 'Quick?' (late.0)" in by_job.stderr
+    assert "This approval expired on" in by_job.stderr
+    assert "not something a person decides" not in by_job.stderr
+
+
+def test_deciding_again_after_the_job_finished_says_who_decided_and_when(
+    db: Path, store: SqlStore
+) -> None:
+    runtime = Runtime(store)
+    runtime.start(builtin_jobs.approval, "Ship it?", id="ship")
+    runtime.start(builtin_jobs.approval, "Delete it?", id="delete")
+    runtime.start(builtin_jobs.approval, "Rename it?", id="rename")
+    run_worker_until(store, lambda: all(waiting_on(store, j) for j in ("ship", "delete", "rename")))
+    assert (
+        _run("approve", "ship", "--by", "ana", "--comment", "go", "--db", str(db)).returncode == 0
+    )
+    assert _run("reject", "delete.0", "--by", "bob", "--db", str(db)).returncode == 0
+    assert _run("jobs", "cancel", "rename", "--db", str(db)).returncode == 0
+    run_worker_until(
+        store, lambda: not store.get("ship").pending and not store.get("delete").pending
+    )
+    for args, said in (
+        (("approve", "ship"), "Job 'ship' asked 'Ship it?' (ship.0). This was already approved "
+                              "by ana on"),
+        (("reject", "ship.0"), "This was already approved by ana on"),
+        (("approve", "delete"), "Job 'delete' asked 'Delete it?' (delete.0). This was already "
+                                "rejected by bob on"),
+        (("approve", "rename"), "Nobody waits for this decision any more: its job 'rename' has "
+                                "ended"),
+    ):  # fmt: skip
+        again = _run(*args, "--db", str(db))
+        assert again.returncode == 1 and said in again.stderr, (args, again.stderr)
+        assert "not something a person decides" not in again.stderr
+        assert "jobs cancel" not in again.stderr
+    assert 'with the comment "go"' in _run("approve", "ship", "--db", str(db)).stderr
+    assert _json(_run("jobs", "show", "ship", "--json", "--db", str(db)))["result"]["approved"]
 
 
 # -- health -------------------------------------------------------------------------------
