@@ -11,7 +11,8 @@ default (``serve --otel`` / ``worker --otel`` turn them on).
   person, a promise) is an event on the run span; the run's outcome is an attribute,
   and a failure sets the span's status.
 * Metrics: ``agent_tools.jobs.started`` (by kind), ``agent_tools.jobs.settled`` (by
-  kind and status), ``agent_tools.runs`` (by kind and outcome),
+  kind and status: completed, failed, cancelled, timed_out; counted where the settle is
+  committed, once per job), ``agent_tools.runs`` (by kind and outcome),
   ``agent_tools.steps.failed`` (by step name), the histogram
   ``agent_tools.jobs.wake_latency`` (ms from ready to running, by kind) and the gauge
   ``agent_tools.jobs.ready`` (jobs ready to run and not yet claimed: the queue depth).
@@ -30,12 +31,11 @@ from typing import Any
 from opentelemetry import metrics, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
-from promises import NullObserver, Runtime
-from promises.observe import RunOutcome
+from promises import JOB_TAG, NullObserver, Promise, Runtime
+from promises.observe import JOB_STATUS, JobStatus, RunOutcome, emit
 
 log = logging.getLogger("agent_tools.telemetry")
 SCOPE = "agent_tools"
-SETTLED = {"completed": "completed", "failed": "failed", "cancelled": "cancelled"}
 
 
 def job_trace_context(job_id: str) -> Any:
@@ -107,12 +107,20 @@ class OtelObserver(NullObserver):
     def job_started(self, job_id: str, kind: str) -> None:
         self.started.add(1, {"kind": kind})
 
+    def job_settled(self, job_id: str, kind: str, status: JobStatus) -> None:
+        self.settled.add(1, {"kind": kind, "status": status})
+
+    def settled_promise(self, promise: Promise) -> None:
+        """A store's settle listener (``SqlStore.on_settled``): jobs' settles only."""
+        kind = promise.tags.get(JOB_TAG)
+        status = JOB_STATUS.get(promise.state)
+        if kind is not None and status is not None:
+            emit(self.job_settled, promise.id, kind, status)
+
     def run_ended(
         self, job_id: str, kind: str, outcome: RunOutcome, error_type: str | None
     ) -> None:
         self.runs.add(1, {"kind": kind, "outcome": outcome})
-        if outcome in SETTLED:
-            self.settled.add(1, {"kind": kind, "status": SETTLED[outcome]})
         span = self._runs.pop(job_id, None)
         if span is None:
             return
@@ -207,3 +215,6 @@ def attach(runtime: Runtime, observer: OtelObserver) -> None:
     observer read the ready-queue depth from it."""
     runtime.observer = observer
     observer.watch_queue(runtime.tasks.ready_count)
+    # Settles counted where they are committed: a job cancelled while it waits, or whose
+    # deadline passes, ends without a run to report it.
+    runtime.store.on_settled(observer.settled_promise)

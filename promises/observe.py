@@ -15,6 +15,14 @@ from typing import Literal, Protocol
 log = logging.getLogger("promises.observe")
 
 RunOutcome = Literal["completed", "failed", "suspended", "cancelled", "interrupted", "lost"]
+JobStatus = Literal["completed", "failed", "cancelled", "timed_out"]
+#: A settled job promise's state, as a job status.
+JOB_STATUS: dict[str, JobStatus] = {
+    "resolved": "completed",
+    "rejected": "failed",
+    "rejected_canceled": "cancelled",
+    "rejected_timedout": "timed_out",
+}
 
 
 class Observer(Protocol):
@@ -40,6 +48,11 @@ class Observer(Protocol):
     def job_started(self, job_id: str, kind: str) -> None:
         """A new job was created (not a duplicate start)."""
 
+    def job_settled(self, job_id: str, kind: str, status: JobStatus) -> None:
+        """A job settled, by a commit of this process: it finished, failed, was cancelled
+        (running or waiting) or its deadline passed. Once per job across processes.
+        Called on the store's writer thread."""
+
 
 class NullObserver:
     def run_started(self, job_id: str, kind: str, attempt: int, woke_after_ms: int | None) -> None:
@@ -62,6 +75,9 @@ class NullObserver:
         pass
 
     def job_started(self, job_id: str, kind: str) -> None:
+        pass
+
+    def job_settled(self, job_id: str, kind: str, status: JobStatus) -> None:
         pass
 
 

@@ -118,6 +118,15 @@ class SqlStore:
             self._settled_among,
         )
         self.db.on_commit = self._committed
+        #: Told of every settle this process commits (see ``on_settled``).
+        self._settle_listeners: list[Callable[[Promise], None]] = []
+
+    def on_settled(self, listener: Callable[[Promise], None]) -> None:
+        """Call ``listener(promise)`` for each promise a commit of this process settles
+        (resolved, rejected, cancelled, or its timeout stored) — once per settle across
+        all processes, since each settle is committed once. Called on the writer's
+        thread: it must return quickly and not write through the store."""
+        self._settle_listeners.append(listener)
 
     def _committed(self, settled: dict[str, Promise | None], kinds: set[str] | None) -> None:
         """After each commit (on the writer's thread): wake this process's waiters and
@@ -125,6 +134,10 @@ class SqlStore:
         self.waiters.committed(settled, kinds)
         if self.bell is not None:
             self.bell.ring(settled, kinds)
+        for listener in self._settle_listeners:
+            for promise in settled.values():
+                if promise is not None and not promise.pending:
+                    listener(promise)
 
     # -- checks (on the caller's thread, before anything reaches the database) -------
 

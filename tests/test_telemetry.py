@@ -21,6 +21,7 @@ from opentelemetry.trace import StatusCode
 from agent_tools.logs import JsonFormatter
 from agent_tools.telemetry import OtelObserver, attach, job_trace_context
 from promises import Constant, Context, Runtime, Worker, durable, open_store
+from tests.waiting import eventually
 
 ROOT = Path(__file__).parent.parent
 
@@ -95,8 +96,8 @@ def test_a_job_that_fails_a_step_sleeps_and_resumes_is_one_trace_with_runs_steps
 
     assert first.metrics()["agent_tools.jobs.started"] == [({"kind": "weather.gather"}, 1)]
     assert "agent_tools.jobs.started" not in second.metrics()  # a resumed run is no new job
-    assert second.metrics()["agent_tools.jobs.settled"] == [
-        ({"kind": "weather.gather", "status": "completed"}, 1)]  # fmt: skip
+    # Settles are counted where they are committed (the store's hook), not by runs.
+    assert "agent_tools.jobs.settled" not in second.metrics()
     assert first.metrics()["agent_tools.steps.failed"] == [({"step": "fetch_month"}, 1)]
     assert second.metrics()["agent_tools.jobs.wake_latency"] == [
         ({"kind": "weather.gather"}, (1, 37))
@@ -117,8 +118,8 @@ def test_a_failed_job_marks_its_run_and_counts_as_failed() -> None:
         step.status.status_code == StatusCode.ERROR and step.parent.span_id == run.context.span_id
     )  # type: ignore[union-attr]
     assert run.status.status_code == StatusCode.ERROR and run.attributes["error.type"] == "Broken"
-    assert recorded.metrics()["agent_tools.jobs.settled"] == [
-        ({"kind": "tests.fails", "status": "failed"}, 1)]  # fmt: skip
+    assert recorded.metrics()["agent_tools.runs"] == [
+        ({"kind": "tests.fails", "outcome": "failed"}, 1)]  # fmt: skip
 
 
 def test_the_ready_queue_depth_is_a_gauge_read_when_metrics_are_collected() -> None:
@@ -185,6 +186,45 @@ def test_a_real_worker_reports_runs_steps_retries_and_waits_through_the_hook(
     ]
     assert metrics["agent_tools.steps.failed"] == [({"step": f"{__name__}:flaky_fetch"}, 1)]
     assert "agent_tools.jobs.ready" not in metrics  # the store is closed: no reading, no error
+
+
+def test_every_way_a_job_ends_is_counted_once_where_it_is_committed(tmp_path: Path) -> None:
+    # A job cancelled while it waits, and one stopped at its deadline, end without a run
+    # that completes: they are counted where their settle is committed.
+    import asyncio
+
+    from tests import durable_jobs as jobs
+
+    recorded = Recorded()
+
+    async def run() -> None:
+        with open_store(f"sqlite:///{tmp_path}/s.db", poll_interval=0.05) as store:
+            runtime = Runtime(store)
+            attach(runtime, recorded.observer)
+            worker = Worker(runtime, poll_interval=0.05)
+            task = asyncio.create_task(worker.run())
+            runtime.start(jobs.sleeper, 600, id="waits")
+            runtime.start(jobs.timeboxed_work, 1000, 0.05, id="late")
+            runtime.start(jobs.fails, "no", id="fails")
+            runtime.start(jobs.squares, 2, id="done")
+            await eventually(lambda: (t := runtime.tasks.get("waits")) and t.waiting_on,
+                             what="the sleeper waits")  # fmt: skip
+            runtime.cancel("waits")
+            for job_id in ("waits", "late", "fails", "done"):
+                await store.wait(job_id, timeout=30)
+            worker.stop()
+            await task
+
+    asyncio.run(run())
+    settled = {
+        (a["kind"], a["status"]): n for a, n in recorded.metrics()["agent_tools.jobs.settled"]
+    }
+    assert settled == {
+        ("tests.sleeper", "cancelled"): 1,
+        ("tests.timeboxed_work", "timed_out"): 1,
+        ("tests.fails", "failed"): 1,
+        ("tests.squares", "completed"): 1,
+    }
 
 
 def test_otel_without_the_extra_is_a_clear_error(tmp_path: Path) -> None:
