@@ -164,15 +164,28 @@ class JobService:
         return found
 
     @staticmethod
-    def _refused(exc: Exception, kind: str, job_id: str | None, current: str) -> JobError:
+    def _refused(
+        exc: Exception, kind: str, job_id: str | None, current: Mapping[str, Any]
+    ) -> JobError:
         """A start the runtime refused, in the agent's words (``current``: the status of
-        the job that holds ``job_id``, for a conflict)."""
+        what holds ``job_id``, for a conflict)."""
         if isinstance(exc, JobConflict):
+            held_by = current.get("type", "job")
+            if held_by != "job" or current.get("kind") != kind:
+                return _id_taken(str(job_id), current)
             return JobError(
-                f"job {job_id!r} already exists with other arguments (it is {current}); "
-                f"call again with the same arguments to get it, or choose a new job_id"
+                f"job {job_id!r} already exists with other arguments (it is "
+                f"{current.get('status')}); call again with the same arguments to get it, or "
+                "choose a new job_id"
             )
         return JobError(friendly(exc, what=f"the arguments of {kind}"))
+
+    def _not_a_schedule(self, job_id: str | None) -> None:
+        """Jobs, timers and schedules share one set of ids: a job may not take a
+        schedule's (the schedule would shadow it in every answer)."""
+        found = None if job_id is None else self.schedules.get(job_id)
+        if job_id is not None and found is not None:
+            raise _id_taken(job_id, {"type": "cron schedule", "status": found.state})
 
     def start_job(
         self,
@@ -182,13 +195,14 @@ class JobService:
         start_at: int | None = None,
     ) -> dict[str, Any]:
         found = self._start_checked(kind, args, job_id)
+        self._not_a_schedule(job_id)
         try:
             transition = self.runtime.start(
                 found.function, id=job_id, start_at=start_at, **dict(args or {})
             )
         except (JobConflict, UnknownJob, InvalidArgument) as exc:
             conflict = isinstance(exc, JobConflict)
-            current = self._probe_one(str(job_id))["status"] if conflict else ""
+            current = self._probe_one(str(job_id)) if conflict else {}
             raise self._refused(exc, kind, job_id, current) from exc
         status = self.status(transition.promise)
         status["created"] = transition.fresh
@@ -203,13 +217,15 @@ class JobService:
     ) -> dict[str, Any]:
         """``start_job`` for the event loop (no thread: the store's writer does the I/O)."""
         found = self._start_checked(kind, args, job_id)
+        if job_id is not None:
+            await asyncio.to_thread(self._not_a_schedule, job_id)
         try:
             transition = await self.runtime.astart(
                 found.function, id=job_id, start_at=start_at, **dict(args or {})
             )
         except (JobConflict, UnknownJob, InvalidArgument) as exc:
             conflict = isinstance(exc, JobConflict)
-            current = (await self.aprobe([str(job_id)]))[0]["status"] if conflict else ""
+            current = (await self.aprobe([str(job_id)]))[0] if conflict else {}
             raise self._refused(exc, kind, job_id, current) from exc
         status = (await self.aprobe([transition.promise.id]))[0]
         status["created"] = transition.fresh
@@ -436,6 +452,15 @@ class JobService:
 
     def now(self) -> int:
         return self.store.clock()
+
+
+def _id_taken(item_id: str, current: Mapping[str, Any]) -> JobError:
+    what = current.get("type", "job")
+    held = f"a {what}" + (f" of kind {current['kind']!r}" if what == "job" else "")
+    return JobError(
+        f"the id {item_id!r} is already used by {held} ({current.get('status')}); a job, "
+        "timer or schedule each has an id of its own: choose a new job_id"
+    )
 
 
 def _approval_of(status: dict[str, Any]) -> str | None:

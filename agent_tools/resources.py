@@ -21,6 +21,7 @@ from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
@@ -66,6 +67,10 @@ class JobResources:
         )
         async def job(job_id: str) -> str:
             status = (await asyncio.to_thread(service.probe, [job_id]))[0]
+            if status["status"] == "unknown":  # the SDK answers a resource not found
+                raise ResourceNotFoundError(
+                    f"no job, timer or schedule has the id {job_id!r:.80}; list_jobs finds them"
+                )
             return json.dumps(status, indent=1)
 
     # -- subscriptions -------------------------------------------------------------------

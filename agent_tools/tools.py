@@ -434,9 +434,10 @@ def register(
         description=_text(
             """
             Jobs newest first (or timers, or cron schedules: see type), optionally by status
-            and kind, to find work again after losing its ids; list_jobs(status="waiting")
-            shows what waits for a time or a person. Pass next_cursor back as cursor for
-            the next page.
+            and kind, to find work again after losing its ids. list_jobs(status="waiting")
+            shows the jobs that wait for a time or a person; timers and schedules are listed
+            with type="timer" and type="schedule". Pass next_cursor back as cursor for the
+            next page.
             """
         ),
         annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False),

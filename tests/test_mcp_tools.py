@@ -283,6 +283,57 @@ async def test_a_cron_schedule_answers_to_probe_await_and_cancel(
         assert "was cancelled" in again and "new id" in again
 
 
+async def test_a_schedule_tells_its_last_run_and_its_last_error(tmp_path: Path) -> None:
+    from promises import Schedules
+    from tests.conftest import raw
+
+    clock = FakeClock(START)
+    with open_store(f"sqlite:///{tmp_path}/s.db", clock=clock) as store:
+        server = build_server(store, KINDS)
+        service = server.service  # type: ignore[attr-defined]
+        async with Client(server) as client:
+            for name in ("good", "broken"):
+                await call(client, "schedule", {"cron": "* * * * *", "kind": "tests.squares",
+                                                "args": {"n": 2}, "id": name})  # fmt: skip
+            # broken's arguments stop fitting its kind (a new release, say)
+            raw(store, """UPDATE schedules SET args = '{"args":[],"kwargs":{"m":1}}' """
+                       "WHERE id = 'broken'")  # fmt: skip
+            clock.advance(61_000)
+            assert Schedules(service.runtime).fire_due() == 1
+            good, broken = (await call(client, "probe_status", {"job_ids": ["good", "broken"]}))[
+                "jobs"
+            ]
+        assert good["last_run"]["job_id"] == good["last_job_id"] and "last_error" not in good
+        assert good["last_run"]["at"] == "2027-01-15T08:01:00.000Z"
+        assert broken["status"] == "waiting" and "last_run" not in broken
+        assert (
+            broken["failures"] == 1
+            and "arguments do not fit tests.squares" in (broken["last_error"]["message"])
+        )
+
+
+async def test_an_id_names_one_job_timer_or_schedule(served: tuple[Any, SqlStore]) -> None:
+    server, _ = served
+    async with Client(server) as client:
+        await call(client, "schedule", {"delay_s": 600, "id": "tea"})
+        await call(client, "schedule", {"cron": "0 9 * * *", "kind": "tests.squares",
+                                        "args": {"n": 1}, "id": "daily"})  # fmt: skip
+        await call(client, "start_job", {"kind": "tests.squares", "args": {"n": 1},
+                                         "job_id": "sq"})  # fmt: skip
+        timer = await error(client, "start_job", {"kind": "tests.squares", "args": {"n": 1},
+                                                  "job_id": "tea"})  # fmt: skip
+        assert timer.startswith("the id 'tea' is already used by a timer (waiting)")
+        schedule = await error(client, "start_sleep", {"seconds": 1, "job_id": "daily"})
+        assert schedule.startswith("the id 'daily' is already used by a cron schedule (active)")
+        other_kind = await error(client, "start_sleep", {"seconds": 1, "job_id": "sq"})
+        assert "already used by a job of kind 'tests.squares'" in other_kind
+        same_kind = await error(client, "start_job", {"kind": "tests.squares", "args": {"n": 2},
+                                                      "job_id": "sq"})  # fmt: skip
+        assert same_kind.startswith("job 'sq' already exists with other arguments")
+        [daily] = (await call(client, "probe_status", {"job_ids": ["daily"]}))["jobs"]
+        assert daily["type"] == "schedule"  # still the schedule: no job took its id
+
+
 async def test_rescheduling_a_cancelled_timer_id_is_refused_not_answered_waiting(
     served: tuple[Any, SqlStore],
 ) -> None:
@@ -591,6 +642,10 @@ async def test_a_job_is_a_resource_and_a_2025_subscriber_hears_when_it_finishes(
             await heard.wait()
         read = await client.read_resource(f"job://{job_id}")
         assert json.loads(read.contents[0].text)["status"] == "completed"  # type: ignore[union-attr]
+        from mcp.shared.exceptions import MCPError
+
+        with pytest.raises(MCPError, match="no job, timer or schedule has the id 'nobody'"):
+            await client.read_resource("job://nobody")  # not found, not a made-up status
     assert updated == [f"job://{job_id}"]
 
 
