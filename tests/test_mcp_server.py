@@ -163,6 +163,29 @@ async def test_await_result_waits_within_its_bound_and_reports_the_jobs_own_prog
     assert "progress" not in body["done"][0]
 
 
+async def test_a_job_that_reported_progress_shows_none_once_finished(
+    connected: tuple[Client, SqlStore, Any],
+) -> None:
+    client, store, _ = connected
+    job_id = (
+        await call(
+            client, "start_job", {"kind": "tests.progress_then_sleep", "args": {"seconds": 600}}
+        )
+    )["job_id"]
+
+    async def reported() -> dict[str, Any] | None:
+        [job] = (await call(client, "probe_status", {"job_ids": [job_id]}))["jobs"]
+        return job if job["status"] == "waiting" and job.get("progress") else None
+
+    waiting = await eventually(reported, what="the job reported its progress and sleeps")
+    assert waiting["progress"]["message"] == "fetched 3 of 12 months"
+    await asyncio.to_thread(store.resolve, f"{job_id}.0")  # its sleep ends
+    done = (await call(client, "await_result", {"job_ids": [job_id], "timeout_s": 5}))["done"]
+    assert done[0]["status"] == "completed" and "progress" not in done[0]
+    [probed] = (await call(client, "probe_status", {"job_ids": [job_id]}))["jobs"]
+    assert "progress" not in probed
+
+
 async def test_a_failed_job_reports_its_error(connected: tuple[Client, SqlStore, Any]) -> None:
     client, _, _ = connected
     started = await call(
