@@ -327,6 +327,33 @@ def test_the_typescript_sdk_with_tasks_decides_an_approval_in_the_chat(target: T
     assert call.finish() == 0
 
 
+def test_the_typescript_sdk_with_plain_tools_decides_an_approval_in_await_results_form(
+    target: Target,
+) -> None:
+    # Cursor's path: no tasks, but elicitation. await_result asks the person in a form.
+    started = Script.client(
+        "sdk1_client.mjs",
+        target.scenario(tasks=False, action="call", tool="start_approval",
+                        args={"question": "Ship release 4.2?"}),
+    )  # fmt: skip
+    job_id = started.until("result")["result"]["structuredContent"]["job_id"]
+    assert started.finish() == 0
+    rejoin = Script.client(
+        "sdk1_client.mjs",
+        target.scenario(tasks=False, action="rejoin", jobId=job_id,
+                        decision={"approved": False, "comment": "not this week"}),
+    )  # fmt: skip
+    assert rejoin.until("elicited")["message"] == "Ship release 4.2?"
+    done = rejoin.until("result")["result"]["structuredContent"]["done"][0]
+    assert done["result"] == {
+        "decided": True,
+        "approved": False,
+        "comment": "not this week",
+        "by": "mcp:elicitation",
+    }
+    assert rejoin.finish() == 0
+
+
 # -- ext-tasks 0.2.2 on @modelcontextprotocol/client 2.4 -------------------------------------------
 
 
