@@ -253,3 +253,34 @@ def test_a_task_augmented_call_to_a_quick_tool_still_gets_a_task(proxy: Proxy) -
     created, settled = run(proxy.scenario({"do": "list"}, task, tasks=True), "task", "taskResult")
     assert created["task"]["status"] in ("working", "completed")
     assert settled["result"]["content"] == [{"type": "text", "text": "echo: quick"}]
+
+
+def test_an_upstream_that_crashes_mid_call_fails_that_call_and_the_next_one_works(
+    proxy: Proxy,
+) -> None:
+    crash = {"do": "call", "name": "crash", "args": {}}
+    # The next call may wait for the restarted upstream past the inline wait: redeemed.
+    echo = {"do": "call", "name": "echo", "args": {"text": "after"}, "redeem": True}
+    crashed, echoed = run(proxy.scenario(crash, echo), "answer", "answer")
+    assert crashed["result"]["isError"] is True, crashed
+    assert "went away during the call" in crashed["result"]["content"][0]["text"]
+    assert echoed["result"]["content"] == [{"type": "text", "text": "echo: after"}]
+    pids = {m["pid"] for m in proxy.marks() if m["event"] == "start"}
+    assert len(pids) == 2  # the crashed upstream was replaced
+
+
+def test_cancel_job_cancels_a_proxied_call_upstream(proxy: Proxy) -> None:
+    call = {"do": "call", "name": "slow", "args": {"seconds": 600, "label": "doomed"}}
+    answer, cancelled = run(proxy.scenario(call, {"do": "cancel"}), "answer", "cancelled")
+    assert answer["result"]["structuredContent"]["status"] in ("running", "waiting")
+    assert cancelled["result"]["structuredContent"]["status"] == "cancelled"
+    until(lambda: [m for m in proxy.marks() if m["event"] == "cancelled"],
+          what="the upstream hears the call was cancelled")  # fmt: skip
+
+
+def test_fifty_calls_at_once_through_the_proxy_all_come_back(proxy: Proxy) -> None:
+    many = {"do": "many", "name": "echo", "args": [{"text": f"n{i}"} for i in range(50)]}
+    (answers,) = run(proxy.scenario(many), "many")
+    texts = sorted(r["content"][0]["text"] for r in answers["results"])
+    assert texts == sorted(f"echo: n{i}" for i in range(50))
+    assert len({m["key"] for m in proxy.marks() if m["event"] == "start"}) == 50

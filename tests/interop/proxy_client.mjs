@@ -6,14 +6,18 @@
 // scenario: {transport: "stdio"|"http", command?: [...], url?, tasks?: bool, steps: [...]}
 // Each step runs in turn and prints one JSON line {"event": ..., ...}:
 //   {do: "list"}                       -> listed {tools, server, capabilities}
-//   {do: "call", name, args, outputSchema?}
+//   {do: "call", name, args, outputSchema?, redeem?}
 //                                      -> answer {name, result, schemaCheck} | {name, thrown}
+//                                         (redeem: an answer that is a job id in the
+//                                         background is awaited, and its result given)
 //   {do: "await", jobId?, timeoutS?}   -> awaited {job}: await_result until the job is
 //                                         done (jobId: else the last one an answer gave)
 //   {do: "find"}                       -> found {jobs: [{job_id, status, kind}]}: list_jobs,
 //                                         as a model finds a job id it never got
 //   {do: "task", name, args}           -> task {taskId, task}, then taskResult {result}
 //                                         (task-augmented tools/call, tasks/result)
+//   {do: "cancel", jobId?}             -> cancelled {result}: cancel_job (else the last id)
+//   {do: "many", name, args: [...]}    -> many {results}: one call per args, all at once
 // The connection's server pid (stdio) comes first as {"event": "server", pid}.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
@@ -52,8 +56,11 @@ async function step(s) {
     try {
       // callTool checks the answer against CallToolResultSchema and, where the tool
       // declared one, its outputSchema: a wrong answer throws.
-      const result = await client.callTool({ name: s.name, arguments: s.args });
+      let result = await client.callTool({ name: s.name, arguments: s.args });
       lastJobId = result.structuredContent?.job_id ?? lastJobId;
+      if (s.redeem && result.structuredContent?.job_id && ["running", "waiting"].includes(result.structuredContent.status)) {
+        result = (await awaitJob(result.structuredContent.job_id, 20)).result;
+      }
       // outputSchema: check structuredContent with the validator the SDK itself uses (a
       // proxy lists no output schemas, so the caller brings the upstream's).
       const schemaCheck = s.outputSchema ? new AjvJsonSchemaValidator().getValidator(s.outputSchema)(result.structuredContent) : null;
@@ -75,6 +82,12 @@ async function step(s) {
       else if (message.type === "result") say("taskResult", { result: message.result });
       else if (message.type === "error") say("error", { message: message.error.message });
     }
+  } else if (s.do === "cancel") {
+    const result = await client.callTool({ name: "cancel_job", arguments: { job_id: s.jobId ?? lastJobId } });
+    say("cancelled", { result });
+  } else if (s.do === "many") {
+    const results = await Promise.all(s.args.map((args) => client.callTool({ name: s.name, arguments: args })));
+    say("many", { results });
   } else {
     throw new Error(`unknown step ${JSON.stringify(s)}`);
   }
