@@ -455,6 +455,17 @@ async def test_upstream_progress_becomes_the_jobs_progress(tmp_path: Path) -> No
 
             seen = await eventually(progress, what="the job's progress shows the upstream's")
             assert seen["message"] == "step 1 of 2" and seen["fraction"] == 0.5
+            # await_result passes it on in its own progress notifications (every 5 s).
+            heard: list[str] = []
+
+            async def on_progress(done: float, total: float | None, message: str | None) -> None:
+                heard.append(message or "")
+
+            await client.call_tool(
+                "await_result", {"job_ids": [started["job_id"]], "timeout_s": 7},
+                progress_callback=on_progress,
+            )  # fmt: skip
+            assert any(f"{started['job_id']}: step 1 of 2" in m for m in heard), heard
             await call(client, "cancel_job", {"job_id": started["job_id"]})
 
 
