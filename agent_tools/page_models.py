@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from agent_tools import approvals, operate
-from agent_tools.jobs import JobService
+from agent_tools.jobs import JobError, JobService
 from agent_tools.present import (
     FINISHED,
     call_text,
@@ -24,8 +24,8 @@ from agent_tools.present import (
     relative,
     short_json,
 )
-from promises import STEP_TAG, Approval, Promise, PromiseNotFound
-from promises.approvals import approval_of
+from promises import STEP_TAG, Approval, InvalidArgument, Promise, PromiseNotFound
+from promises.approvals import approval_of, list_approvals
 from promises.context import ARGS_HEADER, STARTED_HEADER
 from promises.views import JobView
 
@@ -83,9 +83,35 @@ def no_worker(view: JobView | None, now: int) -> str:
     return f"a worker with kind {wait['kind']} ({since})"
 
 
+def wait_began(job: dict[str, Any], view: JobView | None, now: int) -> int:
+    """When a waiting job's wait began: the timer or approval it waits on was made, or
+    else its task last changed (when it was put to wait), or became ready for a worker
+    that has not come."""
+    created = ms_of(job.get("created_at")) or now
+    began = created
+    if view is not None and not view.promise.timer:
+        if view.waited is not None:
+            began = view.waited.created_at
+        elif view.task is not None:
+            began = view.task.updated_at
+            if view.task.ready_at <= now:
+                began = max(began, view.task.ready_at)
+    return max(began, created)
+
+
+def since(job: dict[str, Any], view: JobView | None, now: int) -> str:
+    """Say "took 22 s" for a finished job; for one still going, "running for 3 min" (since
+    it started) or "waiting for 2 h" (since its wait began)."""
+    created = ms_of(job.get("created_at")) or now
+    if job["status"] in FINISHED:
+        return "took " + duration((ms_of(job.get("finished_at")) or now) - created)
+    if job["status"] == "waiting":
+        return "waiting for " + duration(now - wait_began(job, view, now))
+    return "running for " + duration(now - created)
+
+
 def dashboard_row(job: dict[str, Any], now: int, view: JobView | None = None) -> dict[str, Any]:
     created = ms_of(job.get("created_at"))
-    finished = ms_of(job.get("finished_at"))
     waiting = job.get("waiting_for") or {}
     progress = job.get("progress") if job["status"] not in FINISHED else None
     workerless = no_worker(view, now)
@@ -98,31 +124,75 @@ def dashboard_row(job: dict[str, Any], now: int, view: JobView | None = None) ->
         "approval_link": waiting.get("link"),
         "waiting_for": workerless or (waiting_text(job, now) if job["status"] == "waiting" else ""),
         "started": when(created, now),
-        "took": duration((finished or now) - (created or now)),
+        "took": since(job, view, now),
         "progress": progress,
         "error": job.get("error") if job["status"] in FINISHED else None,
     }
 
 
-def fingerprint(jobs: list[dict[str, Any]]) -> str:
-    """Changes when anything shown for these jobs changes (status, wait, progress)."""
+def fingerprint(jobs: list[dict[str, Any]], asking: int) -> str:
+    """Changes when anything shown for these jobs changes (status, wait, progress), or
+    the number of approvals waiting for a person (the banner at the top)."""
     seen = [(j["job_id"], j["status"], short_json(j.get("waiting_for"), 400),
              short_json(j.get("progress"), 400)) for j in jobs]  # fmt: skip
-    return hashlib.sha256(json.dumps(seen).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps([seen, asking]).encode()).hexdigest()[:16]
+
+
+#: The approvals counted for the banner, at most (one page of the pending-tag index).
+ASKING_SHOWN = 1000
+
+
+def asking(service: JobService) -> dict[str, Any]:
+    """How many approvals wait for a person, over all jobs: one walk of the index of
+    pending promises' tags (approvals only), not a scan of the jobs."""
+    found, more = list_approvals(service.store, state="pending", limit=ASKING_SHOWN)
+    n = len(found)
+    if n == 1 and not more:
+        text = "1 approval needs a person"
+    else:
+        text = f"{n}{'+' if more else ''} approvals need a person"
+    return {"count": n, "text": text}
+
+
+def _needing_person(service: JobService, cursor: str | None) -> dict[str, Any]:
+    """The jobs whose approvals wait for a person, newest approval first, a page."""
+    try:
+        found, next_cursor = list_approvals(service.store, state="pending", limit=PAGE_SIZE,
+                                            cursor=cursor)  # fmt: skip
+    except InvalidArgument as exc:
+        raise JobError(
+            "this page's cursor is not one this server handed out for these jobs; "
+            "start again from the first page"
+        ) from exc
+    ids = list(dict.fromkeys(a.job_id for a in found if a.job_id))
+    statuses = service.statuses(ids) if ids else {}
+    return {"jobs": [statuses[i] for i in ids if i in statuses], "next_cursor": next_cursor}
+
+
+def _page(service: JobService, status: str | None, kind: str | None, cursor: str | None,
+          needs: str | None) -> dict[str, Any]:  # fmt: skip
+    if needs == "person":
+        return _needing_person(service, cursor)
+    return service.list_jobs(status, kind, PAGE_SIZE, cursor)
 
 
 def dashboard(service: JobService, status: str | None, kind: str | None, cursor: str | None,
-              back: list[str]) -> dict[str, Any]:  # fmt: skip
+              back: list[str], needs: str | None = None) -> dict[str, Any]:  # fmt: skip
     now = service.store.clock()
-    page = service.list_jobs(status, kind, PAGE_SIZE, cursor)
+    if needs == "person":
+        status = kind = None
+    page = _page(service, status, kind, cursor, needs)
     counts = operate.count_jobs(service)
     counts.pop("pending_ids")
-    if kind:
+    people = asking(service)
+    if needs == "person":
+        total = people["count"]
+    elif kind:
         per_status = counts["kinds"].get(kind, {})
         total = per_status.get(status, 0) if status else sum(per_status.values())
     else:
         total = counts["jobs"].get(status, 0) if status else sum(counts["jobs"].values())
-    filters = {k: v for k, v in (("status", status), ("kind", kind)) if v}
+    filters = {k: v for k, v in (("status", status), ("kind", kind), ("needs", needs)) if v}
     next_url = prev_url = None
     if page["next_cursor"]:
         trail = [*back, cursor or FIRST]
@@ -140,13 +210,14 @@ def dashboard(service: JobService, status: str | None, kind: str | None, cursor:
     return {
         "jobs": rows,
         "counts": counts["jobs"],
-        "needs_person": sum(1 for row in rows if row["needs_person"]),
+        "asking": people,
+        "needs": needs,
         "total": total,
         "first": first,
         "last": first + len(page["jobs"]) - 1,
         "next_url": next_url,
         "prev_url": prev_url,
-        "version": fingerprint(page["jobs"]),
+        "version": fingerprint(page["jobs"], people["count"]),
         "filters": filters,
         "count_links": {
             s: "/?" + urlencode({"status": s, **({"kind": kind} if kind else {})})
@@ -156,8 +227,11 @@ def dashboard(service: JobService, status: str | None, kind: str | None, cursor:
 
 
 def changes(service: JobService, status: str | None, kind: str | None,
-            cursor: str | None) -> str:  # fmt: skip
-    return fingerprint(service.list_jobs(status, kind, PAGE_SIZE, cursor)["jobs"])
+            cursor: str | None, needs: str | None = None) -> str:  # fmt: skip
+    if needs == "person":
+        status = kind = None
+    return fingerprint(_page(service, status, kind, cursor, needs)["jobs"],
+                       asking(service)["count"])  # fmt: skip
 
 
 # -- one job ------------------------------------------------------------------------------
@@ -192,6 +266,31 @@ def _began(child: Promise) -> int:
     return int(started) if started.isdigit() else child.created_at
 
 
+def _running_step(
+    children: list[Promise], job_id: str, view: JobView | None, start: int, now: int
+) -> dict[str, Any] | None:
+    """The step a running job is in now, as far as the store knows: its id is the next
+    one (or the one being retried), it began when the task last wrote (its claim, or the
+    record of the step before) or the step before ended; its name is known when it ends."""
+    task = view.task if view is not None else None
+    if task is None or task.state != "claimed" or task.waiting_on is not None:
+        return None
+    done = {c.id for c in children}
+    attempt = None
+    if task.step_id and task.step_id.startswith(job_id + ".") and task.step_id not in done:
+        step_id, attempt = task.step_id, task.step_attempt + 1
+    else:
+        direct = [c.id for c in children if c.id.count(".") == job_id.count(".") + 1]
+        numbers = [int(i.rsplit(".", 1)[1]) for i in direct if i.rsplit(".", 1)[1].isdigit()]
+        step_id = f"{job_id}.{max(numbers) + 1 if numbers else 0}"
+    ended = [c.settled_at or c.created_at for c in children if not c.pending]
+    began = max([start, task.updated_at, *ended])
+    label = f"{step_id.removeprefix(job_id)} in progress"
+    if task.progress is not None:
+        label += f": {task.progress.message}"
+    return {"id": step_id, "began": min(began, now), "label": label, "attempts": attempt}
+
+
 def job_page(service: JobService, job_id: str) -> dict[str, Any] | None:
     job = service.probe([job_id])[0]
     if job["status"] == "unknown":
@@ -201,30 +300,45 @@ def job_page(service: JobService, job_id: str) -> dict[str, Any] | None:
     except PromiseNotFound:
         return None
     now = service.store.clock()
+    view = service.runtime.views([job_id]).get(job_id)
     start, end = promise.created_at, promise.settled_at or now
     span = max(end - start, 1)
     timeline, decisions = [], []
     children = _children(service, job_id)
     asked = {c.id: approval_of(c, promise) for c in children if c.approval}
-    for child in children:
-        still_going = child.pending and promise.pending
-        began = max(_began(child), start)
-        child_end = min(child.settled_at or end, end)
-        lane, label = _lane(child, job_id, asked.get(child.id))
-        approval = asked.get(child.id)
-        if approval is not None and approval.state != "pending":
-            at = approval.decision.at if approval.decision else None
-            decisions.append({**approvals.as_dict(approval), "at": when(at, now)})
+
+    def lane(kind: str, id: str, label: str, began: int, ended: int, *, at: int | None = None,
+             still_going: bool, cut_short: bool = False, failed: bool = False,
+             attempts: Any = None) -> dict[str, Any]:  # fmt: skip
         left = round(min(100 * (began - start) / span, 99.6), 2)
-        width = min(max(100 * (child_end - began) / span, 0.4), 100 - left)
-        timeline.append({
-            "id": child.id, "label": label, "kind": lane, "left": left,
-            "width": round(width, 2),
-            "duration": duration(child_end - began)
-            + (" so far" if still_going else " (cut short)" if child.pending else ""),
-            "attempts": child.value.headers.get("attempts"),
-            "pending": still_going, "failed": child.state.startswith("rejected"),
-        })  # fmt: skip
+        width = min(max(100 * (ended - began) / span, 0.4), 100 - left)
+        return {
+            "id": id, "label": label, "at": when(at, now) if at is not None else None,
+            "kind": kind, "left": left, "width": round(width, 2),
+            "duration": duration(ended - began)
+            + (" so far" if still_going else " (cut short)" if cut_short else ""),
+            "attempts": None if attempts is None else str(attempts),
+            "pending": still_going, "failed": failed,
+        }  # fmt: skip
+
+    for child in children:
+        began = max(_began(child), start)
+        approval = asked.get(child.id)
+        kind, label, at = _lane(child, job_id, approval)
+        if approval is not None and approval.state != "pending":
+            decided_at = approval.decision.at if approval.decision else None
+            decisions.append({**approvals.as_dict(approval), "at": when(decided_at, now)})
+        timeline.append(lane(
+            kind, child.id, label, began, min(child.settled_at or end, end), at=at,
+            still_going=child.pending and promise.pending,
+            cut_short=child.pending and not promise.pending,
+            failed=child.state.startswith("rejected"),
+            attempts=child.value.headers.get("attempts"),
+        ))  # fmt: skip
+    running = _running_step(children, job_id, view, start, now) if promise.pending else None
+    if running is not None:
+        timeline.append(lane("step", running["id"], running["label"], running["began"], end,
+                             still_going=True, attempts=running["attempts"]))  # fmt: skip
     arguments = job_arguments(promise)
     result_text = pretty(job.get("result")) if job["status"] == "completed" else None
     rerun_of = promise.tags.get(operate.RERUN_TAG)
@@ -232,7 +346,6 @@ def job_page(service: JobService, job_id: str) -> dict[str, Any] | None:
         p.id for p in service.store.search(tags={operate.RERUN_TAG: job_id}, limit=20).promises
     ]
     waiting = job.get("waiting_for") or {}
-    view = service.runtime.views([job_id]).get(job_id)
     return {
         "title": job_id,
         "job": job,
@@ -244,7 +357,11 @@ def job_page(service: JobService, job_id: str) -> dict[str, Any] | None:
         "result_long": result_text is not None and is_long(result_text),
         "started": when(start, now),
         "finished": when(promise.settled_at, now) if promise.settled_at else None,
+        "waiting_since": when(wait_began(job, view, now), now)
+        if job["status"] == "waiting"
+        else None,
         "took": duration(end - start),
+        "total": duration(end - start) + ("" if promise.settled_at else " so far"),
         "progress": job.get("progress") if job["status"] not in FINISHED else None,
         "waiting_text": no_worker(view, now)
         or (waiting_text(job, now) if job["status"] == "waiting" else ""),
@@ -259,15 +376,17 @@ def job_page(service: JobService, job_id: str) -> dict[str, Any] | None:
     }
 
 
-def _lane(child: Promise, job_id: str, approval: Approval | None) -> tuple[str, str]:
+def _lane(child: Promise, job_id: str, approval: Approval | None) -> tuple[str, str, int | None]:
+    """A child's lane: its kind, its label, and a time the label ends with (shown in the
+    reader's zone by the page)."""
     suffix = child.id.removeprefix(job_id)
     if child.timer:
-        return "sleep", f"{suffix} sleep until {local_time(child.timeout_at)}"
+        return "sleep", f"{suffix} sleep until", child.timeout_at
     if approval is not None:
-        return "approval", f"{suffix} a person: {approval.question}"
+        return "approval", f"{suffix} a person: {approval.question}", None
     if child.param.headers.get(STEP_TAG) == "promise":
-        return "promise", f"{suffix} waiting for a promise"
-    return _step_label(child, job_id)
+        return "promise", f"{suffix} waiting for a promise", None
+    return (*_step_label(child, job_id), None)
 
 
 # -- an approval --------------------------------------------------------------------------

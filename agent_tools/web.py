@@ -124,34 +124,40 @@ class WebPages:
 
     # -- dashboard ------------------------------------------------------------------------
 
-    def _filters(self, request: Request) -> tuple[str | None, str | None, str | None, list[str]]:
+    def _filters(
+        self, request: Request
+    ) -> tuple[str | None, str | None, str | None, list[str], str | None]:
+        """status, kind, cursor, the trail of cursors back, and ``needs=person`` (the
+        jobs whose approvals wait for a person)."""
         params = request.query_params
         back = [c for c in (params.get("back") or "").split(",")] if params.get("back") else []
+        needs = "person" if params.get("needs") == "person" else None
         return (params.get("status") or None, params.get("kind") or None,
-                params.get("cursor") or None, back)  # fmt: skip
+                params.get("cursor") or None, back, needs)  # fmt: skip
 
     async def dashboard(self, request: Request) -> Response:
         if (refused := self._guard(request)) is not None:
             return refused
-        status, kind, cursor, back = self._filters(request)
+        status, kind, cursor, back, needs = self._filters(request)
         try:
             data = await asyncio.to_thread(
-                page_models.dashboard, self.service, status, kind, cursor, back
+                page_models.dashboard, self.service, status, kind, cursor, back, needs
             )
         except JobError as exc:
             return _message("Cannot list these jobs", str(exc), 400)
         return _render(
-            "dashboard.html", title="Jobs", statuses=STATUSES, status=status,
-            kinds=list(self.service.kinds), kind=kind, cursor=cursor or "", **data,
+            "dashboard.html", title="Jobs", statuses=STATUSES, status=None if needs else status,
+            kinds=list(self.service.kinds), kind=None if needs else kind, cursor=cursor or "",
+            **data,
         )  # fmt: skip
 
     async def changes(self, request: Request) -> Response:
         if not self._authorized(request):
             return JSONResponse({"error": "this server needs its token"}, 401)
-        status, kind, cursor, _ = self._filters(request)
+        status, kind, cursor, _, needs = self._filters(request)
         try:
             version = await asyncio.to_thread(
-                page_models.changes, self.service, status, kind, cursor
+                page_models.changes, self.service, status, kind, cursor, needs
             )
         except JobError as exc:
             return JSONResponse({"error": str(exc)}, 400)
@@ -222,13 +228,21 @@ class WebPages:
         )
 
     def _closed_page(self, approval: Approval) -> HTMLResponse:
-        text = approvals.closed_message(approval, self.store.clock())
+        """Why nobody can decide any more, with times in the reader's zone (as on the
+        approval page), not the server's."""
+        now = self.store.clock()
+        decision = approval.decision
         heading, status = {
             "approved": ("Already decided", 409),
             "rejected": ("Already decided", 409),
             "expired": ("This approval has expired", 410),
         }.get(approval.state, ("Nobody waits for this decision", 410))
-        return _message(heading, text, status, approval.job_id, question=approval.question)
+        return _render(
+            "closed.html", status, title=heading, heading=heading, approval=approval,
+            decided_at=page_models.when(decision.at, now) if decision else None,
+            deadline=page_models.when(approval.deadline, now),
+            job_path=page_models.job_path(approval.job_id) if approval.job_id else None,
+        )  # fmt: skip
 
     async def _decide(self, request: Request, approval: Approval) -> Response:
         if not self._form_token_ok(request, f"approve:{approval.id}"):

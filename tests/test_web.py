@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agent_tools import builtin_jobs
+from agent_tools import approvals, builtin_jobs
 from agent_tools.links import Signer
 from promises import Context, Runtime, SqlStore, durable, open_store
 from tests import durable_jobs as jobs
@@ -127,18 +127,87 @@ def width_of(page: Any) -> int:
 
 
 def assert_fits(page: Any) -> None:
-    """Nothing runs off the side: no horizontal scrolling, every element within the page."""
+    """Nothing runs off the side: no horizontal scrolling, every element within the page,
+    and within its card (or the header, or the counts bar) — a badge that spills past
+    its card's edge but not the screen's is caught too."""
     overflow = page.evaluate(
         """() => {
             const width = document.documentElement.clientWidth;
-            const wide = [...document.querySelectorAll("body *")].filter(e => {
+            const name = e => e.tagName + "." + (e.className || "") + " " + JSON.stringify(
+                (e.innerText || "").slice(0, 30));
+            const wide = [], spilled = [];
+            for (const e of document.querySelectorAll("body *")) {
                 const r = e.getBoundingClientRect();
-                return r.width > 0 && (r.right > width + 1 || r.left < -1) && !e.closest("pre, details:not([open])");
-            }).map(e => e.tagName + "." + e.className + " " + Math.round(e.getBoundingClientRect().right));
-            return {scroll: document.documentElement.scrollWidth, width, wide: wide.slice(0, 5)};
+                if (r.width === 0 || e.closest("pre, details:not([open])")) continue;
+                if (r.right > width + 1 || r.left < -1) wide.push(name(e) + " " + Math.round(r.right));
+                const box = e.parentElement.closest(".card, header, nav");
+                if (box === null) continue;
+                const b = box.getBoundingClientRect();
+                if (r.right > b.right + 0.5 || r.left < b.left - 0.5)
+                    spilled.push(`${name(e)} x ${Math.round(r.left)}–${Math.round(r.right)} in ` +
+                                 `${box.tagName}.${box.className} ${Math.round(b.left)}–${Math.round(b.right)}`);
+            }
+            return {scroll: document.documentElement.scrollWidth, width,
+                    wide: wide.slice(0, 5), spilled: spilled.slice(0, 5)};
         }"""
     )
-    assert overflow["scroll"] <= overflow["width"] and overflow["wide"] == [], overflow
+    assert overflow["scroll"] <= overflow["width"], overflow
+    assert overflow["wide"] == [] and overflow["spilled"] == [], overflow
+
+
+def assert_whole(page: Any, selector: str) -> None:
+    """Each element matching ``selector`` shows all its text: not cut with an ellipsis
+    or clipped, wrapped onto more lines if need be."""
+    clipped = page.evaluate(
+        """selector => [...document.querySelectorAll(selector)]
+            .filter(e => e.scrollWidth > e.clientWidth + 1 || e.scrollHeight > e.clientHeight + 1)
+            .map(e => e.innerText)""",
+        selector,
+    )
+    assert clipped == [], f"cut short: {clipped}"
+
+
+def assert_kept_together(page: Any, selector: str, phrase: str | None = None) -> None:
+    """Each element matching ``selector`` sits on one line, not split over two (a
+    legend's colour square and its word); with ``phrase`` (a regular expression), each
+    match of it in their text does ("1 attempt", "2 ms")."""
+    split = page.evaluate(
+        """([selector, phrase]) => {
+            const split = [];
+            for (const e of document.querySelectorAll(selector)) {
+                if (phrase === null) {
+                    const lines = e.getBoundingClientRect().height / parseFloat(getComputedStyle(e).lineHeight);
+                    if (e.getClientRects().length > 1 || lines > 1.6) split.push(e.innerText);
+                    continue;
+                }
+                const walk = document.createTreeWalker(e, NodeFilter.SHOW_TEXT);
+                for (let node = walk.nextNode(); node; node = walk.nextNode()) {
+                    for (const m of node.data.matchAll(new RegExp(phrase, "g"))) {
+                        const range = document.createRange();
+                        range.setStart(node, m.index);
+                        range.setEnd(node, m.index + m[0].length);
+                        const tops = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+                        if (tops.size > 1) split.push(m[0]);
+                    }
+                }
+            }
+            return split;
+        }""",
+        [selector, phrase],
+    )
+    assert split == [], f"split over lines: {split}"
+
+
+def at_narrow_widths(page: Any, check: Any) -> None:
+    """Run ``check`` at phone widths from 320 px to 430 px, then return to 390 px: a
+    wrap that happens at one width only is found wherever it happens."""
+    if width_of(page) >= 600:
+        check()
+        return
+    for width in range(320, 431, 10):
+        page.set_viewport_size({"width": width, "height": 900})
+        check()
+    page.set_viewport_size({"width": PHONE, "height": 900})
 
 
 def waiting_approval(store: SqlStore, job_id: str) -> str:
@@ -216,6 +285,9 @@ def test_a_rejection_then_a_second_decision_is_answered_in_a_persons_words(
     said = second.inner_text("#message")
     assert "This was already rejected" in said and "we still need it" in said
     assert "The first decision stands" in said and "idempotency" not in said
+    # when, in the reader's own time zone as on the approval page, not the server's UTC
+    assert "UTC" not in said
+    assert second.locator("#message time").inner_text().endswith(("EST", "EDT"))
     shoot(second, "test_a_second_decision-desktop")
     first.context.close()
     second.context.close()
@@ -232,6 +304,8 @@ def test_an_expired_and_a_tampered_link_get_clear_pages(
     page.goto(link)
     assert page.inner_text("#message h2") == "This approval has expired"
     assert "without a decision; the job went on without it" in page.inner_text("#message")
+    assert "UTC" not in page.inner_text("#message")
+    assert page.locator("#message time").inner_text().endswith(("EST", "EDT"))
     tampered = link[:-1] + ("0" if link[-1] != "0" else "1")
     page.goto(tampered)
     assert page.inner_text("#message h2") == "This approval link is not valid"
@@ -315,9 +389,11 @@ def test_the_dashboard_shows_what_each_job_waits_for_and_who_needs_a_person(
     runtime.start(people_jobs.report, "Lisbon", ["2025-01", "2025-02"], id="report")
     runtime.start(people_jobs.fails, "quota exceeded", id="broken")
     runtime.start(unserved, id="orphan")  # a kind the server's worker does not have
+    runtime.start(people_jobs.busy, 600, id="busy")  # one 600 s step
     waiting_approval(store, "needs-ana")
     waiting_approval(store, "long-nap")
     until(lambda: not store.get("report").pending and not store.get("broken").pending)
+    until(lambda: (t := Runtime(store).tasks.get("busy")) is not None and t.state == "claimed")
     page.goto(server.base + "/")
     row = {r.locator("td.job").inner_text(): r for r in page.locator("tr.job").all()}
     assert "needs a person" in row["needs-ana"].inner_text()
@@ -329,7 +405,45 @@ def test_the_dashboard_shows_what_each_job_waits_for_and_who_needs_a_person(
     assert "Broken: the upstream said no: quota exceeded" in row["broken"].inner_text()
     assert row["report"].locator("td.started").inner_text().endswith(("ago", "just now"))
     assert "a worker with kind web.unserved (none has run)" in row["orphan"].inner_text()
+    # only a finished job "took" its time; the others are still going
+    took = {job: r.locator("td.took").inner_text() for job, r in row.items()}
+    assert took["report"].startswith("took ") and took["broken"].startswith("took ")
+    assert took["busy"].startswith("running for ")
+    for waiting in ("needs-ana", "long-nap", "orphan"):
+        assert took[waiting].startswith("waiting for "), took
+    assert_fits(page)  # the "needs a person" badge stays inside its card on a phone
+
+
+def test_approvals_past_the_first_page_are_counted_at_the_top_and_listed_by_a_filter(
+    server: Server, store: SqlStore, page: Any
+) -> None:
+    runtime = Runtime(store)
+    runtime.start(people_jobs.refund, "E-1", 40.0, id="refund-1")
+    runtime.start(people_jobs.refund, "E-2", 60.0, id="refund-2")
+    waiting_approval(store, "refund-1")
+    waiting_approval(store, "refund-2")
+    later = store.clock() + 3_600_000
+    naps = [
+        runtime.prepare(builtin_jobs.sleep, [60], {}, id=f"newer-{i:02d}", start_at=later)
+        for i in range(60)
+    ]
+    store.db.write(lambda tx: [runtime.start_tx(tx, nap) for nap in naps])
+    page.goto(server.base + "/")
+    assert page.locator("tr.job .needs-person").count() == 0  # both are on page 2
+    banner = page.locator("#needs-person")
+    assert banner.inner_text().startswith("2 approvals need a person")
     assert_fits(page)
+    banner.locator("a").click()
+    page.wait_for_url("**needs=person**")
+    shown = set(page.locator("td.job").all_inner_texts())
+    assert shown == {"refund-1", "refund-2"} and page.inner_text("#range") == "1–2 of 2"
+    assert page.locator("tr.job .needs-person").count() == 2
+    assert_fits(page)
+    shoot(page, f"the_needs_a_person_filter-{width_of(page)}")
+    approvals.decide(store, waiting_approval(store, "refund-1"), approved=True)
+    until(lambda: not store.get("refund-1").pending)
+    page.goto(server.base + "/")
+    assert banner.inner_text().startswith("1 approval needs a person")
 
 
 def test_the_dashboard_reloads_only_when_what_it_shows_changed(
@@ -368,6 +482,16 @@ def test_a_job_page_puts_the_timeline_first_folds_long_results_and_shows_the_cal
     lanes = page.locator("#timeline .lane")
     assert lanes.count() == 3 and ".0 fetch_month" in lanes.nth(0).inner_text()
     assert "1 attempt" in lanes.nth(0).inner_text()
+    # the month that tells the steps apart is shown, even on a phone
+    assert '.2 fetch_month("Lisbon", "2025-03")' in lanes.nth(2).inner_text()
+
+    def tidy() -> None:
+        assert_whole(page, "#timeline .name")
+        assert_kept_together(page, ".legend span")
+        assert_kept_together(page, "#timeline .lane", r"\d+(\.\d+)? (ms|s|min|attempts?)")
+        assert_fits(page)
+
+    at_narrow_widths(page, tidy)
     timeline_y = page.locator("#timeline").bounding_box()["y"]
     assert timeline_y < page.locator("#result-fold").bounding_box()["y"]
     assert timeline_y < 900  # on the first screen
@@ -389,17 +513,37 @@ def test_a_waiting_job_page_links_to_its_approval_and_cancels(
         "#needs-person"
     )
     assert page.get_attribute("#needs-person a", "href") == server.link(approval_id)
+    assert "Waiting since" in page.inner_text("#facts")  # not "Running for"
     assert_fits(page)
     runtime.start(jobs.sleeper, 600, id="long-nap")
     until(lambda: store.search("long-nap.1").promises != [])
     page.goto(server.base + "/jobs/long-nap")
     assert page.locator("#timeline .seg.sleep.pending").count() == 1  # drawn as still going
     assert "sleep until" in page.inner_text("#timeline")
+    assert "UTC" not in page.inner_text("#timeline")
+    assert page.locator("#timeline time").inner_text().endswith(("EST", "EDT"))
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("button.cancel")
     assert page.inner_text("#status") == "cancelled"
     assert page.locator("#timeline .seg.pending").count() == 0  # over: nothing still going
     assert "(cut short)" in page.inner_text("#timeline")
+
+
+def test_a_running_job_page_shows_the_step_in_progress(
+    server: Server, store: SqlStore, page: Any
+) -> None:
+    Runtime(store).start(people_jobs.busy, 600, id="busy")  # one 600 s step
+    until(lambda: (t := Runtime(store).tasks.get("busy")) is not None and t.state == "claimed")
+    page.goto(server.base + "/jobs/busy")
+    assert page.inner_text("#status") == "running"
+    timeline = page.inner_text("#timeline")
+    assert "No steps yet" not in timeline
+    lanes = page.locator("#timeline .lane")
+    assert lanes.count() == 1 and lanes.nth(0).inner_text().startswith(".0 ")
+    assert "in progress" in timeline and "so far" in timeline
+    assert page.locator("#timeline .seg.step.pending").count() == 1  # drawn as still going
+    assert "Running for" in page.inner_text("#facts")
+    assert_fits(page)
 
 
 def test_an_id_with_slashes_and_dots_opens_its_own_job_not_another(
