@@ -166,15 +166,13 @@ async def test_a_person_decides_in_band_through_mcp_task_input(
 
 @pytest.mark.slow
 def test_the_offline_refund_demo_is_approved_from_the_page_in_a_browser() -> None:
-    from tests.test_mcp_transports import free_port
-
     chromium = Path("/usr/bin/chromium")
     if not chromium.exists():
         pytest.skip(f"no Chromium at {chromium} (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     demo = subprocess.Popen(
-        [sys.executable, "examples/approvals/demo.py", "--port", str(free_port())],
+        [sys.executable, "examples/approvals/demo.py"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     try:
@@ -206,13 +204,12 @@ def test_the_offline_refund_demo_is_approved_from_the_page_in_a_browser() -> Non
 
 
 def test_the_refund_demo_can_approve_by_itself_for_a_quick_look() -> None:
-    from tests.test_mcp_transports import free_port
-
     demo = subprocess.run(
-        [sys.executable, "examples/approvals/demo.py", "--approve-as", "Ana", "--port", str(free_port())],
+        [sys.executable, "examples/approvals/demo.py", "--approve-as", "Ana"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert demo.returncode == 0, demo.stderr
     lines = demo.stdout.splitlines()
     assert lines[2] == "approved on the page as Ana"
-    assert lines[3].startswith("refunded: ") and lines[3].endswith("(decided by a person)")
+    assert lines[3].startswith("refunded: 250.00 EUR for order B-2, approved by a person")
+    assert "[server] " in demo.stderr and "serving MCP over HTTP" in demo.stderr

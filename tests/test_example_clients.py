@@ -93,15 +93,55 @@ async def test_an_openai_agent_starts_a_job_and_rejoins_it_through_mcp(
     assert {"start_job", "await_result", "probe_status"} <= sent_tools
 
 
-def test_the_agent_loop_runs_offline_in_one_command(tmp_path: Path) -> None:
+def test_the_agent_loop_runs_offline_in_one_command_and_leaves_the_users_database_alone(
+    tmp_path: Path,
+) -> None:
     import subprocess
 
-    env = {**os.environ, "AGENT_TOOLS_DB": str(tmp_path / "loop.db")}
+    home = tmp_path / "data"  # the user's data directory, where the default database lives
+    env = {**os.environ, "XDG_DATA_HOME": str(home)}
+    env.pop("AGENT_TOOLS_DB", None)
     env.pop("OPENAI_API_KEY", None)
     ran = subprocess.run([sys.executable, "examples/clients/agent_loop.py", "--offline"], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert ran.returncode == 0, ran.stderr
-    assert ran.stdout.strip().endswith("is completed: {'slept_s': 0.2}")
+    assert not (home / "agent-tools" / "agent-tools.db").exists()
+    lines = ran.stdout.splitlines()
+    assert lines[0].startswith("offline: a scripted stand-in for the model at http://127.0.0.1:")
+    assert lines[0].endswith("agent-loop.db (temporary)")
+    temporary = Path(lines[0].split("database ")[1].removesuffix(" (temporary)"))
+    assert not temporary.exists()  # gone with its directory
+    assert (
+        lines[1] == 'asked the agent: "Sleep a moment in the background, then tell me it is done."'
+    )
+    started = lines[2]
+    assert started.startswith(
+        'the agent called start_job {"kind": "sleep", "args": {"seconds": 0.2}}'
+    )
+    job_id = started.split(" -> job ")[1].split()[0]
+    assert lines[3].startswith("the agent called await_result {")
+    assert lines[3].endswith(f'-> job {job_id} completed: {{"slept_s": 0.2}}')
+    assert lines[4] == f"agent: {job_id} is completed: {{'slept_s': 0.2}}" and len(lines) == 5
+
     without_key = subprocess.run([sys.executable, "examples/clients/agent_loop.py"], cwd=ROOT,
                                  env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert without_key.returncode == 1 and "agent_loop.py --offline" in without_key.stderr
+
+
+def test_the_offline_agent_loop_keeps_its_jobs_in_the_database_it_is_given(tmp_path: Path) -> None:
+    import subprocess
+
+    from promises import open_store
+
+    db = tmp_path / "kept.db"
+    env = {k: v for k, v in os.environ.items() if k not in ("AGENT_TOOLS_DB", "OPENAI_API_KEY")}
+    ran = subprocess.run(
+        [sys.executable, "examples/clients/agent_loop.py", "--offline", "--db", str(db)],
+        cwd=ROOT, env={**env, "XDG_DATA_HOME": str(tmp_path / "data")},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines()[0].endswith(f"database {db}")
+    job_id = ran.stdout.splitlines()[2].split(" -> job ")[1].split()[0]
+    with open_store(f"sqlite:///{db}") as store:
+        assert store.get(job_id).state == "resolved"

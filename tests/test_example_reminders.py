@@ -143,6 +143,65 @@ def test_the_offline_reminder_demo_is_one_command_and_survives_a_restart() -> No
     ] and len([line for line in lines if line.startswith("delivered")]) == 1
     assert lines[-2] == "assistant: Done: I reminded you: Stretch."
     assert lines[-1] == "4 model turns; the model was called 4 times, none repeated"
+    assert "[worker 1] " in demo.stderr and "[worker 2] " in demo.stderr  # their logs, marked
+
+
+class Refusing:
+    """An OpenAI-compatible endpoint that refuses every key (401)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                body = b'{"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}}'
+                self.send_response(401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "cause"),
+    [("unreachable", "cannot reach the model at {url}"),
+     ("refusing", "the model endpoint refused the request")],
+)  # fmt: skip
+def test_the_demo_with_a_model_it_cannot_use_says_why_and_what_to_set_and_stops(
+    endpoint: str, cause: str
+) -> None:
+    from tests.test_mcp_transports import free_port
+
+    refusing = Refusing() if endpoint == "refusing" else None
+    url = refusing.url if refusing else f"http://127.0.0.1:{free_port()}/v1"  # nothing listens
+    env = {**os.environ, "OPENAI_BASE_URL": url, "OPENAI_API_KEY": "sk-wrong"}
+    try:
+        # Well before the 120 s the demo used to wait in silence for the assistant to sleep.
+        demo = subprocess.run([sys.executable, "examples/reminders/demo.py", "--model"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=100)  # fmt: skip
+    finally:
+        if refusing is not None:
+            refusing.close()
+    assert demo.returncode == 1, demo.stderr
+    said = demo.stderr.splitlines()
+    why = next(line for line in said if line.startswith("the assistant could not use the model: "))
+    assert cause.format(url=url) in why
+    assert "set OPENAI_API_KEY" in why and "python examples/reminders/demo.py" in why  # the hint
+    assert said[-1].startswith("stopped the demo")
+    assert any(line.startswith("[worker 1] ") and "WARNING" in line for line in said)  # its log
 
 
 def test_an_unreachable_model_is_an_error_with_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -134,17 +134,8 @@ def test_the_story_script_kills_the_server_mid_way_and_rejoins_the_result(tmp_pa
     import sys
     import time
 
-    from tests.test_mcp_transports import free_port
-
     fake = FakeOpenMeteo(slow={"59.": 3.0}, delay=0.1)  # Oslo is slow: the kill interrupts it
-    command = [
-        sys.executable,
-        "examples/weather/story.py",
-        "--db",
-        str(tmp_path / "story.db"),
-        "--port",
-        str(free_port()),
-    ]
+    command = [sys.executable, "examples/weather/story.py", "--db", str(tmp_path / "story.db")]
     story = subprocess.Popen(
         command,
         cwd=Path(__file__).parent.parent,
@@ -166,7 +157,7 @@ def test_the_story_script_kills_the_server_mid_way_and_rejoins_the_result(tmp_pa
         if story.stdout is not None:
             story.stdout.close()
     assert lines[1] == "server killed mid-way (SIGKILL)" and lines[2].startswith("server restarted")
-    assert lines[-1].startswith("completed: ") and '"Lisbon": {"mean_max_c": 20.0' in lines[-1]
+    assert lines[-1].startswith("completed: Lisbon 20.0 °C mean high, 118.0 mm rain; ")
     # Leave out the story's reachability check (latitude 0).
     fake.requests = [r for r in fake.requests if r[0] != "0"]
     fake.answered = {k: at for k, at in fake.answered.items() if k[0] != "0"}
@@ -179,24 +170,96 @@ def test_the_story_script_kills_the_server_mid_way_and_rejoins_the_result(tmp_pa
     assert all(count <= 2 for count in counts.values())  # an interrupted one at most once more
 
 
+class Foreign:
+    """Another program's HTTP server on a port: it answers every request (200, JSON)
+    and keeps what it was asked. ``port=None``: a free one."""
+
+    def __init__(self, port: int | None = None) -> None:
+        import http.server
+        import threading
+
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def answer(self) -> None:
+                outer.requests.append(f"{self.command} {self.path}")
+                body = b'{"jsonrpc": "2.0", "id": 1, "result": {}}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_DELETE = answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port or 0), Handler)
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def hold_the_old_default_port() -> Foreign | None:
+    """A foreign server on 8766, the story's old fixed port (None if something else
+    holds it already: a foreign server too, as far as the story is concerned)."""
+    try:
+        return Foreign(8766)
+    except OSError:
+        return None
+
+
 @pytest.mark.slow
 def test_the_offline_weather_story_is_one_command_and_tells_its_story(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.test_mcp_transports import free_port
-
-    story = subprocess.run(
-        [sys.executable, "examples/weather/story.py", "--offline", "--port", str(free_port()),
-         "--db", str(tmp_path / "offline.db")],
-        cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+    foreign = hold_the_old_default_port()
+    try:
+        story = subprocess.run(
+            [sys.executable, "examples/weather/story.py", "--offline",
+             "--db", str(tmp_path / "offline.db")],
+            cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+    finally:
+        if foreign is not None:
+            foreign.close()
     assert story.returncode == 0, story.stderr
     lines = story.stdout.splitlines()
     assert lines[0].startswith("offline: a local Open-Meteo stand-in at http://127.0.0.1:")
+    assert lines[1].startswith("started weather.gather-") and "on http://127.0.0.1:" in lines[1]
+    assert ":8766/" not in lines[1]  # a free port, not a fixed one someone else may hold
     assert lines[2] == "server killed mid-way (SIGKILL)"
-    assert lines[-1].startswith("completed: ") and '"Oslo": {"mean_max_c": 5.0' in lines[-1]
-    assert "agent-tools serving MCP over HTTP" in story.stderr  # the server's log is shown
+    assert "; Oslo 5.0 °C mean high, 236.0 mm rain (4 months each)" in lines[-1]
+    assert "[server 1] " in story.stderr and "[server 2] " in story.stderr  # the log is shown
+    assert "agent-tools serving MCP over HTTP" in story.stderr
+    assert foreign is None or foreign.requests == []  # never talked to the other server
+
+
+def test_the_story_refuses_a_port_another_server_holds_and_never_talks_to_it(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    foreign = Foreign()
+    try:
+        story = subprocess.run(
+            [sys.executable, "examples/weather/story.py", "--offline", "--port",
+             str(foreign.port), "--db", str(tmp_path / "busy.db")],
+            cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        foreign.close()
+    assert story.returncode == 1
+    assert f"the server did not start on port {foreign.port}" in story.stderr
+    assert f"port {foreign.port} on 127.0.0.1 is already in use" in story.stderr  # its log
+    assert foreign.requests == []
 
 
 def test_without_the_network_the_story_says_so_at_once_and_how_to_run_offline(

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,31 +22,8 @@ import httpx
 from mcp import Client
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-AGENT_TOOLS = str(Path(sys.executable).parent / "agent-tools")
-
-
-def start_server(db: Path, port: int, ledger: Path) -> subprocess.Popen[bytes]:
-    import os
-
-    server = subprocess.Popen(
-        [AGENT_TOOLS, "serve", "--http", "--port", str(port), "--db", str(db),
-         "--jobs", "examples.approvals.refunds"],
-        cwd=ROOT, env={**os.environ, "REFUNDS_LEDGER": str(ledger)},
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while True:
-        if server.poll() is not None:
-            raise SystemExit(f"the server exited at start (status {server.returncode}); see above")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return server
-        except OSError:
-            if time.monotonic() > deadline:
-                server.kill()
-                raise SystemExit(
-                    "the server did not start within 30 s; see its log above"
-                ) from None
-            time.sleep(0.1)
+sys.path.insert(0, str(ROOT))
+from examples.processes import Server  # noqa: E402  (found through the path just set)
 
 
 async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -70,8 +45,8 @@ def approve_like_a_browser(link: str, name: str) -> None:
     answer.raise_for_status()
 
 
-async def story(port: int, approve_as: str | None) -> None:
-    async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+async def story(url: str, approve_as: str | None) -> None:
+    async with Client(url) as client:
         refund = {"order_id": "B-2", "amount_eur": 250.0, "reason": "never arrived"}
         job = await call(client, "start_refunds_refund", refund)
         print(f"asked for a refund of 250.00 EUR for order B-2 (job {job['job_id']})", flush=True)
@@ -93,7 +68,10 @@ async def story(port: int, approve_as: str | None) -> None:
                 break
         result = waited["done"][0]["result"]
         if result["status"] == "refunded":
-            print(f"refunded: {result['refund_id']} (decided by a {result['decided_by']})")
+            print(
+                f"refunded: {refund['amount_eur']:.2f} EUR for order {result['order_id']}, "
+                f"approved by a {result['decided_by']} (payment key {result['refund_id']})"
+            )
         else:
             print(
                 f"{result['status']}: nothing was paid"
@@ -105,7 +83,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--port", type=int, default=8767, help="the server's port (default 8767)")
+    parser.add_argument(
+        "--port", type=int, default=0, help="the server's port (default: a free one)"
+    )
     parser.add_argument(
         "--approve-as",
         metavar="NAME",
@@ -114,14 +94,14 @@ def main() -> None:
     )
     args = parser.parse_args()  # fmt: skip
     directory = Path(tempfile.mkdtemp())
-    server = start_server(directory / "refunds.db", args.port, directory / "ledger.jsonl")
+    env = {**os.environ, "REFUNDS_LEDGER": str(directory / "ledger.jsonl")}
+    server = Server(directory / "refunds.db", args.port, "examples.approvals.refunds", env)
     try:
-        asyncio.run(story(args.port, args.approve_as))
+        asyncio.run(story(server.url, args.approve_as))
     except KeyboardInterrupt:
         print("stopped; the refund still waits in", directory / "refunds.db")
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ or serve it to an agent: ``agent-tools serve --jobs examples.reminders.agent`` a
 from __future__ import annotations
 
 import json
+import logging
 import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,6 +51,7 @@ TOOLS: list[dict[str, Any]] = [
                        "required": ["message"]}}},
 ]  # fmt: skip
 MAX_TURNS = 12
+log = logging.getLogger(__name__)
 
 
 class ModelUnreachable(Exception):
@@ -83,10 +85,21 @@ def call_model(messages: list[dict[str, Any]]) -> dict[str, Any]:
         )
     except openai.APIConnectionError as exc:
         where = base_url or "api.openai.com"
-        raise ModelUnreachable(f"cannot reach the model at {where} ({exc}); {HINT}") from exc
+        unreachable = ModelUnreachable(f"cannot reach the model at {where} ({exc}); {HINT}")
+        raise _logged(unreachable) from exc
     except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
-        raise ModelRefused(f"the model endpoint refused the request ({exc}); {HINT}") from exc
+        refused = ModelRefused(f"the model endpoint refused the request ({exc}); {HINT}")
+        raise _logged(refused) from exc
     return response.choices[0].message.model_dump(exclude_none=True)
+
+
+def _logged(error: Exception) -> Exception:
+    """Say in the worker's log why a model step failed: the engine retries the step
+    without a word, and the hint in the error should reach whoever runs the worker."""
+    step = current_step()
+    where = f"step {step.id} (attempt {step.attempt})" if step else "a model call"
+    log.warning("%s failed with %s: %s", where, type(error).__name__, error)
+    return error
 
 
 def deliver(message: str, at: str) -> dict[str, Any]:

@@ -4,8 +4,10 @@ mid-way (SIGKILL), restart it, and rejoin the result by its job id.
     python examples/weather/story.py --offline     # a local stand-in for Open-Meteo
     python examples/weather/story.py               # the real archive API (needs the network)
 
-The server's log goes to stderr, so you see what it does. Set OPEN_METEO_ARCHIVE_URL to
-point at another archive.
+The server's log goes to stderr, each line marked [server 1] or [server 2], so you see
+what it does. The server listens on a free port (--port to choose one) and the story
+talks only to the server it started. Set OPEN_METEO_ARCHIVE_URL to point at another
+archive.
 """
 
 from __future__ import annotations
@@ -13,14 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,30 +27,15 @@ from mcp import Client
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
+from examples.processes import Server  # noqa: E402  (found through the path just set)
+
 PLACES = [
     {"name": "Lisbon", "latitude": 38.72, "longitude": -9.14},
     {"name": "Oslo", "latitude": 59.91, "longitude": 10.75},
     {"name": "Nairobi", "latitude": -1.29, "longitude": 36.82},
 ]
 MONTHS = ["2025-01", "2025-02", "2025-03", "2025-04"]
-AGENT_TOOLS = str(Path(sys.executable).parent / "agent-tools")
-
-
-def start_server(db: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    command = [AGENT_TOOLS, "serve", "--http", "--port", str(port), "--db", db,
-               "--jobs", "examples.weather.jobs"]  # fmt: skip
-    server = subprocess.Popen(command, cwd=ROOT, env=env)  # its log goes to our stderr
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the server exited at start (status {server.returncode}); see above")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return server
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise SystemExit("the server did not start within 30 s; see its log above")
+JOBS = "examples.weather.jobs"
 
 
 async def call(url: str, tool: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -83,37 +65,40 @@ def reachable(url: str) -> str | None:
         return f"{type(exc).__name__}: {exc}"
 
 
-async def story(db: str, port: int, env: dict[str, str]) -> None:
-    url = f"http://127.0.0.1:{port}/mcp"
-    server = start_server(db, port, env)
-    job = await call(
-        url,
-        "start_job",
-        {"kind": "weather.gather", "args": {"locations": PLACES, "months": MONTHS}},
-    )
-    print(f"started {job['job_id']} ({job['status']})", flush=True)
-    await asyncio.sleep(1.0)
-    server.send_signal(signal.SIGKILL)
-    server.wait()
-    print("server killed mid-way (SIGKILL)", flush=True)
-    server = start_server(db, port, env)
-    print("server restarted; rejoining by job id", flush=True)
+async def story(db: Path, port: int, env: dict[str, str]) -> None:
+    server = Server(db, port, JOBS, env, name="server 1")
     try:
+        job = await call(
+            server.url,
+            "start_job",
+            {"kind": "weather.gather", "args": {"locations": PLACES, "months": MONTHS}},
+        )
+        print(f"started {job['job_id']} ({job['status']}) on {server.url}", flush=True)
+        await asyncio.sleep(1.0)
+        server.kill()
+        print("server killed mid-way (SIGKILL)", flush=True)
+        server = Server(db, server.port, JOBS, env, name="server 2")
+        print("server restarted; rejoining by job id", flush=True)
         while True:
-            waited = await call(url, "await_result", {"job_ids": [job["job_id"]], "timeout_s": 20})
+            waited = await call(
+                server.url, "await_result", {"job_ids": [job["job_id"]], "timeout_s": 20}
+            )
             if waited["done"]:
                 break
             pending = waited["pending"][0]
             progress = (pending.get("progress") or {}).get("message", "")
             retry = (pending.get("waiting_for") or {}).get("reason")
             print(f"still {pending['status']}: {retry or progress}", flush=True)
-        done = waited["done"][0]
-        if done["status"] != "completed":
-            raise SystemExit(f"the job {done['status']}: {done.get('error')}")
-        print(f"{done['status']}: {json.dumps(done['result']['summary'], sort_keys=True)}")
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
+    done = waited["done"][0]
+    if done["status"] != "completed":
+        raise SystemExit(f"the job {done['status']}: {done.get('error')}")
+    places = sorted(done["result"]["summary"].items())
+    print("completed: " + "; ".join(
+        f"{name} {stats['mean_max_c']} °C mean high, {stats['precipitation_mm']} mm rain"
+        for name, stats in places
+    ) + f" ({len(MONTHS)} months each)")  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -134,11 +119,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--db",
-        default=str(Path(tempfile.mkdtemp()) / "weather.db"),
-        help="the database (default: a new one in a temporary directory)",
+        "--db", type=Path, help="the database (default: a new one in a temporary directory)"
     )
-    parser.add_argument("--port", type=int, default=8766, help="the server's port (default 8766)")
+    parser.add_argument(
+        "--port", type=int, default=0, help="the server's port (default: a free one)"
+    )
     parser.add_argument(
         "--offline", action="store_true", help="use a local stand-in for the Open-Meteo archive"
     )
@@ -151,7 +136,8 @@ def main() -> None:
                 f"cannot reach the Open-Meteo archive at {target} ({problem}).\n"
                 "Run the story offline instead: python examples/weather/story.py --offline"
             )
-        asyncio.run(story(args.db, args.port, env))
+        db = args.db or Path(tempfile.mkdtemp()) / "weather.db"
+        asyncio.run(story(db, args.port, env))
 
 
 if __name__ == "__main__":
