@@ -40,6 +40,7 @@ from promises import (
     Runtime,
     Schedules,
     SqlStore,
+    Transition,
     UnknownJob,
 )
 
@@ -216,33 +217,40 @@ class JobService:
         start_at: int | None = None,
     ) -> dict[str, Any]:
         """``start_job`` for the event loop (no thread: the store's writer does the I/O)."""
+        transition = await self._astart(kind, args, job_id, start_at)
+        status = (await self.aprobe([transition.promise.id]))[0]
+        status["created"] = transition.fresh
+        return status
+
+    async def _astart(
+        self, kind: str, args: Mapping[str, Any] | None, job_id: str | None, start_at: int | None
+    ) -> Transition:
         found = self._start_checked(kind, args, job_id)
         if job_id is not None:
             await asyncio.to_thread(self._not_a_schedule, job_id)
         try:
-            transition = await self.runtime.astart(
+            return await self.runtime.astart(
                 found.function, id=job_id, start_at=start_at, **dict(args or {})
             )
         except (JobConflict, UnknownJob, InvalidArgument) as exc:
             conflict = isinstance(exc, JobConflict)
             current = (await self.aprobe([str(job_id)]))[0] if conflict else {}
             raise self._refused(exc, kind, job_id, current) from exc
-        status = (await self.aprobe([transition.promise.id]))[0]
-        status["created"] = transition.fresh
-        return status
 
     async def start_and_wait(
         self, kind: str, args: Mapping[str, Any] | None, job_id: str | None, wait_s: float
     ) -> dict[str, Any]:
         """Start a job and wait up to ``wait_s`` seconds for it to finish: a quick job's
-        answer then carries its result, so the agent needs no second call."""
+        answer then carries its result, so the agent needs no second call. Its status is
+        read once, when the wait ends (not also after the start)."""
         wait = check_wait_s(wait_s)
-        started = await self.astart_job(kind, args, job_id)
-        if wait <= 0 or started["status"] in SETTLED:
-            return started
-        await self.store.wait(started["job_id"], timeout=wait)
-        status = (await self.aprobe([started["job_id"]]))[0]
-        return {**status, "created": started["created"]}
+        if wait <= 0:
+            return await self.astart_job(kind, args, job_id)
+        transition = await self._astart(kind, args, job_id, None)
+        if transition.promise.pending:
+            await self.store.wait(transition.promise.id, timeout=wait)
+        status = (await self.aprobe([transition.promise.id]))[0]
+        return {**status, "created": transition.fresh}
 
     # -- reading ----------------------------------------------------------------------
 
