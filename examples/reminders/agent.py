@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import openai
@@ -126,7 +126,8 @@ def _parse_utc(value: str) -> datetime:
 
 
 # --8<-- [start:assistant]
-@durable(name="reminders.assistant", retry=Exponential(max_attempts=5), timeout=timedelta(days=30))
+# No deadline (timeout=): a reminder months away is as fine as one in a minute.
+@durable(name="reminders.assistant", retry=Exponential(max_attempts=5))
 async def assistant(ctx: Context, request: str) -> dict[str, Any]:
     """A reminder assistant: understands the request, sleeps until it is due, delivers it."""
     messages: list[dict[str, Any]] = [
