@@ -519,22 +519,21 @@ def decide(service: JobService, target: str, approved: bool, comment: str | None
 
 
 def count_jobs(service: JobService) -> dict[str, Any]:
-    """Jobs per status and per kind, and the oldest waiting job (a full scan: settled
-    jobs by their state, unfinished ones through ``probe`` for running vs waiting)."""
+    """Jobs per status and per kind, and the oldest waiting job: settled jobs counted
+    by state in one grouped query on the tag index; unfinished ones (few) found through
+    the index of pending promises' tags and probed for running vs waiting."""
     store = service.store
     by_status: Counter[str] = Counter()
     by_kind: dict[str, Counter[str]] = {}
+    for (kind, state), n in store.count_by_tag(JOB_TAG).items():
+        if state in _STATE_STATUS:
+            by_status[_STATE_STATUS[state]] += n
+            by_kind.setdefault(kind, Counter())[_STATE_STATUS[state]] += n
     pending_ids: list[str] = []
     cursor = None
     while True:
-        page = store.search(tags={JOB_TAG: "*"}, limit=1000, cursor=cursor)
-        for promise in page.promises:
-            if promise.pending:
-                pending_ids.append(promise.id)
-                continue
-            status = _STATE_STATUS[promise.state]
-            by_status[status] += 1
-            by_kind.setdefault(promise.tags[JOB_TAG], Counter())[status] += 1
+        page = store.search(state="pending", tags={JOB_TAG: "*"}, limit=1000, cursor=cursor)
+        pending_ids += [p.id for p in page.promises]
         cursor = page.cursor
         if cursor is None:
             break

@@ -96,3 +96,15 @@ def search(
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1][0], digest) if len(rows) > limit else None
     return SearchPage(store.observe([promise_from_row(r) for r in page]), next_cursor)
+
+
+def count_by_tag(store: SqlStore, key: str) -> dict[tuple[str, str], int]:
+    """How many promises carry the tag ``key``, per (its value, the promise's state):
+    one grouped query over the ``(key, value, seq)`` tag index, no promise decoded.
+    Pending promises whose timeout has passed are stored as timed out first, as for a
+    search by state, so every reader counts the same outcome."""
+    from promises.upkeep import sweep_if_needed
+
+    sweep_if_needed(store, store.clock())
+    rows = store.db.read(lambda tx: tx.all(tx.sql.count_by_tag, {"key": key}))
+    return {(str(value), str(state)): int(n) for value, state, n in rows}

@@ -101,6 +101,13 @@ class Statements:
         self.lock_promise = f"SELECT state FROM promises WHERE id = :id{for_share}"
         self.waited_on = f"SELECT DISTINCT kind FROM tasks WHERE waiting_on {in_ids}"
 
+        # How many promises carry a tag key, per its value and their state (the tag
+        # index, no promise decoded): the dashboard's and health's counts.
+        self.count_by_tag = (
+            "SELECT t.value, p.state, count(*) FROM promise_tags t "
+            "JOIN promises p ON p.seq = t.seq WHERE t.key = :key GROUP BY t.value, p.state"
+        )
+
         # -- tasks ------------------------------------------------------------------
         t = TASK_COLUMNS
         self.insert_task = (

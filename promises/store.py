@@ -473,6 +473,11 @@ class SqlStore:
         ``cursor`` with the same filters for the next page."""
         return _search.search(self, id, state=state, tags=tags, limit=limit, cursor=cursor)
 
+    def count_by_tag(self, key: str) -> dict[tuple[str, str], int]:
+        """How many promises carry tag ``key``, per (tag value, state), from the tag
+        index (no scan of the promises themselves)."""
+        return _search.count_by_tag(self, key)
+
     def _settled_among(self, ids: list[str]) -> list[str]:
         now = self.clock()
         rows = self.db.read(

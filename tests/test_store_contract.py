@@ -250,3 +250,23 @@ async def test_wait_wakes_at_the_promises_own_timeout(store_url: str) -> None:
 async def test_wait_for_an_unknown_promise_is_not_found(store: SqlStore) -> None:
     with pytest.raises(PromiseNotFound):
         await store.wait("nobody", timeout=1)
+
+
+def test_promises_are_counted_by_tag_value_and_state(store: SqlStore, clock: FakeClock) -> None:
+    later = clock() + 3_600_000
+    for n in range(3):
+        store.create(f"a{n}", timeout_at=later, tags={"kind": "a"})
+    store.create("b0", timeout_at=later, tags={"kind": "b"})
+    store.create("b1", timeout_at=clock() + 10, tags={"kind": "b"})
+    store.create("other", timeout_at=later, tags={"team": "x"})
+    store.resolve("a0")
+    store.cancel("a1")
+    clock.advance(20)  # b1's timeout passes: counted as every reader sees it, timed out
+    assert store.count_by_tag("kind") == {
+        ("a", "resolved"): 1,
+        ("a", "rejected_canceled"): 1,
+        ("a", "pending"): 1,
+        ("b", "pending"): 1,
+        ("b", "rejected_timedout"): 1,
+    }
+    assert store.count_by_tag("nothing") == {}
