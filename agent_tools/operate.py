@@ -35,7 +35,6 @@ from agent_tools.tables import block, table
 from promises import (
     JOB_TAG,
     InvalidArgument,
-    Promise,
     PromiseError,
     PromiseNotFound,
     list_approvals,
@@ -212,7 +211,7 @@ def show_job(service: JobService, job_id: str) -> dict[str, Any]:
         promise = service.store.get(job_id)
     except PromiseNotFound as exc:  # collected between the two reads
         raise NotFound(f"no job or timer has the id {job_id!r}") from exc
-    named, positional = arguments_of(service, promise)
+    named, positional = job_arguments(promise, service.runtime.registry)
     job["arguments"] = named
     if positional:
         job["positional_arguments"] = positional
@@ -227,41 +226,10 @@ def show_job(service: JobService, job_id: str) -> dict[str, Any]:
     return job
 
 
-def arguments_of(service: JobService, promise: Promise) -> tuple[dict[str, Any], list[Any]]:
-    """A job's arguments: by name, and by position those whose names are not known here.
-
-    A start stores positional arguments by position only (``{"args": [...], "kwargs":
-    {...}}``; the names are the function's, which only a process that loaded the kind
-    knows). Where the kind is loaded they are bound to its parameters; elsewhere (the
-    CLI without ``--jobs``) they are shown by position, never under invented names."""
-    try:
-        spec = json.loads(promise.param.data) if promise.param.data else {}
-    except ValueError:
-        return {}, []
-    if not isinstance(spec, dict) or "args" not in spec:
-        return job_arguments(promise), []  # not a start's record: as the pages show it
-    args, kwargs = list(spec.get("args") or []), dict(spec.get("kwargs") or {})
-    fn = spec.get("fn")
-    function = service.runtime.registry.get(fn) if isinstance(fn, str) else None
-    if function is not None and args:
-        try:
-            bound = function.signature.bind(*args, **kwargs).arguments
-        except TypeError:  # the function changed since: keep what is stored
-            return kwargs, args
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in bound.items()}, []
-    return kwargs, args
-
-
 def _call_text(job: dict[str, Any], limit: int = 200) -> str:
     """``kind("B-2", 250.0, hours=3)``: positional values first, each folded."""
     positional = job.get("positional_arguments") or []
-    named = job.get("arguments") or {}
-    if not positional:
-        return call_text(job.get("kind"), named, limit)
-    each = max(limit // max(len(positional) + len(named), 1), 24)
-    parts = [short_json(v, each) for v in positional]
-    parts += [f"{k}={short_json(v, each)}" for k, v in named.items()]
-    return f"{job.get('kind') or 'job'}({', '.join(parts)})"
+    return call_text(job.get("kind"), job.get("arguments") or {}, limit, positional)
 
 
 def render_job(job: dict[str, Any], now: int) -> str:

@@ -341,7 +341,7 @@ def job_page(service: JobService, job_id: str) -> dict[str, Any] | None:
     if running is not None:
         timeline.append(lane("step", running["id"], running["label"], running["began"], end,
                              still_going=True, attempts=running["attempts"]))  # fmt: skip
-    arguments = job_arguments(promise)
+    arguments, positional = job_arguments(promise, service.runtime.registry)
     result_text = pretty(job.get("result")) if job["status"] == "completed" else None
     rerun_of = promise.tags.get(operate.RERUN_TAG)
     reruns = [
@@ -352,8 +352,9 @@ def job_page(service: JobService, job_id: str) -> dict[str, Any] | None:
         "title": job_id,
         "job": job,
         "path": job_path(job_id),
-        "call": call_text(job.get("kind"), arguments, 160),
-        "arguments": key_values(arguments),
+        "call": call_text(job.get("kind"), arguments, 160, positional),
+        "arguments": key_values(arguments)
+        + [(f"argument {n}", short_json(v, 300)) for n, v in enumerate(positional, 1)],
         "result": result_text,
         "result_rows": key_values(job.get("result")) if isinstance(job.get("result"), dict) else [],
         "result_long": result_text is not None and is_long(result_text),

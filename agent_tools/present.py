@@ -5,10 +5,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from promises import Promise
+from promises import DurableFunction, Promise
 
 STATUSES = ("running", "waiting", "completed", "failed", "cancelled", "timed_out")
 FINISHED = ("completed", "failed", "cancelled", "timed_out")
@@ -72,32 +73,47 @@ def short_json(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def job_arguments(promise: Promise) -> dict[str, Any]:
-    """A job's arguments by parameter name where the kind is loaded, else as stored:
-    ``{"args": [...], "kwargs": {...}}`` becomes ``{"city": ..., "months": ...}``."""
+def job_arguments(
+    promise: Promise, registry: Mapping[str, DurableFunction] | None = None
+) -> tuple[dict[str, Any], list[Any]]:
+    """A job's arguments: by name, and by position those whose names are not known here.
+
+    A start stores positional arguments by position only (``{"args": [...], "kwargs":
+    {...}}``; the names are the function's, which only a process that loaded the kind
+    knows). Where the kind is loaded (``registry``, else every kind this process
+    registered) they are bound to its parameters; elsewhere (a CLI without ``--jobs``)
+    they are shown by position, never under invented names."""
     try:
         spec = json.loads(promise.param.data) if promise.param.data else {}
     except ValueError:
-        return {}
+        return {}, []
     if not isinstance(spec, dict) or "args" not in spec:
-        return spec if isinstance(spec, dict) else {"value": spec}
+        return (spec if isinstance(spec, dict) else {"value": spec}), []
     args, kwargs = list(spec.get("args") or []), dict(spec.get("kwargs") or {})
-    names: list[str] = []
-    fn_name = spec.get("fn")
-    if isinstance(fn_name, str):
+    fn = spec.get("fn")
+    if registry is None:
         from promises.functions import REGISTRY
 
-        function = REGISTRY.get(fn_name)
-        if function is not None:
-            names = list(function.signature.parameters)
-    named = {names[i] if i < len(names) else f"arg{i + 1}": v for i, v in enumerate(args)}
-    return {**named, **kwargs}
+        registry = REGISTRY
+    function = registry.get(fn) if isinstance(fn, str) else None
+    if function is not None and args:
+        try:
+            bound = function.signature.bind(*args, **kwargs).arguments
+        except TypeError:  # the function changed since: keep what is stored
+            return kwargs, args
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in bound.items()}, []
+    return kwargs, args
 
 
-def call_text(kind: str | None, arguments: dict[str, Any], limit: int = 200) -> str:
-    """``kind(a=1, b="x")``, each value folded to keep the whole under ``limit``."""
-    each = max(limit // max(len(arguments), 1), 24)
-    inner = ", ".join(f"{k}={short_json(v, each)}" for k, v in arguments.items())
+def call_text(
+    kind: str | None, arguments: Mapping[str, Any], limit: int = 200, positional: Sequence[Any] = ()
+) -> str:
+    """``kind("B-2", a=1, b="x")``: positional values first, each value folded to keep the
+    whole under ``limit``."""
+    each = max(limit // max(len(arguments) + len(positional), 1), 24)
+    parts = [short_json(v, each) for v in positional]
+    parts += [f"{k}={short_json(v, each)}" for k, v in arguments.items()]
+    inner = ", ".join(parts)
     return f"{kind or 'job'}({inner})"
 
 

@@ -654,3 +654,27 @@ def test_schedules_are_listed_paused_resumed_and_cancelled(db: Path, store: SqlS
     assert again.returncode == 1 and "was cancelled; it cannot be active" in again.stderr
     unknown = _run("schedules", "pause", "nope", "--db", str(db))
     assert unknown.returncode == 1 and "no schedule is named 'nope'" in unknown.stderr
+
+
+def test_arguments_are_named_where_the_kind_is_known_and_by_position_elsewhere() -> None:
+    # One reader of a job's arguments for the CLI and the pages.
+    from agent_tools.present import call_text, job_arguments
+    from promises import Value
+    from promises.records import Promise
+    from tests import durable_jobs  # noqa: F401  (registers tests.squares here)
+
+    def job(fn: str, args: list[Any], kwargs: dict[str, Any]) -> Promise:
+        data = json.dumps({"fn": fn, "args": args, "kwargs": kwargs})
+        return Promise(id="j", state="pending", param=Value(data), value=Value(),
+                       timeout_at=1, tags={}, ikey_create=None, ikey_settle=None,
+                       created_at=0, settled_at=None)  # fmt: skip
+
+    unknown = job("people.refund", ["B-2", 250.0], {"hours": 3})
+    assert job_arguments(unknown, {}) == ({"hours": 3}, ["B-2", 250.0])
+    # registered in this process: bound to its parameters by name
+    assert job_arguments(job("tests.squares", [4], {"pause": 0.5})) == (
+        {"n": 4, "pause": 0.5}, [],
+    )  # fmt: skip
+    assert call_text("people.refund", {"hours": 3}, 200, ["B-2", 250.0]) == (
+        'people.refund("B-2", 250.0, hours=3)'
+    )
