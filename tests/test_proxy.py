@@ -412,7 +412,7 @@ async def test_an_upstream_that_dies_mid_call_fails_that_call_and_is_restarted(
             crashed = await client.call_tool("crash", {})
             assert crashed.is_error
             text = crashed.content[0].text  # type: ignore[union-attr]
-            assert "slow failed" in text and "during the call" in text, text
+            assert "crash failed" in text and "during the call" in text, text
             # The next call reaches a restarted upstream.
             echoed = await eventually(
                 lambda: client.call_tool("echo", {"text": "again"}),
