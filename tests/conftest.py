@@ -4,6 +4,7 @@ against both backends: one contract, every backend."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import uuid
@@ -114,3 +115,15 @@ def raw(store: SqlStore, statement: str) -> list[Any]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def logging_as_it_was() -> Iterator[None]:
+    """A test that runs the CLI in-process installs its log handler on the test's own
+    (captured, later closed) stderr: put the root logger back as it was."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
