@@ -48,12 +48,10 @@ MAX_BATCH = 512
 class Tx:
     """A transaction (or, for readers, a connection): run statements, note changes."""
 
-    __slots__ = ("_cursor", "_pipeline", "kinds", "settled", "sql", "tasks_changed")
+    __slots__ = ("_cursor", "kinds", "settled", "sql", "tasks_changed")
 
-    def __init__(self, cursor: Any, sql: Statements, pipeline: Any = None) -> None:
+    def __init__(self, cursor: Any, sql: Statements) -> None:
         self._cursor = cursor
-        #: PostgreSQL pipeline mode: statements are sent at once, results read on demand.
-        self._pipeline = pipeline
         self.sql = sql
         #: Promises this unit settled, by id, as they are now (None when not read), for
         #: waiters in this process: they need not read them again.
@@ -75,24 +73,19 @@ class Tx:
         """Run a statement; returns how many rows it changed."""
         cursor = self._cursor
         cursor.execute(statement, params or {})
-        if self._pipeline is not None:
-            self._pipeline.sync()  # the count is known once the result is back
         count: int = cursor.rowcount
         return count
 
     def send(self, statement: str, params: Mapping[str, Any] | None = None) -> None:
-        """Run a statement whose result nobody needs: pipelined, it costs no round trip."""
+        """Run a statement whose result nobody needs."""
         self._cursor.execute(statement, params or {})
 
     def queue(self, statement: str, params: Mapping[str, Any] | None = None) -> Callable[[], Any]:
-        """Run a statement now and read its one row later: pipelined, several queued
-        statements share one round trip. Returns the function that reads the row."""
-        if self._pipeline is None:
-            row = self.one(statement, params)
-            return lambda: row
-        cursor = self._cursor.connection.cursor()
-        cursor.execute(statement, params or {})
-        return cursor.fetchone  # type: ignore[no-any-return]
+        """Run a statement now; returns the function that reads its one row (a seam for
+        batching round trips: psycopg's pipeline mode cost more CPU than the round
+        trips it saved on a local server, measured with ``bench/jobs.py``)."""
+        row = self.one(statement, params)
+        return lambda: row
 
     def executemany(self, statement: str, params: Iterable[Mapping[str, Any]]) -> None:
         self._cursor.executemany(statement, list(params))
@@ -227,10 +220,9 @@ class _Writer(threading.Thread):
         for attempt in range(3):
             try:
                 # Most batches have no unit that fails: run them without a savepoint per
-                # unit (and, on PostgreSQL, pipelined: statements whose results nobody
-                # waits for share a round trip). If a unit does fail, roll back and run
-                # the batch again with savepoints, so that only that unit is refused.
-                if len(batch) > 1 or self.backend.name == "postgresql":
+                # unit. If a unit does fail, roll back and run the batch again with
+                # savepoints, so that only that unit is refused.
+                if len(batch) > 1:
                     outcomes = self._try_batch(batch, durable, careful=False)
                     if outcomes is not None:
                         return outcomes
@@ -265,48 +257,43 @@ class _Writer(threading.Thread):
         a failing unit rolls everything back and this returns None."""
         conn = self.conn
         sqlite = self.backend.name == "sqlite"
-        with contextlib.ExitStack() as stack:
-            pipeline = None if sqlite or careful else stack.enter_context(conn.pipeline())
-            cursor = conn.cursor()
-            if sqlite:
-                wanted = self.backend.synchronous if durable else "NORMAL"
-                if self.synchronous != wanted:
-                    cursor.execute(f"PRAGMA synchronous={wanted}")  # only outside a transaction
-                    self.synchronous = wanted
-                cursor.execute("BEGIN IMMEDIATE")
-            elif not durable:
-                cursor.execute("SET LOCAL synchronous_commit = off")
-            savepoints = careful and len(batch) > 1
-            outcomes: list[tuple[Any, BaseException | None]] = []
-            for unit in batch:
-                tx = Tx(cursor, self.db.sql, pipeline)
-                if savepoints:
-                    cursor.execute("SAVEPOINT unit")
-                try:
-                    value = unit.fn(tx)
-                except BaseException as exc:
-                    if isinstance(exc, DRIVER_ERRORS) and _connection_level(exc):
-                        raise  # the whole transaction is lost
-                    failure = translate(exc) if isinstance(exc, DRIVER_ERRORS) else exc
-                    if not savepoints:
-                        if pipeline is not None:
-                            with contextlib.suppress(*DRIVER_ERRORS):
-                                pipeline.sync()
-                        self._rollback()
-                        return [(None, failure)] if careful else None
-                    cursor.execute("ROLLBACK TO SAVEPOINT unit")
-                    cursor.execute("RELEASE SAVEPOINT unit")
-                    outcomes.append((None, failure))
-                    continue
-                if savepoints:
-                    cursor.execute("RELEASE SAVEPOINT unit")
-                unit.settled, unit.kinds = tx.settled, None if tx.tasks_changed else tx.kinds
-                outcomes.append((value, None))
-            self.committing = True  # from here a failure leaves the outcome unknown
-            if sqlite:
-                cursor.execute("COMMIT")
-            else:
-                conn.commit()
+        cursor = conn.cursor()
+        if sqlite:
+            wanted = self.backend.synchronous if durable else "NORMAL"
+            if self.synchronous != wanted:
+                cursor.execute(f"PRAGMA synchronous={wanted}")  # only outside a transaction
+                self.synchronous = wanted
+            cursor.execute("BEGIN IMMEDIATE")
+        elif not durable:
+            cursor.execute("SET LOCAL synchronous_commit = off")
+        savepoints = careful and len(batch) > 1
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        for unit in batch:
+            tx = Tx(cursor, self.db.sql)
+            if savepoints:
+                cursor.execute("SAVEPOINT unit")
+            try:
+                value = unit.fn(tx)
+            except BaseException as exc:
+                if isinstance(exc, DRIVER_ERRORS) and _connection_level(exc):
+                    raise  # the whole transaction is lost
+                failure = translate(exc) if isinstance(exc, DRIVER_ERRORS) else exc
+                if not savepoints:
+                    self._rollback()
+                    return [(None, failure)] if careful else None
+                cursor.execute("ROLLBACK TO SAVEPOINT unit")
+                cursor.execute("RELEASE SAVEPOINT unit")
+                outcomes.append((None, failure))
+                continue
+            if savepoints:
+                cursor.execute("RELEASE SAVEPOINT unit")
+            unit.settled, unit.kinds = tx.settled, None if tx.tasks_changed else tx.kinds
+            outcomes.append((value, None))
+        self.committing = True  # from here a failure leaves the outcome unknown
+        if sqlite:
+            cursor.execute("COMMIT")
+        else:
+            conn.commit()
         return outcomes
 
 
