@@ -35,6 +35,7 @@ from promises import (
     DurableFunction,
     InvalidArgument,
     JobConflict,
+    JobView,
     Promise,
     PromiseError,
     Runtime,
@@ -216,20 +217,24 @@ class JobService:
         job_id: str | None,
         start_at: int | None = None,
     ) -> dict[str, Any]:
-        """``start_job`` for the event loop (no thread: the store's writer does the I/O)."""
-        transition = await self._astart(kind, args, job_id, start_at)
-        status = (await self.aprobe([transition.promise.id]))[0]
+        """``start_job`` for the event loop (no thread: the store's writer does the I/O).
+        A new job a worker here took at once is known to run: no read back."""
+        transition, view = await self._astart(kind, args, job_id, start_at)
+        if view is not None:
+            status = status_of(view, self.store.clock(), self.approval_link)
+        else:
+            status = (await self.aprobe([transition.promise.id]))[0]
         status["created"] = transition.fresh
         return status
 
     async def _astart(
         self, kind: str, args: Mapping[str, Any] | None, job_id: str | None, start_at: int | None
-    ) -> Transition:
+    ) -> tuple[Transition, JobView | None]:
         found = self._start_checked(kind, args, job_id)
         if job_id is not None:
             await asyncio.to_thread(self._not_a_schedule, job_id)
         try:
-            return await self.runtime.astart(
+            return await self.runtime.astart_view(
                 found.function, id=job_id, start_at=start_at, **dict(args or {})
             )
         except (JobConflict, UnknownJob, InvalidArgument) as exc:
@@ -246,7 +251,7 @@ class JobService:
         wait = check_wait_s(wait_s)
         if wait <= 0:
             return await self.astart_job(kind, args, job_id)
-        transition = await self._astart(kind, args, job_id, None)
+        transition, _ = await self._astart(kind, args, job_id, None)
         if transition.promise.pending:
             await self.store.wait(transition.promise.id, timeout=wait)
         status = (await self.aprobe([transition.promise.id]))[0]

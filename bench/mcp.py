@@ -367,6 +367,11 @@ def main() -> None:
 
     for noisy in ("httpx", "httpx2"):  # a line per request of the SDK clients
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The clients' own full collections would add their pauses to the server's latency:
+    # settle this process's heap as the server settles its own.
+    from agent_tools.serving import settle_heap
+
+    settle_heap()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -47,7 +47,7 @@ from promises.records import (
 )
 from promises.rows import promise_from_row
 from promises.store import NewPromise, SqlStore
-from promises.tasks import Claim, Owner, Tasks
+from promises.tasks import Claim, Owner, TaskInfo, Tasks
 from promises.validation import check_id, check_job_id, check_timestamp
 from promises.views import JobView, aviews, view, views
 
@@ -263,9 +263,27 @@ class Runtime:
         **kwargs: Any,
     ) -> Transition:
         """``start`` for asyncio."""
+        transition, _ = await self.astart_view(
+            fn, *args, id=id, start_at=start_at, tags=tags, **kwargs
+        )
+        return transition
+
+    async def astart_view(
+        self,
+        fn: DurableFunction | str,
+        *args: Any,
+        id: str | None = None,
+        start_at: int | None = None,
+        tags: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> tuple[Transition, JobView | None]:
+        """``astart``, and the job's view when this process knows it without reading it
+        back: a new job that a worker here took at once (it runs), as ``views`` would
+        read it. None otherwise (a duplicate start, or a job left for any worker)."""
         request = self.prepare(fn, args, kwargs, id=id, start_at=start_at, tags=tags)
         worker = self._local(request)
         owner, lease = (worker.owner, worker.lease_ms) if worker else (None, 0)
+        started_at = self.store.clock()
         try:
             transition, claim = await self.store.db.awrite(
                 lambda tx: self.start_tx(tx, request, owner, lease)
@@ -274,7 +292,17 @@ class Runtime:
             if worker is not None:
                 worker.unreserve()
             raise
-        return self._started(worker, transition, claim)
+        self._started(worker, transition, claim)
+        if claim is None or owner is None or not transition.fresh:
+            return transition, None
+        promise = transition.promise
+        task = TaskInfo(
+            id=promise.id, kind=claim.kind, state="claimed", ready_at=request.begin,
+            waiting_on=None, owner=owner.id, attempts=claim.attempts, step_id=None,
+            step_attempt=0, progress=None, updated_at=promise.created_at,
+            lease_expires_at=started_at + lease,
+        )  # fmt: skip
+        return transition, JobView(promise, task, None)
 
     def timer(
         self, id: str | None, fire_at: int, *, tags: Mapping[str, str] | None = None
