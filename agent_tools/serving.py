@@ -140,6 +140,14 @@ async def _serve(
         listener = bound[0]
         pages = WebPages(service, signer, token=listener.token)
         app = mcp_app(server, listener, pages) if options.http else pages_app(pages, listener)
+    settle_heap()
+    # The signals are ours from here on, before the start line that says the server is
+    # up: a SIGTERM from then on (the worker still starting, say) stops it cleanly.
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    record = record_pages(options.db_url, base) if bound and base else None
     log.info(
         "agent-tools serving MCP over %s; database %s; job kinds: %s; %s; pages: %s",
         f"HTTP at {bound[0].local_url}/mcp" if options.http and bound else "stdio",
@@ -150,14 +158,6 @@ async def _serve(
         else "no worker here (run `agent-tools worker` beside it)",
         f"{bound[0].url}/" if bound else "not served (--no-ui)",
     )
-    settle_heap()
-    record = record_pages(options.db_url, base) if bound and base else None
-    # The signals are ours from here on: a SIGTERM while the worker starts still stops
-    # the server cleanly (it is seen as soon as serving begins).
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
         async with contextlib.AsyncExitStack() as stack:
             if options.worker:
@@ -254,10 +254,10 @@ async def run_worker(store: SqlStore, kinds: Mapping[str, DurableFunction], db_u
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
+    settle_heap()
     log.info(
         "agent-tools worker on database %s; job kinds: %s; concurrency %s",
         safe_url(db_url), ", ".join(sorted(kinds)) or "none", concurrency,
     )  # fmt: skip
-    settle_heap()
     await worker.run()
     log.info("worker stopped")
