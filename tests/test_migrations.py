@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import threading
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,26 +176,27 @@ def test_an_upgraded_database_has_the_schema_of_a_new_one(old_url: str, tmp_path
 
 
 def test_several_processes_opening_an_old_database_at_once_upgrade_it_once(
-    old_sqlite: str,
+    old_url: str, tmp_path: Path
 ) -> None:
-    barrier = threading.Barrier(4)
-    errors: list[BaseException] = []
-
-    def open_it() -> None:
-        barrier.wait()
-        try:
-            with open_store(old_sqlite) as store:
-                store.get("v1-done")
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=open_it) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
-    with open_store(old_sqlite) as store:
+    # Four processes, released together by a file they watch for, each open the old
+    # database: one upgrades it, the others wait for that and use it.
+    go = tmp_path / "go"
+    script = (
+        "import sys, time, pathlib\n"
+        "from promises import open_store\n"
+        "go = pathlib.Path(sys.argv[2])\n"
+        "while not go.exists(): time.sleep(0.001)\n"
+        "with open_store(sys.argv[1]) as store: store.get('v1-done')\n"
+    )
+    root = Path(__file__).parent.parent
+    command = [sys.executable, "-c", script, old_url, str(go)]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    procs = [subprocess.Popen(command, cwd=root, text=True, **pipes) for _ in range(4)]
+    go.touch()
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+    with open_store(old_url) as store:
         assert revision(store) == HEAD
 
 
