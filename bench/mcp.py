@@ -334,6 +334,8 @@ def wrk_clients(url: str, clients: int, seconds: int) -> dict[str, Any]:
 def over_http(db: str, args: Any, target: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with http_server(db) as url:
+        # First, on a fresh server: the latency of a start alone.
+        out["start_job_8_in_flight"] = asyncio.run(start_latency_in_flight(url, 8, 400))
         figures = wrk_clients(url, args.clients, args.wrk_seconds)
         if "skipped" not in figures:
             figures["target"] = f">= {target} jobs/s, p99 <= 250 ms, no errors"
@@ -344,7 +346,6 @@ def over_http(db: str, args: Any, target: int) -> dict[str, Any]:
             )
         out[f"{args.clients}_clients_wrk_start_with_wait_s"] = figures
         print(f"{db.split(':')[0]} wrk_start_with_wait_s: {json.dumps(figures)}", file=sys.stderr)
-        out["start_job_8_in_flight"] = asyncio.run(start_latency_in_flight(url, 8, 400))
         for lean, inline in ((False, False), (False, True), (True, False), (True, True)):
             name = ("lean_" if lean else "sdk_") + (
                 "start_with_wait_s" if inline else "start_then_await_result"
