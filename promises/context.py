@@ -217,51 +217,13 @@ class Run:
 
     def take_deferred(self) -> Callable[[Tx], None]:
         """One unit writing every deferred step record, in order (each fences itself)."""
-        queue = self.queue_deferred()
+        records, self.deferred = self.deferred, []
 
         def unit(tx: Tx) -> None:
-            for check in queue(tx):
-                check()
+            for record in records:
+                self.record_tx(tx, *record)
 
         return unit
-
-    def queue_deferred(self) -> Callable[[Tx], list[Callable[[], Promise]]]:
-        """The deferred records as a unit's first phase: it queues their statements
-        (sharing a round trip on PostgreSQL) and returns the checks to run after."""
-        records, self.deferred = self.deferred, []
-        return lambda tx: [self.queue_record_tx(tx, *record) for record in records]
-
-    def queue_record_tx(
-        self,
-        tx: Tx,
-        step_id: str,
-        outcome: Literal["resolve", "reject"],
-        data: str,
-        headers: dict[str, str],
-    ) -> Callable[[], Promise]:
-        """Fence, and write a finished step (or a ``now``) as a settled child; returns
-        the check that gives it as recorded. The step's name, start and arguments go in
-        its param's headers, its attempts in its value's."""
-        attempts = {k: v for k, v in headers.items() if k == ATTEMPTS_HEADER}
-        param = Value(None, {k: v for k, v in headers.items() if k != ATTEMPTS_HEADER})
-        value, timeout_at = Value(data, attempts), self.job.timeout_at
-        if self.store.sql.record_step:  # PostgreSQL: fence and write in one statement
-            check = self.tasks.queue_record(
-                tx, self.claim, step_id, outcome, param, value, timeout_at
-            )
-        else:
-            self.tasks.fence_tx(tx, self.claim)
-            recorded = self.store.record_tx(
-                tx, step_id, outcome, param, value, timeout_at=timeout_at
-            )
-            check = lambda: recorded  # noqa: E731
-
-        def done() -> Promise:
-            recorded = check()
-            self.children[step_id] = recorded
-            return recorded
-
-        return done
 
     def record_tx(
         self,
@@ -271,8 +233,23 @@ class Run:
         data: str,
         headers: dict[str, str],
     ) -> Promise:
-        """``queue_record_tx`` and its check at once."""
-        return self.queue_record_tx(tx, step_id, outcome, data, headers)()
+        """Fence, and write a finished step (or a ``now``) as a settled child; returns it
+        as recorded. The step's name, start and arguments go in its param's headers, its
+        attempts in its value's."""
+        attempts = {k: v for k, v in headers.items() if k == ATTEMPTS_HEADER}
+        param = Value(None, {k: v for k, v in headers.items() if k != ATTEMPTS_HEADER})
+        value, timeout_at = Value(data, attempts), self.job.timeout_at
+        if self.store.sql.record_step:  # PostgreSQL: fence and write in one statement
+            recorded = self.tasks.record_step_tx(
+                tx, self.claim, step_id, outcome, param, value, timeout_at
+            )
+        else:
+            self.tasks.fence_tx(tx, self.claim)
+            recorded = self.store.record_tx(
+                tx, step_id, outcome, param, value, timeout_at=timeout_at
+            )
+        self.children[step_id] = recorded
+        return recorded
 
 
 #: What an approval's handle is read as (see ``promises.approvals.decision_of``).

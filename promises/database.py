@@ -76,17 +76,6 @@ class Tx:
         count: int = cursor.rowcount
         return count
 
-    def send(self, statement: str, params: Mapping[str, Any] | None = None) -> None:
-        """Run a statement whose result nobody needs."""
-        self._cursor.execute(statement, params or {})
-
-    def queue(self, statement: str, params: Mapping[str, Any] | None = None) -> Callable[[], Any]:
-        """Run a statement now; returns the function that reads its one row (a seam for
-        batching round trips: psycopg's pipeline mode cost more CPU than the round
-        trips it saved on a local server, measured with ``bench/jobs.py``)."""
-        row = self.one(statement, params)
-        return lambda: row
-
     def executemany(self, statement: str, params: Iterable[Mapping[str, Any]]) -> None:
         self._cursor.executemany(statement, list(params))
 

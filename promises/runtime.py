@@ -495,7 +495,7 @@ class Runtime:
         if run.broken:
             outcome = ("reject", ErrorInfo.of(run.broken[0]).to_json())
         run.closing.set()
-        await self._finish(run.claim, job, kind, *outcome, before=run.queue_deferred())
+        await self._finish(run.claim, job, kind, *outcome, before=run.take_deferred())
 
     async def _suspend(self, run: Run, signal: Suspend) -> None:
         claim, store = run.claim, self.store
@@ -534,21 +534,17 @@ class Runtime:
         action: Literal["resolve", "reject"],
         data: str,
         *,
-        before: Callable[[Tx], list[Callable[[], Promise]]] | None = None,
+        before: Callable[[Tx], None] | None = None,
     ) -> None:
-        """Settle the job, with the records of its last steps (``before``: their queued
-        writes, see ``Run.queue_deferred``) in the same transaction."""
+        """Settle the job, with the records of its last steps (``before``: their write,
+        see ``Run.take_deferred``) in the same transaction."""
         ikey = f"{job.id}:done"
 
         def unit(tx: Tx) -> Transition:
-            checks = before(tx) if before is not None else []
+            if before is not None:
+                before(tx)
             if self.store.sql.finish_job:  # PostgreSQL: fence and settle in one statement
-                finish = self.tasks.queue_finish(tx, claim, action, Value(data), ikey)
-                for check in checks:
-                    check()
-                return finish()
-            for check in checks:
-                check()
+                return self.tasks.finish_tx(tx, claim, action, Value(data), ikey)
             self.tasks.fence_tx(tx, claim)
             return self.store.settle_tx(tx, job.id, action, value=Value(data), ikey=ikey)
 

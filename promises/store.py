@@ -573,8 +573,9 @@ def open_store(
         raise
     except _OPEN_ERRORS as exc:
         orig: Any = getattr(exc, "orig", None) or exc
-        refused = isinstance(orig, DRIVER_ERRORS) and translate(orig)
-        error = StoreMisconfigured if isinstance(refused, StoreMisconfigured) else StoreUnavailable
+        error: type[StoreUnavailable] = StoreUnavailable
+        if isinstance(orig, DRIVER_ERRORS) and isinstance(translate(orig), StoreMisconfigured):
+            error = StoreMisconfigured  # a wrong password or database: waiting will not help
         raise error(f"cannot open the store at {shown}: {orig}") from exc
     return SqlStore(
         backend,

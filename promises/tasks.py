@@ -26,7 +26,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
@@ -254,14 +254,13 @@ class Tasks:
         claim = Claim(new.id, 1, 1, None, 0, kind) if claimed else None
         return Transition(promise, fresh=True), claim
 
-    def queue_record(
+    def record_step_tx(
         self, tx: Tx, claim: Claim, id: str, action: Literal["resolve", "reject"], param: Value,
         value: Value, timeout_at: int,
-    ) -> Callable[[], Promise]:  # fmt: skip
-        """Fence, and write a finished step, in one statement (queued: see ``Tx.queue``).
-        Returns the check that gives the step as recorded."""
+    ) -> Promise:  # fmt: skip
+        """Fence, and write a finished step, in one statement; the step as recorded."""
         now = self.store.clock()
-        row = tx.queue(
+        fenced, seq = tx.one(
             self.sql.record_step,
             {
                 "job": claim.id, "counter": claim.counter, "now": now, "id": id,
@@ -270,48 +269,38 @@ class Tasks:
                 "value_data": value.data, "timeout_at": timeout_at,
             },
         )  # fmt: skip
+        if not fenced:
+            raise LeaseLost(claim.id)
+        if seq is None:  # recorded before (a replay's race): the store settles who won
+            return self.store.record_tx(tx, id, action, param, value, timeout_at=timeout_at)
+        recorded = Promise(
+            id=id, state=SETTLED_BY[action], param=param, value=value,
+            timeout_at=timeout_at, tags=_NO_TAGS, ikey_create=id, ikey_settle=id,
+            created_at=now, settled_at=now,
+        )  # fmt: skip
+        tx.settled[id] = recorded
+        return recorded
 
-        def check() -> Promise:
-            fenced, seq = row()
-            if not fenced:
-                raise LeaseLost(claim.id)
-            if seq is None:  # recorded before (a replay's race): the store settles who won
-                return self.store.record_tx(tx, id, action, param, value, timeout_at=timeout_at)
-            recorded = Promise(
-                id=id, state=SETTLED_BY[action], param=param, value=value,
-                timeout_at=timeout_at, tags=_NO_TAGS, ikey_create=id, ikey_settle=id,
-                created_at=now, settled_at=now,
-            )  # fmt: skip
-            tx.settled[id] = recorded
-            return recorded
-
-        return check
-
-    def queue_finish(
+    def finish_tx(
         self, tx: Tx, claim: Claim, action: SettleAction, value: Value, ikey: str
-    ) -> Callable[[], Transition]:
-        """Fence, and settle the job, in one statement (queued: see ``Tx.queue``)."""
+    ) -> Transition:
+        """Fence, and settle the job, in one statement."""
         now = self.store.clock()
-        row = tx.queue(
+        found = tx.one(
             self.sql.finish_job,
             {"id": claim.id, "counter": claim.counter, "now": now, "state": SETTLED_BY[action],
              "headers": dumps_mapping(value.headers), "data": value.data, "ikey": ikey},
         )  # fmt: skip
-
-        def check() -> Transition:
-            found = row()
-            fenced, kinds, settled = found[0], found[1], found[2:]
-            if not fenced:
-                raise LeaseLost(claim.id)
-            if settled[0] is None:  # past its deadline, or settled meanwhile: the general path
-                return self.store.settle_tx(tx, claim.id, action, value=value, ikey=ikey)
-            promise = promise_from_row(settled)
-            tx.settled[claim.id] = promise
-            for kind in kinds or ():
-                tx.ready(kind)
-            return Transition(promise, fresh=True)
-
-        return check
+        fenced, kinds, settled = found[0], found[1], found[2:]
+        if not fenced:
+            raise LeaseLost(claim.id)
+        if settled[0] is None:  # past its deadline, or settled meanwhile: the general path
+            return self.store.settle_tx(tx, claim.id, action, value=value, ikey=ikey)
+        promise = promise_from_row(settled)
+        tx.settled[claim.id] = promise
+        for kind in kinds or ():
+            tx.ready(kind)
+        return Transition(promise, fresh=True)
 
     # -- operations ----------------------------------------------------------------------
 
