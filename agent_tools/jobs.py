@@ -185,8 +185,7 @@ class JobService:
     def _not_a_schedule(self, job_id: str | None) -> None:
         """Jobs, timers and schedules share one set of ids: a job may not take a
         schedule's (the schedule would shadow it in every answer)."""
-        found = None if job_id is None else self.schedules.get(job_id)
-        if job_id is not None and found is not None:
+        if job_id is not None and (found := self.schedules.get(job_id)) is not None:
             raise _id_taken(job_id, {"type": "cron schedule", "status": found.state})
 
     def start_job(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -67,6 +68,8 @@ from promises.validation import (
     dumps_mapping,
 )
 from promises.waiting import Waiters
+
+log = logging.getLogger("promises.store")
 
 DEFAULT_LIMITS = Limits()
 _NO_TAGS: Mapping[str, str] = MappingProxyType({})
@@ -586,14 +589,12 @@ def open_store(
     )
 
 
-def open_store_waiting(
-    url: str, *, on_wait: Callable[[StoreUnavailable, float], None] | None = None, **options: Any
-) -> SqlStore:
+def open_store_waiting(url: str, **options: Any) -> SqlStore:
     """``open_store``, waiting for a database that cannot be reached yet (a worker
-    started before its database, or during an outage) instead of failing. A database
-    that refuses the connection itself (``StoreMisconfigured``: wrong credentials, no
-    such database) and a bad URL are raised at once: waiting would not help.
-    ``on_wait(error, pause)`` is told before each pause."""
+    started before its database, or during an outage) instead of failing, and saying so
+    in the log before each pause. A database that refuses the connection itself
+    (``StoreMisconfigured``: wrong credentials, no such database) and a bad URL are
+    raised at once: waiting would not help."""
     pause = 0.5
     while True:
         try:
@@ -601,8 +602,8 @@ def open_store_waiting(
         except StoreMisconfigured:
             raise
         except StoreUnavailable as exc:
-            if on_wait is not None:
-                on_wait(exc, pause)
+            log.warning("the database is not reachable yet (%s); trying again in %.1f s",
+                        exc, pause)  # fmt: skip
             time.sleep(pause)
             pause = min(pause * 2, 10.0)
 

@@ -35,7 +35,7 @@ from datetime import timedelta
 from typing import Any
 
 from promises.changes import wait_ready
-from promises.errors import PromiseError, StoreUnavailable
+from promises.errors import PromiseError
 from promises.logs import Throttled
 from promises.records import Promise
 from promises.runtime import Runtime
@@ -340,11 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         loaded = importlib.import_module(module)
         kinds |= {name for name, f in REGISTRY.items() if f.fn.__module__ == loaded.__name__}
 
-    def waiting(error: StoreUnavailable, pause: float) -> None:
-        log.warning("the database is not reachable yet (%s); trying again in %.1f s", error, pause)
-
     try:
-        store = open_store_waiting(args.db, on_wait=waiting)
+        store = open_store_waiting(args.db)
     except PromiseError as exc:  # a bad URL, wrong credentials: waiting would not help
         log.error("cannot open the store: %s", exc)
         return 2
