@@ -47,7 +47,7 @@ from promises.observe import Observer, emit
 from promises.records import APPROVAL_TAG, STEP_TAG, TIMER_TAG, Promise, Value
 from promises.retry import RetryPolicy
 from promises.store import NewPromise, SqlStore
-from promises.tasks import Claim, Tasks
+from promises.tasks import Claim, StepRecord, Tasks
 
 T = TypeVar("T")
 
@@ -153,9 +153,7 @@ class Run:
     #: anything with an effect — the next step, a wait, its end — and together with it
     #: when it is the job's end or a wait: a step then a return costs one transaction.
     #: Only while no other step of the run is in flight, and for ``DEFER_S`` at most.
-    deferred: list[tuple[str, Literal["resolve", "reject"], str, dict[str, str]]] = field(
-        default_factory=list
-    )
+    deferred: list[StepRecord] = field(default_factory=list)
     #: Steps of this run executing now (``asyncio.gather`` runs several).
     in_flight: int = 0
 
@@ -202,10 +200,10 @@ class Run:
     ) -> Awaitable[Promise] | None:  # fmt: skip
         """Record a finished step: deferred (see ``deferred``) when it is the only step
         in flight; else returns the write to await now."""
+        step = self.step_record(step_id, outcome, data, headers)
         if self.in_flight:
-            return self.write(lambda tx: self.record_tx(tx, step_id, outcome, data, headers),
-                              fence=False)  # fmt: skip
-        self.deferred.append((step_id, outcome, data, headers))
+            return self.write(lambda tx: self.write_step_tx(tx, step), fence=False)
+        self.deferred.append(step)
         if len(self.deferred) == 1:
             asyncio.get_running_loop().call_later(DEFER_S, self._write_deferred)
         return None
@@ -215,15 +213,30 @@ class Run:
         if self.deferred and not self.closing.is_set():
             self.write_soon(self.take_deferred())
 
+    def take_steps(self) -> list[StepRecord]:
+        """The deferred step records, for the caller to write (see ``Runtime._finish``)."""
+        steps, self.deferred = self.deferred, []
+        return steps
+
     def take_deferred(self) -> Callable[[Tx], None]:
         """One unit writing every deferred step record, in order (each fences itself)."""
-        records, self.deferred = self.deferred, []
+        steps = self.take_steps()
 
         def unit(tx: Tx) -> None:
-            for record in records:
-                self.record_tx(tx, *record)
+            for step in steps:
+                self.write_step_tx(tx, step)
 
         return unit
+
+    @staticmethod
+    def step_record(
+        step_id: str, outcome: Literal["resolve", "reject"], data: str, headers: dict[str, str]
+    ) -> StepRecord:
+        """A finished step (or a ``now``) as it is written: its name, start and arguments
+        go in its param's headers, its attempts in its value's."""
+        attempts = {k: v for k, v in headers.items() if k == ATTEMPTS_HEADER}
+        param = Value(None, {k: v for k, v in headers.items() if k != ATTEMPTS_HEADER})
+        return StepRecord(step_id, outcome, param, Value(data, attempts))
 
     def record_tx(
         self,
@@ -234,21 +247,17 @@ class Run:
         headers: dict[str, str],
     ) -> Promise:
         """Fence, and write a finished step (or a ``now``) as a settled child; returns it
-        as recorded. The step's name, start and arguments go in its param's headers, its
-        attempts in its value's."""
-        attempts = {k: v for k, v in headers.items() if k == ATTEMPTS_HEADER}
-        param = Value(None, {k: v for k, v in headers.items() if k != ATTEMPTS_HEADER})
-        value, timeout_at = Value(data, attempts), self.job.timeout_at
+        as recorded."""
+        return self.write_step_tx(tx, self.step_record(step_id, outcome, data, headers))
+
+    def write_step_tx(self, tx: Tx, step: StepRecord) -> Promise:
+        timeout_at = self.job.timeout_at
         if self.store.sql.record_step:  # PostgreSQL: fence and write in one statement
-            recorded = self.tasks.record_step_tx(
-                tx, self.claim, step_id, outcome, param, value, timeout_at
-            )
+            recorded = self.tasks.record_step_tx(tx, self.claim, step, timeout_at)
         else:
             self.tasks.fence_tx(tx, self.claim)
-            recorded = self.store.record_tx(
-                tx, step_id, outcome, param, value, timeout_at=timeout_at
-            )
-        self.children[step_id] = recorded
+            recorded = step.record_tx(tx, self.store, timeout_at)
+        self.children[step.id] = recorded
         return recorded
 
 

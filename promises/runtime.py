@@ -495,7 +495,7 @@ class Runtime:
         if run.broken:
             outcome = ("reject", ErrorInfo.of(run.broken[0]).to_json())
         run.closing.set()
-        await self._finish(run.claim, job, kind, *outcome, before=run.take_deferred())
+        await self._finish(run.claim, job, kind, *outcome, run=run)
 
     async def _suspend(self, run: Run, signal: Suspend) -> None:
         claim, store = run.claim, self.store
@@ -534,17 +534,24 @@ class Runtime:
         action: Literal["resolve", "reject"],
         data: str,
         *,
-        before: Callable[[Tx], None] | None = None,
+        run: Run | None = None,
     ) -> None:
-        """Settle the job, with the records of its last steps (``before``: their write,
-        see ``Run.take_deferred``) in the same transaction."""
+        """Settle the job, with the records of its last steps (``run``'s deferred ones,
+        see ``Run.deferred``) in the same transaction."""
         ikey = f"{job.id}:done"
+        steps = [] if run is None else run.take_steps()
 
         def unit(tx: Tx) -> Transition:
-            if before is not None:
-                before(tx)
-            if self.store.sql.finish_job:  # PostgreSQL: fence and settle in one statement
-                return self.tasks.finish_tx(tx, claim, action, Value(data), ikey)
+            if self.store.sql.finish_job:  # PostgreSQL: fence, record, settle in one statement
+                transition, recorded = self.tasks.finish_tx(
+                    tx, claim, action, Value(data), ikey, steps, job.timeout_at
+                )
+                if run is not None:
+                    run.children.update((step.id, step) for step in recorded)
+                return transition
+            if run is not None:
+                for step in steps:
+                    run.write_step_tx(tx, step)
             self.tasks.fence_tx(tx, claim)
             return self.store.settle_tx(tx, job.id, action, value=Value(data), ikey=ikey)
 

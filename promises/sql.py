@@ -215,15 +215,30 @@ class Statements:
             if pg
             else ""
         )
+        # Fence, write the job's last finished steps (none, or several: one array per
+        # column) and settle the job: a whole one-step job's end in one round trip.
+        # The fence only locks the task (no row version of its own): the settle's
+        # trigger writes the task once, as done.
         self.finish_job = (
-            "WITH f AS (UPDATE tasks SET updated_at = :now WHERE id = :id AND counter = :counter "
-            "AND state = 'claimed' RETURNING 1), "
+            "WITH f AS (SELECT 1 FROM tasks WHERE id = :id AND counter = :counter "
+            "AND state = 'claimed' FOR NO KEY UPDATE), "
+            "i AS (INSERT INTO promises (id, state, timer, param_headers, param_data, "
+            "value_headers, value_data, timeout_at, tags, ikey_create, ikey_settle, created_at, "
+            "settled_at) SELECT r.id, r.state, false, r.param_headers, r.param_data, "
+            "r.value_headers, r.value_data, CAST(:steps_timeout_at AS BIGINT), NULL, r.id, r.id, "
+            "CAST(:now AS BIGINT), CAST(:now AS BIGINT) FROM unnest(CAST(:step_ids AS VARCHAR[]), "
+            "CAST(:step_states AS VARCHAR[]), CAST(:step_param_headers AS VARCHAR[]), "
+            "CAST(:step_param_data AS VARCHAR[]), CAST(:step_value_headers AS VARCHAR[]), "
+            "CAST(:step_value_data AS VARCHAR[])) AS r(id, state, param_headers, param_data, "
+            "value_headers, value_data) WHERE EXISTS (SELECT 1 FROM f) "
+            "ON CONFLICT (id) DO NOTHING RETURNING id), "
             f"s AS (UPDATE promises SET state = :state, value_headers = :headers, "
             f"value_data = :data, ikey_settle = :ikey, settled_at = {settle_time} "
             "WHERE id = :id AND state = 'pending' AND timeout_at > :now "
             f"AND EXISTS (SELECT 1 FROM f) RETURNING {p}) "
             "SELECT (SELECT count(*) FROM f), (SELECT array_agg(DISTINCT kind) FROM tasks "
-            f"WHERE waiting_on = :id), {pc} FROM (SELECT 1) AS one LEFT JOIN s ON true"
+            "WHERE waiting_on = :id), (SELECT array_agg(id) FROM i), "
+            f"{pc} FROM (SELECT 1) AS one LEFT JOIN s ON true"
             if pg
             else ""
         )

@@ -66,6 +66,30 @@ class Claim:
     kind: str
 
 
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """A finished step as it is written: a settled child of its job. Its name, start
+    and arguments are in ``param``'s headers, its attempts in ``value``'s."""
+
+    id: str
+    action: Literal["resolve", "reject"]
+    param: Value
+    value: Value
+
+    def recorded(self, timeout_at: int, now: int) -> Promise:
+        """The step as the database holds it once written at ``now``."""
+        return Promise(
+            id=self.id, state=SETTLED_BY[self.action], param=self.param, value=self.value,
+            timeout_at=timeout_at, tags=_NO_TAGS, ikey_create=self.id, ikey_settle=self.id,
+            created_at=now, settled_at=now,
+        )  # fmt: skip
+
+    def record_tx(self, tx: Tx, store: SqlStore, timeout_at: int) -> Promise:
+        """Write it the general way (the store checks a record already there)."""
+        return store.record_tx(tx, self.id, self.action, self.param, self.value,
+                               timeout_at=timeout_at)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Progress:
     message: str
@@ -255,16 +279,16 @@ class Tasks:
         return Transition(promise, fresh=True), claim
 
     def record_step_tx(
-        self, tx: Tx, claim: Claim, id: str, action: Literal["resolve", "reject"], param: Value,
-        value: Value, timeout_at: int,
-    ) -> Promise:  # fmt: skip
+        self, tx: Tx, claim: Claim, step: StepRecord, timeout_at: int
+    ) -> Promise:
         """Fence, and write a finished step, in one statement; the step as recorded."""
         now = self.store.clock()
+        param, value = step.param, step.value
         fenced, seq = tx.one(
             self.sql.record_step,
             {
-                "job": claim.id, "counter": claim.counter, "now": now, "id": id,
-                "state": SETTLED_BY[action], "param_headers": dumps_mapping(param.headers),
+                "job": claim.id, "counter": claim.counter, "now": now, "id": step.id,
+                "state": SETTLED_BY[step.action], "param_headers": dumps_mapping(param.headers),
                 "param_data": param.data, "value_headers": dumps_mapping(value.headers),
                 "value_data": value.data, "timeout_at": timeout_at,
             },
@@ -272,35 +296,48 @@ class Tasks:
         if not fenced:
             raise LeaseLost(claim.id)
         if seq is None:  # recorded before (a replay's race): the store settles who won
-            return self.store.record_tx(tx, id, action, param, value, timeout_at=timeout_at)
-        recorded = Promise(
-            id=id, state=SETTLED_BY[action], param=param, value=value,
-            timeout_at=timeout_at, tags=_NO_TAGS, ikey_create=id, ikey_settle=id,
-            created_at=now, settled_at=now,
-        )  # fmt: skip
-        tx.settled[id] = recorded
+            return step.record_tx(tx, self.store, timeout_at)
+        recorded = step.recorded(timeout_at, now)
+        tx.settled[step.id] = recorded
         return recorded
 
     def finish_tx(
-        self, tx: Tx, claim: Claim, action: SettleAction, value: Value, ikey: str
-    ) -> Transition:
-        """Fence, and settle the job, in one statement."""
+        self, tx: Tx, claim: Claim, action: SettleAction, value: Value, ikey: str,
+        steps: list[StepRecord], steps_timeout_at: int,
+    ) -> tuple[Transition, list[Promise]]:  # fmt: skip
+        """Fence, write the job's last finished ``steps`` and settle the job, in one
+        statement; the job's transition and the steps as recorded."""
         now = self.store.clock()
         found = tx.one(
             self.sql.finish_job,
             {"id": claim.id, "counter": claim.counter, "now": now, "state": SETTLED_BY[action],
-             "headers": dumps_mapping(value.headers), "data": value.data, "ikey": ikey},
+             "headers": dumps_mapping(value.headers), "data": value.data, "ikey": ikey,
+             "steps_timeout_at": steps_timeout_at,
+             "step_ids": [step.id for step in steps],
+             "step_states": [SETTLED_BY[step.action] for step in steps],
+             "step_param_headers": [dumps_mapping(step.param.headers) for step in steps],
+             "step_param_data": [step.param.data for step in steps],
+             "step_value_headers": [dumps_mapping(step.value.headers) for step in steps],
+             "step_value_data": [step.value.data for step in steps]},
         )  # fmt: skip
-        fenced, kinds, settled = found[0], found[1], found[2:]
+        fenced, kinds, inserted, settled = found[0], found[1], found[2], found[3:]
         if not fenced:
             raise LeaseLost(claim.id)
+        written = set(inserted or ())
+        recorded = []
+        for step in steps:
+            if step.id in written:
+                recorded.append(step.recorded(steps_timeout_at, now))
+                tx.settled[step.id] = recorded[-1]
+            else:  # recorded before (a replay's race): the store settles who won
+                recorded.append(step.record_tx(tx, self.store, steps_timeout_at))
         if settled[0] is None:  # past its deadline, or settled meanwhile: the general path
-            return self.store.settle_tx(tx, claim.id, action, value=value, ikey=ikey)
+            return self.store.settle_tx(tx, claim.id, action, value=value, ikey=ikey), recorded
         promise = promise_from_row(settled)
         tx.settled[claim.id] = promise
         for kind in kinds or ():
             tx.ready(kind)
-        return Transition(promise, fresh=True)
+        return Transition(promise, fresh=True), recorded
 
     # -- operations ----------------------------------------------------------------------
 

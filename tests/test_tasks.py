@@ -11,6 +11,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Collection
+from typing import Any
 
 import psycopg
 import pytest
@@ -19,7 +20,7 @@ from promises import SqlStore, Value, open_store
 from promises.database import Tx
 from promises.records import Promise
 from promises.runtime import Runtime
-from promises.tasks import Claim, LeaseLost, Owner
+from promises.tasks import Claim, LeaseLost, Owner, StepRecord
 from promises.worker import Worker
 from tests import durable_jobs as jobs
 from tests.conftest import PG_URL, FakeClock, requires_postgres
@@ -277,3 +278,96 @@ def test_a_suspend_arriving_during_a_settle_waits_for_it_and_sees_it_settled(
         assert suspended
         task = runtime.tasks.get(held.id)
         assert task is not None and task.state == "ready" and task.ready_at <= store.clock()
+
+
+# -- a job's end on PostgreSQL: fence, last steps and settle in one statement ------------
+
+
+def _steps(job_id: str) -> list[StepRecord]:
+    return [
+        StepRecord(
+            f"{job_id}.0", "resolve", Value(None, {"step": "a"}), Value("1", {"attempts": "1"})
+        ),
+        StepRecord(f"{job_id}.1", "reject", Value(None, {"step": "b"}), Value('"boom"')),
+    ]
+
+
+def _finish(runtime: Runtime, held: Claim, steps: list[StepRecord]) -> tuple[Any, list[Promise]]:
+    timeout_at = runtime.store.get(held.id).timeout_at
+    statements: list[str] = []
+    real_one = Tx.one
+
+    def counted(tx: Tx, statement: str, params: Any = None) -> Any:
+        statements.append(statement)
+        return real_one(tx, statement, params)
+
+    def unit(tx: Tx) -> tuple[Any, list[Promise]]:
+        Tx.one = counted  # type: ignore[method-assign]
+        try:
+            return runtime.tasks.finish_tx(
+                tx, held, "resolve", Value("42"), f"{held.id}:done", steps, timeout_at
+            )
+        finally:
+            Tx.one = real_one  # type: ignore[method-assign]
+
+    transition, recorded = runtime.store.db.write(unit)
+    LAST_STATEMENTS[:] = statements
+    return transition, recorded
+
+
+#: The statements the last ``_finish`` ran (``Tx.one`` calls).
+LAST_STATEMENTS: list[str] = []
+
+
+@requires_postgres
+def test_a_jobs_end_writes_its_last_steps_and_settles_it_in_one_statement(pg_url: str) -> None:
+    with open_store(pg_url) as store:
+        runtime = _start(store, 1)
+        held = claim(runtime, Owner.here(), 1)[0]
+        steps = _steps(held.id)
+        transition, recorded = _finish(runtime, held, steps)
+        assert [store.sql.finish_job] == LAST_STATEMENTS  # one round trip for all of it
+        assert transition.fresh and transition.promise.state == "resolved"
+        assert store.get(held.id).value.data == "42"
+        for step, written in zip(steps, recorded, strict=True):
+            stored = store.get(step.id)
+            assert stored == written
+            assert (stored.state, stored.param, stored.value) == (
+                "resolved" if step.action == "resolve" else "rejected",
+                step.param,
+                step.value,
+            )
+        task = runtime.tasks.get(held.id)
+        assert task is not None and task.state == "done"
+
+
+@requires_postgres
+def test_a_step_recorded_before_a_jobs_end_keeps_its_first_outcome(pg_url: str) -> None:
+    with open_store(pg_url) as store:
+        runtime = _start(store, 1)
+        held = claim(runtime, Owner.here(), 1)[0]
+        first, second = _steps(held.id)
+        earlier = store.db.write(
+            lambda tx: store.record_tx(
+                tx, first.id, "reject", first.param, Value('"earlier"'), timeout_at=10**15
+            )
+        )
+        _transition, recorded = _finish(runtime, held, [first, second])
+        assert recorded[0] == earlier == store.get(first.id)  # the first outcome stands
+        assert recorded[1] == store.get(second.id) and recorded[1].state == "rejected"
+        assert store.get(held.id).state == "resolved"
+
+
+@requires_postgres
+def test_a_stale_owners_end_writes_neither_its_steps_nor_its_result(
+    pg_url: str, clock: FakeClock
+) -> None:
+    with open_store(pg_url, clock=clock) as store:
+        runtime = _start(store, 1)
+        stale = claim(runtime, Owner.here(), 1)[0]
+        clock.advance(LEASE)
+        claim(runtime, Owner.here(), 1)  # another worker holds it now
+        with pytest.raises(LeaseLost):
+            _finish(runtime, stale, _steps(stale.id))
+        assert store.get(stale.id).pending
+        assert store.get_many([s.id for s in _steps(stale.id)]) == {}
