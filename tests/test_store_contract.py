@@ -16,6 +16,7 @@ from promises import (
     PromiseAlreadySettled,
     PromiseNotFound,
     SqlStore,
+    StoreUnavailable,
     Value,
     open_store,
 )
@@ -250,6 +251,62 @@ async def test_wait_wakes_at_the_promises_own_timeout(store_url: str) -> None:
 async def test_wait_for_an_unknown_promise_is_not_found(store: SqlStore) -> None:
     with pytest.raises(PromiseNotFound):
         await store.wait("nobody", timeout=1)
+
+
+async def test_reads_asked_for_together_share_one_query_and_answer_each_caller(
+    store: SqlStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(5):
+        store.create(f"r{n}", timeout_at=clock() + HOUR)
+    store.resolve("r0", value=Value("zero"))
+    queries: list[object] = []
+    real_aread = store.db.aread
+
+    async def counted(fn: object) -> object:
+        queries.append(fn)
+        return await real_aread(fn)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store.db, "aread", counted)
+    cancelled = asyncio.ensure_future(store.aget_many(["r3"]))
+    reads = [
+        asyncio.ensure_future(read)
+        for read in (
+            store.aget_many(["r0", "r1"]),
+            store.aget("r2"),
+            store.aget_many(["r1", "nobody"]),
+            store.aget("nobody"),
+            store.aget_many(["r4", "r3"], strict=True),
+        )
+    ]
+    await asyncio.sleep(0)  # every read has asked; the query has not run yet
+    cancelled.cancel()
+    many, two, lenient, unknown, last = await asyncio.gather(*reads, return_exceptions=True)
+    assert len(queries) == 1  # one query for all of them
+    assert many["r0"].state == "resolved" and many["r0"].value.data == "zero"
+    assert list(many) == ["r0", "r1"] and many["r1"].pending
+    assert two.id == "r2"
+    assert list(lenient) == ["r1"]  # not strict: the unknown id is left out
+    assert isinstance(unknown, PromiseNotFound)  # strict: only this caller fails
+    assert list(last) == ["r4", "r3"]
+    assert cancelled.cancelled()
+    # The next turn of the loop reads again: it sees what changed since.
+    store.resolve("r1")
+    assert (await store.aget("r1")).state == "resolved" and len(queries) == 2
+
+
+async def test_a_failed_shared_read_fails_every_caller_with_the_stores_error(
+    store: SqlStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.create("r0", timeout_at=clock() + HOUR)
+
+    async def broken(fn: object) -> object:
+        raise StoreUnavailable("the database is down")
+
+    monkeypatch.setattr(store.db, "aread", broken)
+    outcomes = await asyncio.gather(
+        store.aget("r0"), store.aget_many(["r0"]), return_exceptions=True
+    )
+    assert all(isinstance(o, StoreUnavailable) for o in outcomes)
 
 
 def test_promises_are_counted_by_tag_value_and_state(store: SqlStore, clock: FakeClock) -> None:
