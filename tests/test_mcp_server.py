@@ -243,12 +243,16 @@ async def test_schedule_starts_a_job_later_or_on_a_cron_schedule_that_can_be_can
     connected: tuple[Client, SqlStore, Any],
 ) -> None:
     client, _, _ = connected
+    # An hour away, so that it is surely still waiting when probed, on any machine.
+    tomorrow = await call(
+        client, "schedule", {"delay_s": 3600, "kind": "tests.squares", "args": {"n": 2}}
+    )
+    assert tomorrow["type"] == "job"
+    probe = (await call(client, "probe_status", {"job_ids": [tomorrow["id"]]}))["jobs"][0]
+    assert probe["status"] == "waiting" and probe["waiting_for"]["reason"] == "scheduled start"
     later = await call(
         client, "schedule", {"delay_s": 0.3, "kind": "tests.squares", "args": {"n": 2}}
     )
-    assert later["type"] == "job"
-    probe = (await call(client, "probe_status", {"job_ids": [later["id"]]}))["jobs"][0]
-    assert probe["status"] == "waiting" and probe["waiting_for"]["reason"] == "scheduled start"
     done = (await call(client, "await_result", {"job_ids": [later["id"]], "timeout_s": 5}))["done"][
         0
     ]
