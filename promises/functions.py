@@ -136,6 +136,10 @@ def return_annotation(fn: object) -> Any:
         return inspect.Parameter.empty
 
 
+#: Annotations a value of exactly that type meets as it is (pydantic would return it).
+_SCALARS: frozenset[type] = frozenset({int, float, str, bool})
+
+
 def validated_arguments(
     function: DurableFunction, args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> tuple[list[Any], dict[str, Any]]:
@@ -154,8 +158,10 @@ def validated_arguments(
         ) from exc
     for name, value in bound.arguments.items():
         annotation = signature.parameters[name].annotation
-        if annotation in (inspect.Parameter.empty, Any):
-            continue
+        if annotation in (inspect.Parameter.empty, Any) or (
+            annotation in _SCALARS and type(value) is annotation
+        ):
+            continue  # nothing to check or convert
         try:
             bound.arguments[name] = adapter(annotation).validate_python(value)
         except pydantic.ValidationError as exc:
