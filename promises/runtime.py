@@ -549,10 +549,12 @@ class Runtime:
                 if run is not None:
                     run.children.update((step.id, step) for step in recorded)
                 return transition
-            if run is not None:
-                for step in steps:
-                    run.write_step_tx(tx, step)
+            # One fence holds the task for the whole transaction (SQLite's write lock).
             self.tasks.fence_tx(tx, claim)
+            for step in steps:
+                written = step.record_tx(tx, self.store, job.timeout_at)
+                if run is not None:
+                    run.children[step.id] = written
             return self.store.settle_tx(tx, job.id, action, value=Value(data), ikey=ikey)
 
         try:
