@@ -69,6 +69,10 @@ def is_proxied(job: Mapping[str, Any]) -> bool:
 __all__ = ["KIND_TAG", "STATUSES", "JobError", "JobService", "Kind", "Status", "iso"]
 
 
+#: What the runtime refuses a start with, for reasons the agent can act on.
+_REFUSED = (JobConflict, UnknownJob, InvalidArgument)
+
+
 @dataclass(frozen=True)
 class Kind:
     """A job kind as agents see it: a registered durable function, its description
@@ -201,7 +205,7 @@ class JobService:
             transition = self.runtime.start(
                 found.function, id=job_id, start_at=start_at, **dict(args or {})
             )
-        except (JobConflict, UnknownJob, InvalidArgument) as exc:
+        except _REFUSED as exc:
             conflict = isinstance(exc, JobConflict)
             current = self._probe_one(str(job_id)) if conflict else {}
             raise self._refused(exc, kind, job_id, current) from exc
@@ -229,17 +233,26 @@ class JobService:
     async def _astart(
         self, kind: str, args: Mapping[str, Any] | None, job_id: str | None, start_at: int | None
     ) -> tuple[Transition, JobView | None]:
+        function = await self._start_function(kind, args, job_id)
+        try:
+            return await self.runtime.astart_view(
+                function, id=job_id, start_at=start_at, **dict(args or {})
+            )
+        except _REFUSED as exc:
+            raise await self._arefused(exc, kind, job_id) from exc
+
+    async def _start_function(
+        self, kind: str, args: Mapping[str, Any] | None, job_id: str | None
+    ) -> DurableFunction:
         found = self._start_checked(kind, args, job_id)
         if job_id is not None:
             await asyncio.to_thread(self._not_a_schedule, job_id)
-        try:
-            return await self.runtime.astart_view(
-                found.function, id=job_id, start_at=start_at, **dict(args or {})
-            )
-        except (JobConflict, UnknownJob, InvalidArgument) as exc:
-            conflict = isinstance(exc, JobConflict)
-            current = (await self.aprobe([str(job_id)]))[0] if conflict else {}
-            raise self._refused(exc, kind, job_id, current) from exc
+        return found.function
+
+    async def _arefused(self, exc: Exception, kind: str, job_id: str | None) -> JobError:
+        """A start the runtime refused, as the agent is told it."""
+        current = (await self.aprobe([str(job_id)]))[0] if isinstance(exc, JobConflict) else {}
+        return self._refused(exc, kind, job_id, current)
 
     async def start_and_wait(
         self, kind: str, args: Mapping[str, Any] | None, job_id: str | None, wait_s: float
@@ -250,9 +263,13 @@ class JobService:
         wait = check_wait_s(wait_s)
         if wait <= 0:
             return await self.astart_job(kind, args, job_id)
-        transition, _ = await self._astart(kind, args, job_id, None)
-        if transition.promise.pending:
-            await self.store.wait(transition.promise.id, timeout=wait)
+        function = await self._start_function(kind, args, job_id)
+        try:
+            transition, _ = await self.runtime.astart_and_wait(
+                function, id=job_id, wait_s=wait, **dict(args or {})
+            )
+        except _REFUSED as exc:
+            raise await self._arefused(exc, kind, job_id) from exc
         status = (await self.aprobe([transition.promise.id]))[0]
         return {**status, "created": transition.fresh}
 

@@ -1,5 +1,8 @@
 """Durable job figures beside DBOS, in the same run, on the same databases; prints JSON.
 
+Ours go from start to result with ``Runtime.astart_and_wait``, DBOS's with
+``start_workflow(...).get_result()``.
+
 (a) Sequential one-step jobs, start to result, in one process (SQLite WAL+FULL, and
     PostgreSQL). Target: >= 2x DBOS.
 (b) 16 concurrent submitters, 2,000 one-step jobs, start to result (our submitters are
@@ -129,8 +132,7 @@ async def ours(url: str, jobs: int, submitters: int) -> dict[str, Any]:
         async def submit(first: int) -> None:
             for i in range(first, jobs, submitters):
                 started = time.perf_counter()
-                job = await runtime.astart(one_step, i)
-                done = await store.wait(job.promise.id, timeout=60)
+                _, done = await runtime.astart_and_wait(one_step, i, wait_s=60)
                 if done.state != "resolved" or Runtime.result(done) != i:
                     raise RuntimeError(f"job {i} ended {done.state}")
                 latencies.append(time.perf_counter() - started)

@@ -48,7 +48,7 @@ from promises.records import (
 from promises.rows import promise_from_row
 from promises.store import NewPromise, SqlStore
 from promises.tasks import Claim, Owner, TaskInfo, Tasks
-from promises.validation import check_id, check_job_id, check_timestamp
+from promises.validation import check_id, check_job_id, check_seconds, check_timestamp
 from promises.views import JobView, aviews, view, views
 
 log = logging.getLogger("promises.runtime")
@@ -281,6 +281,33 @@ class Runtime:
         back: a new job that a worker here took at once (it runs), as ``views`` would
         read it. None otherwise (a duplicate start, or a job left for any worker)."""
         request = self.prepare(fn, args, kwargs, id=id, start_at=start_at, tags=tags)
+        return await self._astart(request)
+
+    async def astart_and_wait(
+        self,
+        fn: DurableFunction | str,
+        *args: Any,
+        wait_s: float,
+        id: str | None = None,
+        start_at: int | None = None,
+        tags: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> tuple[Transition, Promise]:
+        """Start a job (as ``astart``) and wait up to ``wait_s`` seconds for it to
+        settle; returns the start and the job's promise as it is when the wait ends
+        (check ``.pending``). Listening from before the start is written, it needs no
+        read of the job before waiting: the quickest way from a start to a result."""
+        seconds = check_seconds(wait_s, "wait_s")
+        request = self.prepare(fn, args, kwargs, id=id, start_at=start_at, tags=tags)
+        job_id = request.promise.id
+        with self.store.listen([job_id]) as listener:
+            transition, _ = await self._astart(request)
+            found = {job_id: transition.promise}
+            return transition, (await self.store.wait_listening(listener, found, timeout=seconds))[
+                job_id
+            ]
+
+    async def _astart(self, request: StartRequest) -> tuple[Transition, JobView | None]:
         worker = self._local(request)
         owner, lease = (worker.owner, worker.lease_ms) if worker else (None, 0)
         started_at = self.store.clock()

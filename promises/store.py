@@ -67,7 +67,7 @@ from promises.validation import (
     check_value,
     dumps_mapping,
 )
-from promises.waiting import Waiters
+from promises.waiting import Listener, Waiters
 
 log = logging.getLogger("promises.store")
 
@@ -561,28 +561,43 @@ class SqlStore:
         if not wanted:
             raise InvalidArgument("ids must name at least one promise")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
+        began = loop.time()
         with self.waiters.listen(wanted) as listener:
             found = await self.aget_many(wanted, strict=True)
-            while True:
-                pending = [p for p in found.values() if p.pending]
-                remaining = deadline - loop.time()
-                if not pending or remaining <= 0:
-                    return found
-                until_timeout = (min(p.timeout_at for p in pending) - self.clock()) / 1000
-                pause = min(remaining, self.poll_interval, max(until_timeout, 0) + 0.001)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(listener.event.wait(), pause)
-                woken = listener.take()
-                if woken:
-                    # A settle in this process hands over the promise itself; one made
-                    # elsewhere is read again (all of them in one query).
-                    found.update((i, p) for i, p in woken.items() if p is not None and i in found)
-                    stale = [i for i, p in woken.items() if p is None and i in found]
-                else:  # a timeout, or the fallback poll
-                    stale = [p.id for p in found.values() if p.pending]
-                if stale:
-                    found.update(await self.aget_many(stale, strict=True))
+            left = max(seconds - (loop.time() - began), 0)
+            return await self.wait_listening(listener, found, timeout=left)
+
+    def listen(self, ids: Sequence[str]) -> contextlib.AbstractContextManager[Listener]:
+        """Be woken when one of ``ids`` may settle, from now on: a promise read or
+        written after this needs no read again before ``wait_listening``."""
+        return self.waiters.listen(self._check_ids(ids))
+
+    async def wait_listening(
+        self, listener: Listener, found: dict[str, Promise], *, timeout: float
+    ) -> dict[str, Promise]:
+        """``wait_all`` for promises ``found`` as they were read or written after
+        ``listener`` started to listen for them (see ``listen``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + check_seconds(timeout, "timeout")
+        while True:
+            pending = [p for p in found.values() if p.pending]
+            remaining = deadline - loop.time()
+            if not pending or remaining <= 0:
+                return found
+            until_timeout = (min(p.timeout_at for p in pending) - self.clock()) / 1000
+            pause = min(remaining, self.poll_interval, max(until_timeout, 0) + 0.001)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(listener.event.wait(), pause)
+            woken = listener.take()
+            if woken:
+                # A settle in this process hands over the promise itself; one made
+                # elsewhere is read again (all of them in one query).
+                found.update((i, p) for i, p in woken.items() if p is not None and i in found)
+                stale = [i for i, p in woken.items() if p is None and i in found]
+            else:  # a timeout, or the fallback poll
+                stale = [p.id for p in found.values() if p.pending]
+            if stale:
+                found.update(await self.aget_many(stale, strict=True))
 
     # -- lifecycle ---------------------------------------------------------------------
 

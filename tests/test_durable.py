@@ -592,3 +592,67 @@ async def test_a_step_finished_before_a_graceful_stop_is_not_run_again(
     async with worker_for(real_store):
         assert await finish(real_store, job) == 1
     assert STOPPED_STEPS == [1]  # the finished step was not run again
+
+
+# -- start and wait in one call -----------------------------------------------------------
+
+
+async def test_start_and_wait_answers_with_the_result_without_reading_the_job(
+    real_store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[object] = []
+    real_read = real_store.aget_many
+
+    async def counted(ids: Any, **options: Any) -> Any:
+        reads.append(ids)
+        return await real_read(ids, **options)
+
+    async with worker_for(real_store) as worker:
+        await looked_again(worker)
+        monkeypatch.setattr(real_store, "aget_many", counted)
+        started, done = await worker.runtime.astart_and_wait(jobs.squares, 3, wait_s=10)
+    assert started.fresh and started.promise.id == done.id
+    assert done.state == "resolved" and Runtime.result(done) == [0, 1, 4]
+    assert reads == []  # listening since before the start: the settle itself woke it
+
+
+async def test_start_and_wait_returns_the_job_still_pending_when_the_wait_ends(
+    real_store: SqlStore,
+) -> None:
+    async with worker_for(real_store) as worker:
+        started, job = await worker.runtime.astart_and_wait(
+            jobs.approval, 5, wait_s=0.2, id="waits-for-a-person"
+        )
+        assert started.fresh and job.pending and job.id == "waits-for-a-person"
+        # The same start again is the same job: it answers at its end.
+        await eventually(lambda: worker.runtime.view("waits-for-a-person").waited_on is not None)
+        decision = worker.runtime.view("waits-for-a-person").waited_on
+        await real_store.asettle(str(decision), "resolve", value=Value("true"))
+        again, done = await worker.runtime.astart_and_wait(
+            jobs.approval, 5, wait_s=10, id="waits-for-a-person"
+        )
+    assert not again.fresh and done.state == "resolved"
+
+
+async def test_start_and_wait_wakes_for_a_settle_made_by_another_store(
+    real_store: SqlStore, store_url: str
+) -> None:
+    async with worker_for(real_store) as worker:
+        waiting = asyncio.create_task(
+            worker.runtime.astart_and_wait(jobs.sleeper, 3600, wait_s=20, id="long-nap")
+        )
+        await eventually(lambda: "long-nap" in real_store.get_many(["long-nap"]))
+        with open_store(store_url) as other:
+            await asyncio.to_thread(Runtime(other).cancel, "long-nap")
+        _, job = await asyncio.wait_for(waiting, 15)
+    assert job.state == "rejected_canceled"
+
+
+@pytest.mark.parametrize("wait_s", [-1, float("nan"), "soon", True])
+async def test_start_and_wait_refuses_a_bad_wait_and_starts_nothing(
+    real_store: SqlStore, wait_s: object
+) -> None:
+    runtime = Runtime(real_store)
+    with pytest.raises(InvalidArgument, match="wait_s"):
+        await runtime.astart_and_wait(jobs.squares, 1, wait_s=wait_s, id="never")  # type: ignore[arg-type]
+    assert real_store.get_many(["never"]) == {}
