@@ -146,6 +146,11 @@ def validated_arguments(
     """Bind arguments to the function's signature and validate each against its
     annotation (so a ``list[Location]`` parameter receives ``Location`` models)."""
     signature = function.signature
+    names = _positional_names(function.fn)
+    if not kwargs and names is not None and len(args) == len(names):
+        arguments = dict(zip(names, args, strict=True))  # what bind would find, quicker
+        _validate(function, signature, arguments)
+        return list(arguments.values()), {}
     try:
         bound = signature.bind(*args, **kwargs)
     except TypeError as exc:
@@ -156,18 +161,36 @@ def validated_arguments(
         raise InvalidArgument(
             f"arguments do not fit {function.name}: {exc}; it takes {takes or 'no arguments'}"
         ) from exc
-    for name, value in bound.arguments.items():
+    _validate(function, signature, bound.arguments)
+    return list(bound.args), dict(bound.kwargs)
+
+
+@functools.lru_cache(maxsize=1024)
+def _positional_names(fn: Callable[..., Awaitable[Any]]) -> tuple[str, ...] | None:
+    """The parameters' names when each may be passed by position (no ``*args``,
+    ``**kwargs`` or keyword-only ones); else None."""
+    parameters = _signature(fn).parameters.values()
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if all(p.kind in positional for p in parameters):
+        return tuple(p.name for p in parameters)
+    return None
+
+
+def _validate(
+    function: DurableFunction, signature: inspect.Signature, arguments: dict[str, Any]
+) -> None:
+    """Validate (and convert, in place) each argument against its annotation."""
+    for name, value in arguments.items():
         annotation = signature.parameters[name].annotation
         if annotation in (inspect.Parameter.empty, Any) or (
             annotation in _SCALARS and type(value) is annotation
         ):
             continue  # nothing to check or convert
         try:
-            bound.arguments[name] = adapter(annotation).validate_python(value)
+            arguments[name] = adapter(annotation).validate_python(value)
         except pydantic.ValidationError as exc:
             raise InvalidArgument(
                 f"argument {name!r} of {function.name} is invalid: {exc}"
             ) from exc
         except TypeError:
             continue  # an annotation pydantic cannot validate: pass the value as given
-    return list(bound.args), dict(bound.kwargs)

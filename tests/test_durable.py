@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from promises import (
     Context,
@@ -26,6 +27,7 @@ from promises import (
     open_store,
 )
 from promises.codec import StoredError
+from promises.functions import validated_arguments
 from promises.worker import Worker
 from tests import durable_jobs as jobs
 from tests.conftest import FakeClock
@@ -656,3 +658,35 @@ async def test_start_and_wait_refuses_a_bad_wait_and_starts_nothing(
     with pytest.raises(InvalidArgument, match="wait_s"):
         await runtime.astart_and_wait(jobs.squares, 1, wait_s=wait_s, id="never")  # type: ignore[arg-type]
     assert real_store.get_many(["never"]) == {}
+
+
+class Place(BaseModel):
+    city: str
+
+
+@durable(name="tests.places")
+async def places(ctx: Context, n: int, where: list[Place], note: str = "") -> int:
+    return n
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        (["2", [{"city": "Porto"}], "x"], {}),  # every argument by position
+        ([], {"n": "2", "where": [{"city": "Porto"}], "note": "x"}),
+        (["2"], {"note": "x", "where": [{"city": "Porto"}]}),
+    ],
+)
+def test_arguments_by_position_or_by_name_are_bound_and_converted_alike(
+    args: list[Any], kwargs: dict[str, Any]
+) -> None:
+    assert validated_arguments(places, args, kwargs) == ([2, [Place(city="Porto")], "x"], {})
+
+
+def test_arguments_by_position_are_checked_against_their_annotations() -> None:
+    with pytest.raises(InvalidArgument, match=r"argument 'n' of tests\.places is invalid"):
+        validated_arguments(places, ["two", [], ""], {})
+    with pytest.raises(InvalidArgument, match=r"argument 'where' of tests\.places is invalid"):
+        validated_arguments(places, [1, [{"town": "Porto"}], ""], {})
+    with pytest.raises(InvalidArgument, match=r"arguments do not fit tests\.places"):
+        validated_arguments(places, [1, [], "", "extra"], {})
