@@ -587,7 +587,8 @@ class SqlStore:
             until_timeout = (min(p.timeout_at for p in pending) - self.clock()) / 1000
             pause = min(remaining, self.poll_interval, max(until_timeout, 0) + 0.001)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(listener.event.wait(), pause)
+                async with asyncio.timeout(pause):  # no task per wait, as wait_for makes
+                    await listener.event.wait()
             woken = listener.take()
             if woken:
                 # A settle in this process hands over the promise itself; one made
