@@ -690,3 +690,31 @@ def test_arguments_by_position_are_checked_against_their_annotations() -> None:
         validated_arguments(places, [1, [{"town": "Porto"}], ""], {})
     with pytest.raises(InvalidArgument, match=r"arguments do not fit tests\.places"):
         validated_arguments(places, [1, [], "", "extra"], {})
+
+
+async def test_step_code_in_a_thread_answers_its_value_or_error_in_its_context() -> None:
+    import concurrent.futures
+    import contextvars
+
+    from promises.worker import _in_thread
+
+    loop = asyncio.get_running_loop()
+    where: contextvars.ContextVar[str] = contextvars.ContextVar("where", default="nowhere")
+    where.set("the caller's")
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        assert await _in_thread(loop, pool, where.get) == "the caller's"
+        with pytest.raises(ZeroDivisionError):
+            await _in_thread(loop, pool, lambda: 1 / 0)
+        # A step cancelled while it waits for a thread never starts.
+        release, ran = asyncio.Event(), []
+        blocker = _in_thread(loop, pool, lambda: asyncio.run_coroutine_threadsafe(
+            release.wait(), loop).result(10))  # fmt: skip
+        queued = _in_thread(loop, pool, lambda: ran.append("queued"))
+        queued.cancel()
+        release.set()
+        await blocker
+        assert await _in_thread(loop, pool, lambda: "after") == "after"
+        assert ran == []
+    finally:
+        pool.shutdown(wait=True)
