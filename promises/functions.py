@@ -183,7 +183,7 @@ def _validate(
     for name, value in arguments.items():
         annotation = signature.parameters[name].annotation
         if annotation in (inspect.Parameter.empty, Any) or (
-            annotation in _SCALARS and type(value) is annotation
+            type(value) is annotation and annotation in _SCALARS  # (not every one hashes)
         ):
             continue  # nothing to check or convert
         try:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from pydantic import BaseModel
@@ -683,6 +683,16 @@ def test_arguments_by_position_or_by_name_are_bound_and_converted_alike(
     assert validated_arguments(places, args, kwargs) == ([2, [Place(city="Porto")], "x"], {})
 
 
+@durable(name="tests.annotated")
+async def annotated(ctx: Context, seconds: Annotated[int, {"unit": "s"}]) -> int:
+    return seconds
+
+
+def test_an_argument_whose_annotation_cannot_be_hashed_is_still_taken() -> None:
+    assert validated_arguments(annotated, [3], {}) == ([3], {})
+    assert validated_arguments(annotated, [], {"seconds": 3}) == ([3], {})
+
+
 def test_arguments_by_position_are_checked_against_their_annotations() -> None:
     with pytest.raises(InvalidArgument, match=r"argument 'n' of tests\.places is invalid"):
         validated_arguments(places, ["two", [], ""], {})
@@ -706,6 +716,8 @@ async def test_step_code_in_a_thread_answers_its_value_or_error_in_its_context()
         assert await _in_thread(loop, pool, where.get) == "the caller's"
         with pytest.raises(ZeroDivisionError):
             await _in_thread(loop, pool, lambda: 1 / 0)
+        with pytest.raises(RuntimeError, match="StopIteration"):  # not a hang
+            await asyncio.wait_for(_in_thread(loop, pool, lambda: next(iter([]))), 10)
         # A step cancelled while it waits for a thread never starts.
         release, ran = asyncio.Event(), []
         blocker = _in_thread(loop, pool, lambda: asyncio.run_coroutine_threadsafe(
