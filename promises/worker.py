@@ -47,7 +47,6 @@ from promises.upkeep import sweep_if_needed
 log = logging.getLogger("promises.worker")
 
 
-
 def _in_thread(
     loop: asyncio.AbstractEventLoop, pool: concurrent.futures.Executor, fn: Callable[[], Any]
 ) -> asyncio.Future[Any]:
@@ -69,8 +68,11 @@ def _in_thread(
     def work() -> None:
         if future.cancelled():
             return
+        error: BaseException | None
         try:
             value, error = context.run(fn), None
+        except StopIteration as exc:  # a future cannot hold one: it would never answer
+            value, error = None, RuntimeError(f"the step raised StopIteration: {exc!r}")
         except BaseException as exc:
             value, error = None, exc
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
@@ -78,6 +80,7 @@ def _in_thread(
 
     pool.submit(work)
     return future
+
 
 class Worker:
     def __init__(
