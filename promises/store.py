@@ -94,7 +94,8 @@ class NewPromise:
     strict: bool
 
 
-#: The most ids one shared read asks for.
+#: A shared read takes no more callers once it would ask for more ids than this (one
+#: caller's own ids are never split).
 _READ_BATCH = 500
 
 
@@ -452,7 +453,7 @@ class SqlStore:
     async def _read_together(self, ids: list[str]) -> dict[str, Promise]:
         loop = asyncio.get_running_loop()
         batch = self._reads
-        if batch is None or batch.loop is not loop or len(batch.ids) >= _READ_BATCH:
+        if batch is None or batch.loop is not loop or len(batch.ids) + len(ids) > _READ_BATCH:
             batch = self._reads = _Reads(loop, {}, loop.create_future())
             loop.call_soon(self._read_batch, batch)
         batch.ids.update(dict.fromkeys(ids))
@@ -587,8 +588,7 @@ class SqlStore:
             until_timeout = (min(p.timeout_at for p in pending) - self.clock()) / 1000
             pause = min(remaining, self.poll_interval, max(until_timeout, 0) + 0.001)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(pause):  # no task per wait, as wait_for makes
-                    await listener.event.wait()
+                await asyncio.wait_for(listener.event.wait(), pause)
             woken = listener.take()
             if woken:
                 # A settle in this process hands over the promise itself; one made
