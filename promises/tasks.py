@@ -278,9 +278,7 @@ class Tasks:
         claim = Claim(new.id, 1, 1, None, 0, kind) if claimed else None
         return Transition(promise, fresh=True), claim
 
-    def record_step_tx(
-        self, tx: Tx, claim: Claim, step: StepRecord, timeout_at: int
-    ) -> Promise:
+    def record_step_tx(self, tx: Tx, claim: Claim, step: StepRecord, timeout_at: int) -> Promise:
         """Fence, and write a finished step, in one statement; the step as recorded."""
         now = self.store.clock()
         param, value = step.param, step.value
