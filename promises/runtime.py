@@ -303,9 +303,8 @@ class Runtime:
         with self.store.listen([job_id]) as listener:
             transition, _ = await self._astart(request)
             found = {job_id: transition.promise}
-            return transition, (await self.store.wait_listening(listener, found, timeout=seconds))[
-                job_id
-            ]
+            found = await self.store.wait_listening(listener, found, timeout=seconds)
+        return transition, found[job_id]
 
     async def _astart(self, request: StartRequest) -> tuple[Transition, JobView | None]:
         worker = self._local(request)
@@ -573,16 +572,13 @@ class Runtime:
                 transition, recorded = self.tasks.finish_tx(
                     tx, claim, action, Value(data), ikey, steps, job.timeout_at
                 )
-                if run is not None:
-                    run.children.update((step.id, step) for step in recorded)
-                return transition
-            # One fence holds the task for the whole transaction (SQLite's write lock).
-            self.tasks.fence_tx(tx, claim)
-            for step in steps:
-                written = step.record_tx(tx, self.store, job.timeout_at)
-                if run is not None:
-                    run.children[step.id] = written
-            return self.store.settle_tx(tx, job.id, action, value=Value(data), ikey=ikey)
+            else:  # one fence holds the task for the whole transaction (the write lock)
+                self.tasks.fence_tx(tx, claim)
+                recorded = [step.record_tx(tx, self.store, job.timeout_at) for step in steps]
+                transition = self.store.settle_tx(tx, job.id, action, value=Value(data), ikey=ikey)
+            if run is not None:
+                run.children.update((promise.id, promise) for promise in recorded)
+            return transition
 
         try:
             await self.store.db.awrite(unit)
