@@ -600,19 +600,22 @@ async def test_a_step_finished_before_a_graceful_stop_is_not_run_again(
 
 
 async def test_start_and_wait_answers_with_the_result_without_reading_the_job(
-    real_store: SqlStore, monkeypatch: pytest.MonkeyPatch
+    store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reads: list[object] = []
-    real_read = real_store.aget_many
+    # The waiter's fallback poll (30 s) never comes within the test, however slow the
+    # machine: only the settle can wake it.
+    with open_store(store_url, poll_interval=30) as store:
+        real_read = store.aget_many
 
-    async def counted(ids: Any, **options: Any) -> Any:
-        reads.append(ids)
-        return await real_read(ids, **options)
+        async def counted(ids: Any, **options: Any) -> Any:
+            reads.append(ids)
+            return await real_read(ids, **options)
 
-    async with worker_for(real_store) as worker:
-        await looked_again(worker)
-        monkeypatch.setattr(real_store, "aget_many", counted)
-        started, done = await worker.runtime.astart_and_wait(jobs.squares, 3, wait_s=10)
+        async with worker_for(store) as worker:
+            await looked_again(worker)
+            monkeypatch.setattr(store, "aget_many", counted)
+            started, done = await worker.runtime.astart_and_wait(jobs.squares, 3, wait_s=20)
     assert started.fresh and started.promise.id == done.id
     assert done.state == "resolved" and Runtime.result(done) == [0, 1, 4]
     assert reads == []  # listening since before the start: the settle itself woke it
