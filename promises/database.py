@@ -35,6 +35,7 @@ from typing import Any, Generic, TypeVar
 
 from promises.backends import DRIVER_ERRORS, Backend, translate
 from promises.errors import InvariantViolation, OutcomeUnknown, PromiseError, StoreUnavailable
+from promises.loopcalls import call_soon, gathered
 from promises.records import Promise
 from promises.sql import Statements, statements
 
@@ -156,6 +157,11 @@ class _Writer(threading.Thread):
         self.conn, self.synchronous = None, self.backend.synchronous
 
     def _answer(self, batch: list[_Unit[Any]]) -> None:
+        # The answers, and the wake-ups of this commit, reach each event loop at once.
+        with gathered():
+            self._answer_all(batch)
+
+    def _answer_all(self, batch: list[_Unit[Any]]) -> None:
         try:
             outcomes = self._run_batch(batch)
         except BaseException as exc:  # every unit must be answered
@@ -355,9 +361,7 @@ class Database:
                 future.set_result(value)  # type: ignore[arg-type]
 
         def done(value: T | None, error: BaseException | None) -> None:
-            # RuntimeError: the loop is closed, and nobody is waiting any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(settle, value, error)
+            call_soon(loop, settle, value, error)
 
         self._submit(_Unit(fn, durable, done))
         return await future

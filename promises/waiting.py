@@ -10,14 +10,14 @@ Two sources wake them:
   which of them settled.
 
 Waiters are asyncio tasks on any event loop; the wake-up is a thread-safe
-``call_soon_threadsafe(event.set)``. A woken waiter re-reads what it waits for, so a
-spurious wake-up costs a read and never a wrong answer.
+``call_soon_threadsafe(event.set)``, one per loop for a whole commit
+(``promises.loopcalls``). A woken waiter re-reads what it waits for, so a spurious
+wake-up costs a read and never a wrong answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from promises.changes import ChangeFeed
 from promises.errors import PromiseError
+from promises.loopcalls import call_soon
 from promises.records import Promise
 
 log = logging.getLogger("promises.waiting")
@@ -50,9 +51,7 @@ class Listener:
         return woken
 
     def _wake(self) -> None:
-        # RuntimeError: that loop has closed, and its waiter with it.
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self.callback or self.event.set)
+        call_soon(self.loop, self.callback or self.event.set)
 
 
 #: Finds which of the given ids are settled (or past their timeout) now.

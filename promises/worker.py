@@ -37,6 +37,7 @@ from typing import Any
 from promises.changes import wait_ready
 from promises.errors import PromiseError
 from promises.logs import Throttled
+from promises.loopcalls import call_soon
 from promises.records import Promise
 from promises.runtime import Runtime
 from promises.schedules import Schedules
@@ -131,8 +132,7 @@ class Worker:
         """Look for work now (thread-safe)."""
         loop, event = self._loop, self._wake
         if loop is not None and event is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(event.set)
+            call_soon(loop, event.set)
 
     def stop(self) -> None:
         self._stopping = True
@@ -170,7 +170,7 @@ class Worker:
         if running is loop:
             self._adopt(claim, job)
         else:
-            loop.call_soon_threadsafe(self._adopt, claim, job)
+            call_soon(loop, self._adopt, claim, job)
 
     def _adopt(self, claim: Claim, job: Promise) -> None:
         with self._lock:
