@@ -13,6 +13,10 @@
     its jobs with wait_s), which leaves the server the most of the two CPUs and so
     measures the server; with lean Python 2026-07-28 clients (one self-contained POST
     per call over keep-alive connections); and with the SDK's Python client.
+(e) The floor: the same clients against ``bench/floor.py``, an ``MCPServer`` of the
+    official SDK whose ``start_job`` answers at once with no work (no store, no job),
+    served the same way. What the SDK and uvicorn alone cost per call on this machine:
+    a ceiling for any server built on them, to read (b) and (c) against.
 (d) How long after a job completes ``await_result`` returns (p50/p99), with the worker
     in the server's process and in another process.
 
@@ -368,6 +372,19 @@ def over_http(db: str, args: Any, target: int) -> dict[str, Any]:
     return out
 
 
+def floor(args: Any) -> dict[str, Any]:
+    """(b) and the wrk case of (c) against the SDK's floor (``bench/floor.py``)."""
+    port = free_port()
+    command = [sys.executable, str(ROOT / "bench" / "floor.py"), "--port", str(port)]
+    with served(command, port) as proc:
+        url = f"http://127.0.0.1:{port}/mcp"
+        SERVER_PIDS[url] = proc.pid
+        out = {"start_job_8_in_flight": asyncio.run(start_latency_in_flight(url, 8, 800))}
+        out[f"{args.clients}_clients_wrk"] = wrk_clients(url, args.clients, args.wrk_seconds)
+    print(f"floor: {json.dumps(out)}", file=sys.stderr)
+    return out
+
+
 def main() -> None:
     import logging
 
@@ -387,7 +404,7 @@ def main() -> None:
     parser.add_argument("--jobs-per-client", type=int, default=20)
     parser.add_argument("--wrk-seconds", type=int, default=10, help="how long wrk's clients run")
     parser.add_argument("--skip-postgres", action="store_true")
-    parser.add_argument("--only", default="a,b,c,d")
+    parser.add_argument("--only", default="a,b,c,d,e")
     args = parser.parse_args()
     only = set(args.only.split(","))
     result: dict[str, Any] = {"cpus": os.cpu_count()}
@@ -402,6 +419,8 @@ def main() -> None:
             if not args.skip_postgres and pg_available():
                 with pg_schema() as url:
                     result["bc_http_postgresql"] = over_http(url, args, 300)
+        if "e" in only:
+            result["e_sdk_floor"] = floor(args)
         if "d" in only:
             result["d_same_process_worker"] = asyncio.run(
                 completion_lag(directory / "same.db", args.waits, worker_elsewhere=False)
