@@ -40,6 +40,7 @@ from promises.errors import (
     StoreUnavailable,
 )
 from promises.migrate import migrate
+from promises.reads import SharedReads
 from promises.records import (
     TIMER_TAG,
     Promise,
@@ -94,20 +95,6 @@ class NewPromise:
     strict: bool
 
 
-#: A shared read takes no more callers once it would ask for more ids than this (one
-#: caller's own ids are never split).
-_READ_BATCH = 500
-
-
-@dataclass(eq=False)
-class _Reads:
-    """Reads of promises by id gathered in one turn of an event loop: one query."""
-
-    loop: asyncio.AbstractEventLoop
-    ids: dict[str, None]
-    found: asyncio.Future[dict[str, Promise]]
-
-
 class SqlStore:
     """``PromiseStore`` on SQLite or PostgreSQL. Open it with ``open_store``."""
 
@@ -138,7 +125,9 @@ class SqlStore:
         #: Told of every settle this process commits (see ``on_settled``).
         self._settle_listeners: list[Callable[[Promise], None]] = []
         #: The promise reads asked for in this turn of the event loop (see ``aget_many``).
-        self._reads: _Reads | None = None
+        self._read_together: SharedReads[Promise] = SharedReads(
+            lambda ids: self.db.aread(lambda tx: self._get_many_tx(tx, ids))
+        )
 
     def on_settled(self, listener: Callable[[Promise], None]) -> None:
         """Call ``listener(promise)`` for each promise a commit of this process settles
@@ -449,34 +438,6 @@ class SqlStore:
                 await self.db.awrite(lambda tx: self.persist_timeouts_tx(tx, expired, self.clock()))
             )
         return self._complete(wanted, found, strict)
-
-    async def _read_together(self, ids: list[str]) -> dict[str, Promise]:
-        loop = asyncio.get_running_loop()
-        batch = self._reads
-        if batch is None or batch.loop is not loop or len(batch.ids) + len(ids) > _READ_BATCH:
-            batch = self._reads = _Reads(loop, {}, loop.create_future())
-            loop.call_soon(self._read_batch, batch)
-        batch.ids.update(dict.fromkeys(ids))
-        found = await asyncio.shield(batch.found)  # a cancelled caller leaves the others be
-        return {i: found[i] for i in ids if i in found}
-
-    def _read_batch(self, batch: _Reads) -> None:
-        if self._reads is batch:
-            self._reads = None
-        wanted = list(batch.ids)
-        read = asyncio.ensure_future(self.db.aread(lambda tx: self._get_many_tx(tx, wanted)))
-
-        def answer(done: asyncio.Future[dict[str, Promise]]) -> None:
-            if done.cancelled():
-                batch.found.cancel()
-            elif (error := done.exception()) is not None:
-                batch.found.set_exception(error)
-            else:
-                batch.found.set_result(done.result())
-
-        read.add_done_callback(answer)
-        # Every caller may have been cancelled: nobody else would look at an error.
-        batch.found.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     @staticmethod
     def _check_ids(ids: Sequence[str]) -> list[str]:
