@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
 import uvicorn  # noqa: E402
-from mcp.server.mcpserver import MCPServer  # noqa: E402
 from mcp.server._otel import OpenTelemetryMiddleware  # noqa: E402
+from mcp.server.mcpserver import MCPServer  # noqa: E402
 
 from agent_tools.serving import settle_heap  # noqa: E402
 
