@@ -298,9 +298,13 @@ class Database:
         self.sql = statements(backend.name)
         self.on_commit: OnCommit | None = None
         self._units: queue.SimpleQueue[_Unit[Any] | None] = queue.SimpleQueue()
-        # SQLite has one write lock: one writer. PostgreSQL runs transactions side by
-        # side: a few writers keep its round trips from queueing behind each other.
-        count = writers if writers is not None else (1 if backend.name == "sqlite" else 4)
+        # One writer, on both backends. SQLite has one write lock anyway. On PostgreSQL
+        # several writers of one process took row locks in different orders (a lease
+        # renewal against a batch of finishes) and deadlocked: a second's wait for
+        # the deadlock detector, the p99 of bench/mcp.py. One writer's batches are
+        # larger, and cost less CPU a job (3.6-3.9 -> 2.9-3.2 ms, bench/mcp.py on
+        # PostgreSQL). ``writers`` sets another count.
+        count = writers if writers is not None else 1
         self._writers = [_Writer(self, n) for n in range(count)]
         self._writers_started = False
         self._start_lock = threading.Lock()

@@ -11,6 +11,7 @@ from collections import Counter
 import pytest
 
 from promises import PromiseAlreadySettled, open_store
+from tests.waiting import until
 
 IDS = 60
 ACTIONS = ["resolve", "reject", "cancel"]
@@ -122,3 +123,35 @@ def test_processes_opening_a_brand_new_database_at_the_same_instant_all_succeed(
     assert [e for r in results for e in r] == []
     with open_store(f"sqlite:///{tmp_path}/new-0.db") as store:
         assert len(store.search().promises) == workers
+
+
+def test_writes_waiting_together_share_one_transaction_on_postgres(pg_url: str) -> None:
+    """One writer per store on PostgreSQL too: the writes queued while it commits go
+    in its next transaction together (group commit), and a process's own transactions
+    never take row locks against each other (several writers once deadlocked: a lease
+    renewal against a batch of finishes, a second's wait for the detector)."""
+    with open_store(pg_url) as store:
+        db = store.db
+        hold, held = threading.Event(), threading.Event()
+
+        def blocking(tx: object) -> None:  # keeps the writer busy while the others queue
+            held.set()
+            hold.wait(10)
+
+        first = threading.Thread(target=db.write, args=(blocking,))
+        first.start()
+        assert held.wait(10)
+        txids: list[int] = []
+
+        def write() -> None:
+            txids.append(db.write(lambda tx: tx.scalar("SELECT txid_current()")))
+
+        writers = [threading.Thread(target=write) for _ in range(8)]
+        for thread in writers:
+            thread.start()
+        # A second writer would have taken them at once; one writer leaves them queued.
+        until(lambda: db._units.qsize() == 8, what="8 writes queued behind the first")
+        hold.set()
+        for thread in [first, *writers]:
+            thread.join(10)
+        assert len(txids) == 8 and len(set(txids)) == 1
