@@ -181,12 +181,11 @@ class Tasks:
         self, tx: Tx, owner: Owner, kinds: Collection[str], limit: int, lease_ms: int
     ) -> list[tuple[Claim, Promise, int]]:
         """Claim up to ``limit`` due tasks of ``kinds``: each with its job and the time
-        it became ready. Jobs whose owner was lost come first: they started before any
-        job still waiting to start."""
+        it became ready."""
         now = self.store.clock()
         wanted = self.sql.ids(sorted(kinds))
         ids: list[str] = []
-        for candidates in (self.sql.expired_ids, self.sql.ready_ids):
+        for candidates in (self.sql.ready_ids, self.sql.expired_ids):
             room = limit - len(ids)
             if room <= 0:
                 break

@@ -87,21 +87,6 @@ def test_a_stale_owner_is_fenced_off_after_its_lease_expires_and_another_claims(
     fence(runtime, fresh)  # the new owner's writes go through
 
 
-def test_a_job_whose_owner_was_lost_is_claimed_before_new_ones(
-    store: SqlStore, clock: FakeClock
-) -> None:
-    """A job taken back from a lost owner was started before any job still waiting
-    to start: it is resumed first, not after the whole queue (10,000 pending jobs
-    after a SIGKILL kept the dead worker's jobs to the very end)."""
-    runtime = _start(store, 1)
-    claim(runtime, Owner.here(), 1)  # t-0, whose owner then goes silent
-    for i in range(1, 4):
-        runtime.start(jobs.squares, 1, id=f"t-{i}")
-    clock.advance(LEASE)
-    assert [c.id for c in claim(runtime, Owner.here(), 1)] == ["t-0"]
-    assert sorted(c.id for c in claim(runtime, Owner.here(), 10)) == ["t-1", "t-2", "t-3"]
-
-
 def test_a_heartbeat_keeps_the_lease_so_nobody_else_claims(
     store: SqlStore, clock: FakeClock
 ) -> None:
