@@ -38,7 +38,7 @@ def floor_server() -> MCPServer:
     ids = itertools.count()
 
     @server.tool()
-    def start_job(
+    async def start_job(  # async: the SDK runs a plain def in a thread, a hop per call
         kind: str, args: dict[str, Any] | None = None, wait_s: float | None = None
     ) -> dict[str, Any]:
         """Answer at once with a completed job."""

@@ -13,12 +13,12 @@
     its jobs with wait_s), which leaves the server the most of the two CPUs and so
     measures the server; with lean Python 2026-07-28 clients (one self-contained POST
     per call over keep-alive connections); and with the SDK's Python client.
+(d) How long after a job completes ``await_result`` returns (p50/p99), with the worker
+    in the server's process and in another process.
 (e) The floor: the same clients against ``bench/floor.py``, an ``MCPServer`` of the
     official SDK whose ``start_job`` answers at once with no work (no store, no job),
     served the same way. What the SDK and uvicorn alone cost per call on this machine:
     a ceiling for any server built on them, to read (b) and (c) against.
-(d) How long after a job completes ``await_result`` returns (p50/p99), with the worker
-    in the server's process and in another process.
 
 The clients run on the same 2 CPUs as the server: their cost is part of every figure
 (``server_cpu_ms_per_job`` is the server's own share).

@@ -14,6 +14,7 @@ import hashlib
 import inspect
 import json
 import logging
+import os
 import random
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -54,16 +55,22 @@ from promises.views import JobView, aviews, view, views
 log = logging.getLogger("promises.runtime")
 
 
-#: The part of a child id after its job's id and the dot: ``3`` or ``1.0``.
+#: Our own generator for ids: seeded from the OS here and again in a forked child,
+#: and out of reach of code that seeds the shared ``random`` (a job's own
+#: ``random.seed(1)`` must not make the next generated id repeat an old one).
+_IDS = random.Random()
+os.register_at_fork(after_in_child=_IDS.seed)
+
+
 def new_id() -> str:
     """128 random bits in hex, for an id nobody chose. Ids need to be unique, not
-    secret (nothing is granted by knowing one), so Python's generator (seeded from the
-    OS, again in a forked child) serves: ``uuid4`` reads the OS's, and the system call
-    gives up the GIL on the event loop, where getting it back cost 90 µs a job under
-    load (py-spy, bench/mcp.py)."""
-    return f"{random.getrandbits(128):032x}"
+    secret (nothing is granted by knowing one), so Python's generator serves:
+    ``uuid4`` reads the OS's, and the system call gives up the GIL on the event loop,
+    where getting it back cost 90 µs a job under load (py-spy, bench/mcp.py)."""
+    return f"{_IDS.getrandbits(128):032x}"
 
 
+#: The part of a child id after its job's id and the dot: ``3`` or ``1.0``.
 _CHILD_SUFFIX = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 

@@ -10,8 +10,8 @@ Two sources wake them:
   which of them settled.
 
 Waiters are asyncio tasks on any event loop; the wake-up is a thread-safe
-``call_soon_threadsafe(event.set)``, one per loop for a whole commit
-(``promises.loopcalls``). A woken waiter re-reads what it waits for, so a spurious
+``call_soon_threadsafe(event.set)``, one per loop for a whole commit of this
+process (``promises.loopcalls``). A woken waiter re-reads what it waits for, so a spurious
 wake-up costs a read and never a wrong answer.
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -116,6 +117,20 @@ async def test_starting_the_same_job_id_twice_with_the_same_args_runs_it_once(
     async with worker_for(real_store):
         assert await finish(real_store, "once") == [0, 1]
     assert len(log()) == 2
+
+
+async def test_jobs_started_without_an_id_get_new_ids_whoever_seeds_random(
+    store: SqlStore,
+) -> None:
+    """Job code (or a library) seeding the shared ``random`` must not make a generated
+    id repeat: the same start would then return the old job instead of a new one."""
+    runtime = Runtime(store)
+    started = []
+    for _ in range(2):
+        random.seed(7)
+        started.append(runtime.start(jobs.squares, 3))
+    assert all(t.fresh for t in started)
+    assert started[0].promise.id != started[1].promise.id
 
 
 async def test_a_pydantic_step_result_comes_back_as_the_model_on_replay(

@@ -119,5 +119,6 @@ async def test_one_commit_of_many_writes_wakes_their_loop_once(tmp_path: Path) -
             hold.set()
             assert await asyncio.wait_for(asyncio.gather(*writes), 10) == list(range(20))
             await first
-            # The to_thread hop answers with one wake-up; the queued 20 writes with one.
+            # Counted from when the first write held the writer: its answer is one
+            # wake-up, and the batch of the 20 writes queued behind it is one more.
             assert counting.wakes - before <= 2
