@@ -120,6 +120,32 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+CPU_HELP = (
+    "run this process on CPU N only (Linux). Its threads take turns on one GIL; handing "
+    "it from one CPU to another can cost more than a second CPU gives (README: Speed)"
+)
+
+
+def _cpu(text: str) -> int:
+    """A CPU this process may run on, for ``--cpu``."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    if allowed is None:
+        raise argparse.ArgumentTypeError("--cpu needs Linux (it sets the CPU affinity)")
+    if not text.isdigit() or int(text) not in allowed:
+        listed = ", ".join(map(str, allowed))
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a CPU this process may run on; choose one of {listed}"
+        )
+    return int(text)
+
+
+def _pin(args: argparse.Namespace) -> None:
+    """Keep this process on ``--cpu``, set before any thread starts (new threads
+    inherit the calling thread's affinity)."""
+    if getattr(args, "cpu", None) is not None:
+        os.sched_setaffinity(0, {args.cpu})
+
+
 # -- the parser ---------------------------------------------------------------------------
 
 
@@ -208,6 +234,7 @@ def _serving_options(parser: argparse.ArgumentParser) -> None:
         default=16,
         help="jobs run at once by this process's worker (default 16)",
     )
+    parser.add_argument("--cpu", type=_cpu, metavar="N", help=CPU_HELP)
     parser.add_argument(
         "--otel",
         action="store_true",
@@ -282,6 +309,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--concurrency", type=_positive, default=16, help="jobs run at once (default 16)"
     )
+    worker.add_argument("--cpu", type=_cpu, metavar="N", help=CPU_HELP)
     worker.add_argument(
         "--otel",
         action="store_true",
@@ -446,6 +474,7 @@ def _service(args: argparse.Namespace, store: SqlStore) -> JobService:
 def _serve(args: argparse.Namespace, proxy: Any = None) -> int:
     from agent_tools.serving import ServeOptions, open_listener, serve
 
+    _pin(args)
     db_url = resolve_db_url(args.db)
     token = resolve_token(args.token, args.token_file)
     options = ServeOptions(
@@ -490,6 +519,7 @@ def _proxy(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from agent_tools.serving import run_worker
 
+    _pin(args)
     db_url = resolve_db_url(args.db)
     kinds = load_kinds(args.jobs)
     prepare_store_file(db_url)

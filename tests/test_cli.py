@@ -549,6 +549,32 @@ def test_the_worker_logs_what_it_runs_and_json_logs_are_json(db: Path, store: Sq
     assert rest[-1]["message"] == "worker stopped"
 
 
+def test_cpu_keeps_the_worker_and_all_its_threads_on_that_cpu(db: Path, store: SqlStore) -> None:
+    cpu = max(os.sched_getaffinity(0))
+    worker = subprocess.Popen(
+        [AGENT_TOOLS, "worker", "--db", str(db), "--jobs", "tests.people_jobs",
+         "--cpu", str(cpu), "--log-format", "json"],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert worker.stderr is not None
+    try:
+        json.loads(worker.stderr.readline())  # it is up
+        tasks = Path(f"/proc/{worker.pid}/task")
+        # Its writer, readers and others start as it registers and looks for work.
+        threads = until(lambda: (found := list(tasks.iterdir()))[1:] and found,
+                        what="the worker's threads")  # fmt: skip
+        allowed = {os.sched_getaffinity(int(t.name)) == {cpu} for t in threads}
+        assert allowed == {True}
+    finally:
+        worker.terminate()
+        worker.wait(20)
+        worker.stderr.close()
+    refused = _run("worker", "--db", str(db), "--cpu", "4096")
+    assert refused.returncode == 2
+    assert "'4096' is not a CPU this process may run on; choose one of" in refused.stderr
+    assert "--cpu" in _run("serve", "--help").stdout
+
+
 def test_config_prints_absolute_paths_and_what_it_prints_runs_from_anywhere(
     tmp_path: Path,
 ) -> None:
