@@ -9,6 +9,7 @@ Ours go from start to result with ``Runtime.astart_and_wait``, DBOS's with
     16 asyncio tasks, DBOS's 16 threads). Target: >= 5x DBOS on SQLite, >= 3x on
     PostgreSQL.
 (c) A worker SIGKILLed with 10,000 jobs pending: restart to all done. Target: <= 10 s.
+    Again with the restarted worker kept on one CPU (as `worker --cpu` keeps it).
 (d) Resident memory of a worker holding 100,000 sleeping jobs. Target: <= 150 MB.
 (e) An idle worker: statements per second and write transactions in 10 s. Target:
     <= 2 statements/s, no write transaction.
@@ -26,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -231,9 +233,11 @@ def throughput(
 # -- crash, memory, idle ------------------------------------------------------------------
 
 
-def worker_process(url: str, concurrency: int) -> subprocess.Popen[bytes]:
+def worker_process(url: str, concurrency: int, cpu: int | None = None) -> subprocess.Popen[bytes]:
+    """A worker on ``url``; kept on ``cpu`` if given, as ``worker --cpu`` keeps it."""
+    pin = [] if cpu is None else ["taskset", "-c", str(cpu)]
     return subprocess.Popen(
-        [sys.executable, "-m", "promises.worker", "--db", url, "--jobs", "bench.jobs",
+        [*pin, sys.executable, "-m", "promises.worker", "--db", url, "--jobs", "bench.jobs",
          "--concurrency", str(concurrency)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -245,7 +249,7 @@ def pending_jobs(store: Any) -> int:
     )
 
 
-def resume_after_kill(path: Path, n: int) -> dict[str, Any]:
+def resume_after_kill(path: Path, n: int, cpu: int | None = None) -> dict[str, Any]:
     url = f"sqlite:///{path}"
     with open_store(url) as store:
         runtime = Runtime(store)
@@ -258,7 +262,7 @@ def resume_after_kill(path: Path, n: int) -> dict[str, Any]:
         first.wait()
         pending = pending_jobs(store)
         started = time.perf_counter()
-        second = worker_process(url, 64)
+        second = worker_process(url, 64, cpu)
         while pending_jobs(store):
             time.sleep(0.02)
         elapsed = time.perf_counter() - started
@@ -417,6 +421,12 @@ def main() -> None:
             result["b_16_submitters"] = throughput(directory, args.jobs, 16, (5, 3), args)
         if "c" in only and args.resume:
             result["c_resume_after_sigkill"] = resume_after_kill(directory / "r.db", args.resume)
+            if shutil.which("taskset") and hasattr(os, "sched_getaffinity"):
+                cpu = max(os.sched_getaffinity(0))
+                result["c_resume_after_sigkill_pinned"] = {
+                    "cpu": cpu,
+                    **resume_after_kill(directory / "r-pinned.db", args.resume, cpu),
+                }
         if "d" in only and args.sleeping:
             result["d_memory"] = memory_with_sleepers(directory / "s.db", args.sleeping)
         if "e" in only:

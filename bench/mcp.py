@@ -12,7 +12,8 @@
     generator in C, ``apt-get install wrk``; each connection a 2026-07-28 client making
     its jobs with wait_s), which leaves the server the most of the two CPUs and so
     measures the server; with lean Python 2026-07-28 clients (one self-contained POST
-    per call over keep-alive connections); and with the SDK's Python client.
+    per call over keep-alive connections); and with the SDK's Python client. (b) and
+    wrk's case again with the server kept on one CPU (``serve --cpu``).
 (d) How long after a job completes ``await_result`` returns (p50/p99), with the worker
     in the server's process and in another process.
 (e) The floor: the same clients against ``bench/floor.py``, an ``MCPServer`` of the
@@ -355,6 +356,7 @@ def over_http(db: str, args: Any, target: int) -> dict[str, Any]:
             )
         out[f"{args.clients}_clients_wrk_start_with_wait_s"] = figures
         print(f"{db.split(':')[0]} wrk_start_with_wait_s: {json.dumps(figures)}", file=sys.stderr)
+        out["pinned_to_one_cpu"] = pinned(db, args, target)
         for lean, inline in ((False, False), (False, True), (True, False), (True, True)):
             name = ("lean_" if lean else "sdk_") + (
                 "start_with_wait_s" if inline else "start_then_await_result"
@@ -369,6 +371,26 @@ def over_http(db: str, args: Any, target: int) -> dict[str, Any]:
             )
             out[f"{args.clients}_clients_{name}"] = figures
             print(f"{db.split(':')[0]} {name}: {json.dumps(figures)}", file=sys.stderr)
+    return out
+
+
+def pinned(db: str, args: Any, target: int) -> dict[str, Any]:
+    """(b) and the wrk case of (c) with the server kept on one CPU (``--cpu``)."""
+    cpu = max(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    if cpu is None:
+        return {"skipped": "--cpu needs Linux"}
+    with http_server(db, "--cpu", str(cpu)) as url:
+        out: dict[str, Any] = {"cpu": cpu}
+        out["start_job_8_in_flight"] = asyncio.run(start_latency_in_flight(url, 8, 800))
+        figures = wrk_clients(url, args.clients, args.wrk_seconds)
+        if "skipped" not in figures:
+            figures["target_met"] = (
+                figures["jobs_per_s"] >= target
+                and figures["p99_ms"] <= 250
+                and figures["errors"] == 0
+            )
+        out[f"{args.clients}_clients_wrk_start_with_wait_s"] = figures
+    print(f"{db.split(':')[0]} pinned: {json.dumps(out)}", file=sys.stderr)
     return out
 
 
