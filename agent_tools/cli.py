@@ -142,7 +142,7 @@ def _cpu(text: str) -> int:
 def _pin(args: argparse.Namespace) -> None:
     """Keep this process on ``--cpu``, set before any thread starts (new threads
     inherit the calling thread's affinity)."""
-    if getattr(args, "cpu", None) is not None:
+    if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
 
 

@@ -76,8 +76,7 @@ def _in_thread(
             value, error = None, RuntimeError(f"the step raised StopIteration: {exc!r}")
         except BaseException as exc:
             value, error = None, exc
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
-            loop.call_soon_threadsafe(answer, value, error)
+        call_soon(loop, answer, value, error)  # a closed loop: nobody waits
 
     pool.submit(work)
     return future

@@ -126,9 +126,13 @@ async def test_jobs_started_without_an_id_get_new_ids_whoever_seeds_random(
     id repeat: the same start would then return the old job instead of a new one."""
     runtime = Runtime(store)
     started = []
-    for _ in range(2):
-        random.seed(7)
-        started.append(runtime.start(jobs.squares, 3))
+    state = random.getstate()
+    try:
+        for _ in range(2):
+            random.seed(7)
+            started.append(runtime.start(jobs.squares, 3))
+    finally:
+        random.setstate(state)  # the other tests' randomness as it was
     assert all(t.fresh for t in started)
     assert started[0].promise.id != started[1].promise.id
 
