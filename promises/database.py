@@ -14,7 +14,8 @@ callers' writes together, and readers beside it.
 * **Reads** run on their own connections (a small pool), on the calling thread, or for
   async callers on the store's reader threads.
 * After each commit the writer reports what it changed (settled ids, tasks made
-  ready) to ``on_commit``, so waiters in this process wake at once.
+  ready, now or from a later time) to ``on_commit``, so waiters in this process wake at
+  once.
 
 Driver errors never leave this module raw: they become ``StoreUnavailable`` (transient,
 nothing changed) or ``InvariantViolation`` (see ``backends.translate``).
@@ -49,7 +50,7 @@ MAX_BATCH = 512
 class Tx:
     """A transaction (or, for readers, a connection): run statements, note changes."""
 
-    __slots__ = ("_cursor", "kinds", "settled", "sql", "tasks_changed")
+    __slots__ = ("_cursor", "kinds", "later", "settled", "sql", "tasks_changed")
 
     def __init__(self, cursor: Any, sql: Statements) -> None:
         self._cursor = cursor
@@ -57,18 +58,24 @@ class Tx:
         #: Promises this unit settled, by id, as they are now (None when not read), for
         #: waiters in this process: they need not read them again.
         self.settled: dict[str, Promise | None] = {}
-        #: The kinds of the tasks this unit made claimable or whose ready time it moved
-        #: (for workers, here and in the processes the store tells).
+        #: The kinds of the tasks this unit made claimable now, or at a time it cannot
+        #: tell (for workers, here and in the processes the store tells).
         self.kinds: set[str] = set()
+        #: Kinds of tasks this unit made ready only at a later time, with the earliest
+        #: (store ms): a worker of this process that looks sooner anyway is not woken.
+        self.later: dict[str, int] = {}
         #: Set when it changed tasks of kinds it cannot tell: every worker looks.
         self.tasks_changed = False
 
-    def ready(self, kind: str | None) -> None:
-        """Note that a task of ``kind`` (None: unknown) became claimable or moved."""
+    def ready(self, kind: str | None, at: int | None = None) -> None:
+        """Note that a task of ``kind`` (None: unknown) became claimable or moved; ``at``:
+        it is ready only from then (store ms), not now."""
         if kind is None:
             self.tasks_changed = True
-        else:
+        elif at is None:
             self.kinds.add(kind)
+        else:
+            self.later[kind] = min(at, self.later.get(kind, at))
 
     def execute(self, statement: str, params: Mapping[str, Any] | None = None) -> int:
         """Run a statement; returns how many rows it changed."""
@@ -104,11 +111,13 @@ class _Unit(Generic[T]):
     settled: dict[str, Promise | None] = field(default_factory=dict)
     #: The kinds it made ready; None: unknown kinds.
     kinds: set[str] | None = field(default_factory=set)
+    #: The kinds it made ready only later, with the earliest time (``Tx.later``).
+    later: dict[str, int] = field(default_factory=dict)
 
 
-#: After a commit: the promises it settled, and the kinds of tasks it made ready
-#: (None: unknown kinds).
-OnCommit = Callable[[dict[str, Promise | None], set[str] | None], None]
+#: After a commit: the promises it settled, the kinds of tasks it made ready (None:
+#: unknown kinds), and the kinds it made ready only later, with the earliest time.
+OnCommit = Callable[[dict[str, Promise | None], set[str] | None, dict[str, int]], None]
 
 
 def _discard(conn: Any) -> None:
@@ -180,14 +189,17 @@ class _Writer(threading.Thread):
             return
         settled: dict[str, Promise | None] = {}
         kinds: set[str] | None = set()
+        later: dict[str, int] = {}
         for unit, (value, error) in zip(batch, outcomes, strict=True):
             if error is None:
                 settled.update(unit.settled)
                 kinds = None if kinds is None or unit.kinds is None else kinds | unit.kinds
+                for kind, at in unit.later.items():
+                    later[kind] = min(at, later.get(kind, at))
             unit.done(value, error)
-        if (settled or kinds != set()) and self.db.on_commit is not None:
+        if (settled or kinds != set() or later) and self.db.on_commit is not None:
             try:
-                self.db.on_commit(settled, kinds)
+                self.db.on_commit(settled, kinds, later)
             except Exception:
                 log.exception("a commit listener failed")
 
@@ -283,6 +295,7 @@ class _Writer(threading.Thread):
             if savepoints:
                 cursor.execute("RELEASE SAVEPOINT unit")
             unit.settled, unit.kinds = tx.settled, None if tx.tasks_changed else tx.kinds
+            unit.later = tx.later
             outcomes.append((value, None))
         self.committing = True  # from here a failure leaves the outcome unknown
         if sqlite:

@@ -136,12 +136,15 @@ class SqlStore:
         thread: it must return quickly and not write through the store."""
         self._settle_listeners.append(listener)
 
-    def _committed(self, settled: dict[str, Promise | None], kinds: set[str] | None) -> None:
+    def _committed(
+        self, settled: dict[str, Promise | None], kinds: set[str] | None, later: dict[str, int]
+    ) -> None:
         """After each commit (on the writer's thread): wake this process's waiters and
-        workers, and ring the other processes on a SQLite file."""
-        self.waiters.committed(settled, kinds)
+        workers, and ring the other processes on a SQLite file (they are not told when
+        a task made ready later is due: their workers look)."""
+        self.waiters.committed(settled, kinds, later)
         if self.bell is not None:
-            self.bell.ring(settled, kinds)
+            self.bell.ring(settled, kinds if kinds is None or not later else kinds | set(later))
         for listener in self._settle_listeners:
             for promise in settled.values():
                 if promise is not None and not promise.pending:

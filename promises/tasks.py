@@ -168,7 +168,7 @@ class Tasks:
             },
         )  # fmt: skip
         if not claimed:
-            tx.ready(kind)
+            tx.ready(kind, ready_at if ready_at > now else None)
         return Claim(job_id, 1, 1, None, 0, kind) if claimed else None
 
     def fence_tx(self, tx: Tx, claim: Claim) -> None:
@@ -217,7 +217,7 @@ class Tasks:
                   "waiting_on": waiting_on, "now": now}  # fmt: skip
         if tx.execute(self.sql.suspend, params) != 1:
             raise LeaseLost(claim.id)
-        tx.ready(claim.kind)  # ready now, or its next ready time moved
+        tx.ready(claim.kind, ready_at if ready_at > now else None)
 
     def note_step_failure_tx(self, tx: Tx, claim: Claim, step_id: str, attempt: int) -> None:
         params = {"id": claim.id, "counter": claim.counter, "step_id": step_id,
@@ -271,7 +271,7 @@ class Tasks:
         if seq is None:
             return None
         if not claimed:
-            tx.ready(kind)
+            tx.ready(kind, ready_at if ready_at > now else None)
         promise = self.store.created(new, now)
         if promise.timeout_at <= now:  # made already past its deadline
             promise = self.store.persist_timeouts_tx(tx, [new.id], now)[new.id]

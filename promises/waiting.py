@@ -12,7 +12,9 @@ Two sources wake them:
 Waiters are asyncio tasks on any event loop; the wake-up is a thread-safe
 ``call_soon_threadsafe(event.set)``, one per loop for a whole commit of this
 process (``promises.loopcalls``). A woken waiter re-reads what it waits for, so a spurious
-wake-up costs a read and never a wrong answer.
+wake-up costs a read and never a wrong answer. A worker says when it will look anyway
+(``Listener.due``): a commit of this process that makes a task ready only after then
+(a job going to sleep) does not wake it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ class Listener:
     callback: Callable[[], None] | None = None
     #: Ids that may have settled since ``take``, with the promise when it is known.
     woken: dict[str, Promise | None] = field(default_factory=dict)
+    #: For a worker: when it looks for tasks anyway (store ms). A task made ready no
+    #: sooner than that is not worth a wake-up. None: every change wakes it.
+    due: int | None = None
 
     def take(self) -> dict[str, Promise | None]:
         """What woke this waiter since the last call (and clear the event)."""
@@ -122,23 +127,28 @@ class Waiters:
         return lambda: self._remove(listener, [id])
 
     @contextmanager
-    def listen_tasks(self, kinds: Collection[str]) -> Iterator[asyncio.Event]:
-        """An event set whenever a task of one of ``kinds`` may have become claimable."""
+    def listen_tasks(self, kinds: Collection[str]) -> Iterator[Listener]:
+        """A listener whose event is set whenever a task of one of ``kinds`` may have
+        become claimable (before its ``due``, when it has one)."""
         listener = Listener(asyncio.get_running_loop(), kinds=frozenset(kinds))
         with self._lock:
             self._workers.add(listener)
         self.feed()
         try:
-            yield listener.event
+            yield listener
         finally:
             with self._lock:
                 self._workers.discard(listener)
 
     # -- waking ------------------------------------------------------------------------
 
-    def committed(self, settled: dict[str, Promise | None], kinds: set[str] | None) -> None:
-        """Called by this store's writer after a commit."""
-        self._wake(settled, kinds)
+    def committed(
+        self, settled: dict[str, Promise | None], kinds: set[str] | None,
+        later: dict[str, int] | None = None,
+    ) -> None:  # fmt: skip
+        """Called by this store's writer after a commit (``later``: kinds made ready
+        only from a later time, with the earliest)."""
+        self._wake(settled, kinds, later)
 
     def external(self, ids: list[str] | None, kinds: set[str] | None) -> None:
         """Called by the change feed with another process's changes."""
@@ -155,7 +165,10 @@ class Waiters:
                 ids = []
         self._wake(dict.fromkeys(ids), kinds)
 
-    def _wake(self, found: dict[str, Promise | None], kinds: set[str] | None) -> None:
+    def _wake(
+        self, found: dict[str, Promise | None], kinds: set[str] | None,
+        later: dict[str, int] | None = None,
+    ) -> None:  # fmt: skip
         woken: set[Listener] = set()
         with self._lock:
             for key, promise in found.items():
@@ -167,5 +180,16 @@ class Waiters:
                 woken |= self._workers
             elif kinds:
                 woken |= {w for w in self._workers if w.kinds is None or w.kinds & kinds}
+            if later and kinds is not None:
+                woken |= {w for w in self._workers if _sooner(w, later)}
         for listener in woken:
             listener._wake()
+
+
+def _sooner(worker: Listener, later: dict[str, int]) -> bool:
+    """Whether a task made ready at these times is due before ``worker`` looks anyway."""
+    due = worker.due
+    return any(
+        (worker.kinds is None or kind in worker.kinds) and (due is None or at < due)
+        for kind, at in later.items()
+    )

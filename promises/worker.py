@@ -184,7 +184,8 @@ class Worker:
         await loop.run_in_executor(None, wait_ready, feed)
         await self._retrying("registering the worker", lambda: self.runtime.presence.register(
             self.owner, self.kinds, feed.listener))  # fmt: skip
-        with self.store.waiters.listen_tasks(self.kinds) as wake:
+        with self.store.waiters.listen_tasks(self.kinds) as listener:
+            wake = listener.event
             self._loop, self._wake = loop, wake
             if self.runtime.local_worker is None:
                 self.runtime.local_worker = self
@@ -194,6 +195,7 @@ class Worker:
             ]
             try:
                 while not self._stopping:
+                    listener.due = None  # while it looks, any change makes it look again
                     wake.clear()
                     try:
                         pause = await self._work()
@@ -204,6 +206,9 @@ class Worker:
                         pause = min(self.poll_interval, 1.0)
                     if self._stopping:
                         break
+                    # It looks again after the pause anyway: a task of this process made
+                    # ready no sooner (a job gone to sleep) is no reason to wake it.
+                    listener.due = self.store.clock() + int(pause * 1000)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), pause)
             finally:

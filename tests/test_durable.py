@@ -41,12 +41,15 @@ async def looked_again(worker: Worker) -> None:
     """Until the worker has looked for work again, after everything done before this."""
     seen = worker.passes
     worker.wake()
+    await eventually(lambda: worker.passes > seen)
+    worker.wake()  # that pass may have begun before the call: one more, begun after it
     await eventually(lambda: worker.passes > seen + 1)
 
 
 @asynccontextmanager
 async def worker_for(store: SqlStore, **options: object) -> AsyncIterator[Worker]:
-    worker = Worker(Runtime(store), poll_interval=0.05, **options)  # type: ignore[arg-type]
+    options = {"poll_interval": 0.05, **options}
+    worker = Worker(Runtime(store), **options)  # type: ignore[arg-type]
     task = asyncio.create_task(worker.run())
     try:
         yield worker
@@ -165,6 +168,29 @@ async def test_a_sleeping_job_gives_its_slot_back_and_wakes_after_its_time(
         # Its time comes (the timer resolves): it wakes and finishes.
         real_store.resolve("sleepy.1")
         result = await finish(real_store, "sleepy")
+    assert result["after"] >= result["before"]  # type: ignore[index]
+
+
+async def test_a_job_going_to_sleep_wakes_no_worker_that_looks_sooner_anyway(
+    real_store: SqlStore,
+) -> None:
+    # The worker looks every 60 s: a job of this process sleeping for longer is no reason
+    # to wake it (each wake-up costs a read); one sleeping for less must wake it.
+    async with worker_for(real_store, poll_interval=60) as worker:
+        runtime = worker.runtime  # its jobs go straight to the worker, as in a server
+        await looked_again(worker)
+        seen = worker.passes
+        for n in range(5):
+            runtime.start(jobs.sleeper, 600, id=f"long-{n}")
+        await eventually(
+            lambda: all((t := runtime.tasks.get(f"long-{n}")) and t.waiting_on for n in range(5)),
+            what="all sleep",
+        )
+        assert worker.passes == seen
+        # Due before the worker's next look: it wakes, and runs the job on time.
+        runtime.start(jobs.sleeper, 0.2, id="short")
+        result = await finish(real_store, "short", timeout=10)
+        assert worker.passes > seen
     assert result["after"] >= result["before"]  # type: ignore[index]
 
 
