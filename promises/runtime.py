@@ -547,9 +547,7 @@ class Runtime:
 
         def unit(tx: Tx) -> None:
             steps(tx)
-            if signal.create is not None:
-                store.create_tx(tx, signal.create)
-            self.tasks.suspend_tx(tx, claim, signal.ready_at, signal.waiting_on)
+            self.tasks.wait_tx(tx, claim, signal.ready_at, signal.waiting_on, signal.create)
 
         try:
             await store.db.awrite(unit, durable=False)

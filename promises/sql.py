@@ -215,6 +215,28 @@ class Statements:
             if pg
             else ""
         )
+        # A job going to sleep: create its timer (and the timer's tags) and give the task
+        # back until the timer is due, waiting on it. The task is written only if the
+        # timer was made here: a timer that exists already takes the general path, which
+        # locks it before waiting on it. A new timer needs no lock: no one else sees it
+        # before this commits.
+        self.sleep_job = (
+            "WITH p AS (INSERT INTO promises (id, state, timer, param_headers, param_data, "
+            "value_headers, value_data, timeout_at, tags, ikey_create, ikey_settle, created_at, "
+            "settled_at) VALUES (:timer_id, 'pending', :timer, :param_headers, :param_data, NULL, "
+            "NULL, :ready_at, :tags, :ikey_create, NULL, :now, NULL) "
+            "ON CONFLICT (id) DO NOTHING RETURNING seq), "
+            "g AS (INSERT INTO promise_tags (seq, key, value, pending) "
+            "SELECT p.seq, tag.key, tag.value, 1 FROM p, "
+            "unnest(CAST(:tag_keys AS TEXT[]), CAST(:tag_values AS TEXT[])) AS tag(key, value)), "
+            "u AS (UPDATE tasks SET state = 'ready', ready_at = :ready_at, "
+            "waiting_on = :timer_id, owner = NULL, owner_host = NULL, owner_pid = NULL, "
+            "lease_expires_at = NULL, updated_at = :now WHERE id = :id AND counter = :counter "
+            "AND state = 'claimed' AND EXISTS (SELECT 1 FROM p) RETURNING 1) "
+            "SELECT (SELECT seq FROM p), (SELECT count(*) FROM u)"
+            if pg
+            else ""
+        )
         # Fence, write the job's last finished steps (none, or several: one array per
         # column) and settle the job: a whole one-step job's end in one round trip.
         # The fence only locks the task (no row version of its own): the settle's

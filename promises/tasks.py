@@ -17,7 +17,10 @@ A pending job promise has one task row. Its life::
 * A task suspending on a promise locks that promise first (``FOR SHARE`` on
   PostgreSQL), then writes ``waiting_on``: a settle racing with it either commits
   first (and the suspend sees it settled) or waits for the suspend to commit (and its
-  trigger then sees the waiting task). No wake-up is lost in between.
+  trigger then sees the waiting task). No wake-up is lost in between. A promise the
+  suspend itself creates (a sleeping job's timer) needs no lock: no one else can see
+  it before the suspend commits. On PostgreSQL that create and the suspend are one
+  statement.
 """
 
 from __future__ import annotations
@@ -205,10 +208,32 @@ class Tasks:
         by_id = {p.id: p for p in map(promise_from_row, jobs)}
         return [(claims[i][0], by_id[i], claims[i][1]) for i in ids if i in by_id]
 
-    def suspend_tx(self, tx: Tx, claim: Claim, ready_at: int, waiting_on: str | None) -> None:
-        """Give the task back until ``ready_at``, or until ``waiting_on`` settles."""
+    def wait_tx(
+        self, tx: Tx, claim: Claim, ready_at: int, waiting_on: str | None,
+        create: NewPromise | None,
+    ) -> None:  # fmt: skip
+        """Give the task back until ``ready_at``, or until ``waiting_on`` settles, first
+        creating ``create`` (the timer of a job going to sleep) if given."""
+        created = None
+        if create is not None:
+            if self._sleep_fast_tx(tx, claim, create, ready_at, waiting_on):
+                return
+            made = self.store.create_tx(tx, create)
+            created = made.promise if made.fresh else None
+        self.suspend_tx(tx, claim, ready_at, waiting_on, created)
+
+    def suspend_tx(
+        self, tx: Tx, claim: Claim, ready_at: int, waiting_on: str | None,
+        created: Promise | None = None,
+    ) -> None:  # fmt: skip
+        """Give the task back until ``ready_at``, or until ``waiting_on`` settles.
+        ``created``: the promise this transaction made for it to wait on, if it did."""
         now = self.store.clock()
-        if waiting_on is not None:
+        if created is not None and created.id == waiting_on:
+            # Made in this transaction: no one else can settle it before we commit.
+            if not created.pending:
+                ready_at = now
+        elif waiting_on is not None:
             # Lock the awaited promise first: see the module's docstring.
             state = tx.scalar(self.sql.lock_promise, {"id": waiting_on})
             if state != "pending":
@@ -277,6 +302,38 @@ class Tasks:
             promise = self.store.persist_timeouts_tx(tx, [new.id], now)[new.id]
         claim = Claim(new.id, 1, 1, None, 0, kind) if claimed else None
         return Transition(promise, fresh=True), claim
+
+    def _sleep_fast_tx(
+        self, tx: Tx, claim: Claim, timer: NewPromise, ready_at: int, waiting_on: str | None
+    ) -> bool:
+        """PostgreSQL, a job going to sleep: create its timer and give its task back until
+        the timer is due, in one round trip. False when this cannot (SQLite, a timer due
+        already, or one that exists): nothing was written, the general path follows."""
+        now = self.store.clock()
+        if (
+            not self.sql.sleep_job
+            or waiting_on != timer.id
+            or ready_at != timer.timeout_at
+            or ready_at <= now
+        ):
+            return False
+        seq, suspended = tx.one(
+            self.sql.sleep_job,
+            {
+                "timer_id": timer.id, "timer": timer.tags.get(TIMER_TAG) == "true",
+                "param_headers": dumps_mapping(timer.param.headers),
+                "param_data": timer.param.data, "tags": dumps_mapping(timer.tags),
+                "ikey_create": timer.ikey, "now": now, "ready_at": ready_at,
+                "tag_keys": list(timer.tags), "tag_values": list(timer.tags.values()),
+                "id": claim.id, "counter": claim.counter,
+            },
+        )  # fmt: skip
+        if seq is None:
+            return False
+        if suspended != 1:
+            raise LeaseLost(claim.id)  # the unit rolls back, the timer with it
+        tx.ready(claim.kind, ready_at)
+        return True
 
     def record_step_tx(self, tx: Tx, claim: Claim, step: StepRecord, timeout_at: int) -> Promise:
         """Fence, and write a finished step, in one statement; the step as recorded."""

@@ -16,10 +16,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from promises import SqlStore, Value, open_store
+from promises import PromiseAlreadyExists, SqlStore, Value, open_store
 from promises.database import Tx
-from promises.records import Promise
+from promises.records import STEP_TAG, TIMER_TAG, Promise
 from promises.runtime import Runtime
+from promises.store import NewPromise
 from promises.tasks import Claim, LeaseLost, Owner, StepRecord
 from promises.worker import Worker
 from tests import durable_jobs as jobs
@@ -371,3 +372,88 @@ def test_a_stale_owners_end_writes_neither_its_steps_nor_its_result(
             _finish(runtime, stale, _steps(stale.id))
         assert store.get(stale.id).pending
         assert store.get_many([s.id for s in _steps(stale.id)]) == {}
+
+
+# -- a job going to sleep: its timer and its wait in one unit --------------------------------
+
+
+def _timer(store: SqlStore, job_id: str, due_in_ms: int) -> NewPromise:
+    """The timer a job's ``ctx.sleep`` creates (as ``Context.sleep`` makes it)."""
+    step_id = f"{job_id}.1"
+    return store.check_create(
+        step_id, timeout_at=store.clock() + due_in_ms, param=Value(None, {STEP_TAG: "sleep"}),
+        tags={TIMER_TAG: "true"}, ikey=step_id,
+    )  # fmt: skip
+
+
+def _sleep(runtime: Runtime, held: Claim, timer: NewPromise) -> None:
+    runtime.store.db.write(
+        lambda tx: runtime.tasks.wait_tx(tx, held, timer.timeout_at, timer.id, timer)
+    )
+
+
+def test_a_job_going_to_sleep_writes_its_timer_and_waits_on_it(
+    store: SqlStore, clock: FakeClock
+) -> None:
+    runtime = _start(store, 1)
+    held = claim(runtime, Owner.here(), 1)[0]
+    timer = _timer(store, held.id, 60_000)
+    _sleep(runtime, held, timer)
+    written = store.get(timer.id)
+    assert written == store.created(timer, clock.now)  # as a plain create writes it
+    assert [p.id for p in store.search(tags={TIMER_TAG: "true"}).promises] == [timer.id]
+    task = runtime.tasks.get(held.id)
+    assert task is not None and (task.state, task.owner) == ("ready", None)
+    assert (task.waiting_on, task.ready_at) == (timer.id, timer.timeout_at)
+    assert claim(runtime, Owner.here(), 1) == []  # asleep
+    store.resolve(timer.id)  # its time came early: the job is claimable at once
+    assert [c.id for c in claim(runtime, Owner.here(), 1)] == [held.id]
+
+
+def test_a_job_going_to_sleep_on_a_timer_written_before_waits_on_that_timer(
+    store: SqlStore, clock: FakeClock
+) -> None:
+    # A replay's race: the timer exists, made with the same key.
+    runtime = _start(store, 1)
+    held = claim(runtime, Owner.here(), 1)[0]
+    timer = _timer(store, held.id, 60_000)
+    store.db.write(lambda tx: store.create_tx(tx, timer))
+    clock.advance(5)
+    _sleep(runtime, held, timer)
+    assert store.get(timer.id).created_at == clock.now - 5  # not made again
+    task = runtime.tasks.get(held.id)
+    assert task is not None and (task.state, task.waiting_on) == ("ready", timer.id)
+    assert claim(runtime, Owner.here(), 1) == []  # asleep
+    store.resolve(timer.id)
+    assert [c.id for c in claim(runtime, Owner.here(), 1)] == [held.id]
+
+
+def test_a_job_going_to_sleep_on_a_timer_id_taken_by_something_else_writes_nothing(
+    store: SqlStore,
+) -> None:
+    runtime = _start(store, 1)
+    owner = Owner.here()
+    held = claim(runtime, owner, 1)[0]
+    timer = _timer(store, held.id, 60_000)
+    store.create(timer.id, timeout_at=timer.timeout_at, ikey="someone-else")
+    with pytest.raises(PromiseAlreadyExists):
+        _sleep(runtime, held, timer)
+    task = runtime.tasks.get(held.id)
+    assert task is not None and (task.state, task.owner) == ("claimed", owner.id)
+    assert store.get(timer.id).ikey_create == "someone-else"
+
+
+def test_a_stale_owner_going_to_sleep_writes_neither_its_timer_nor_its_wait(
+    store: SqlStore, clock: FakeClock
+) -> None:
+    runtime = _start(store, 1)
+    stale = claim(runtime, Owner.here(), 1)[0]
+    clock.advance(LEASE)
+    other = Owner.here()
+    claim(runtime, other, 1)  # another worker holds it now
+    timer = _timer(store, stale.id, 60_000)
+    with pytest.raises(LeaseLost):
+        _sleep(runtime, stale, timer)
+    assert store.get_many([timer.id]) == {}
+    task = runtime.tasks.get(stale.id)
+    assert task is not None and (task.state, task.owner) == ("claimed", other.id)
