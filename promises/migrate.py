@@ -22,7 +22,7 @@ from promises.errors import InvalidArgument
 from promises.schema import HEAD, POSTGRES_DDL, SQLITE_DDL, metadata
 
 _LOCK = 7243901  # the advisory lock that serialises migrations on PostgreSQL
-_KNOWN = ("0001", "0002")
+_KNOWN = ("0001", "0002", "0003")
 
 
 def current_revision(conn: Connection) -> str | None:

@@ -27,7 +27,7 @@ from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, MetaData,
 from sqlmodel import Field, SQLModel
 
 #: The newest migration; a database at this revision has exactly these tables.
-HEAD = "0002"
+HEAD = "0003"
 
 # INTEGER PRIMARY KEY is SQLite's rowid alias (fast, autoincrementing); BIGSERIAL elsewhere.
 _SEQ = BigInteger().with_variant(Integer(), "sqlite")
@@ -97,7 +97,9 @@ class TaskRow(StoreModel, table=True):
     __table_args__ = (
         Index("ix_tasks_ready", "state", "ready_at", "kind"),
         Index("ix_tasks_state_lease", "state", "lease_expires_at"),
-        Index("ix_tasks_waiting_on", "waiting_on"),
+        # Both columns: waking the tasks waiting on a promise reads only those, even
+        # where the planner's statistics are behind (see migration 0003).
+        Index("ix_tasks_waiting_on_state", "waiting_on", "state"),
     )
 
     # The job promise's id; retention deleting the promise deletes its task too.

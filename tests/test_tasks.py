@@ -457,3 +457,34 @@ def test_a_stale_owner_going_to_sleep_writes_neither_its_timer_nor_its_wait(
     assert store.get_many([timer.id]) == {}
     task = runtime.tasks.get(stale.id)
     assert task is not None and (task.state, task.owner) == ("claimed", other.id)
+
+
+@requires_postgres
+def test_a_settle_reads_only_the_tasks_waiting_on_that_promise(pg_url: str) -> None:
+    # When a promise settles, the store's trigger wakes the tasks waiting on it. With
+    # many ready tasks and statistics that are behind (a fresh table here, never
+    # analyzed), PostgreSQL once chose to read the index entry of every ready task for
+    # that, on each settle. Its plan, as PostgreSQL's auto_explain reports it:
+    with open_store(pg_url) as store:
+        runtime = Runtime(store)
+        batch = [runtime.prepare(jobs.squares, [1], {}, id=f"r-{i}") for i in range(5000)]
+        store.db.write(lambda tx: [runtime.start_tx(tx, r) for r in batch])
+        store.create("awaited", timeout_at=store.clock() + 3_600_000)
+    plans: list[str] = []
+    dsn = PG_URL.replace("+psycopg", "") + "?options=-csearch_path%3D" + pg_url.split("%3D")[1]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+        for setting in (
+            "LOAD 'auto_explain'",
+            "SET auto_explain.log_min_duration = 0",
+            "SET auto_explain.log_nested_statements = on",
+            "SET auto_explain.log_analyze = on",
+            "SET client_min_messages = log",
+        ):
+            conn.execute(setting)
+        with conn.transaction(force_rollback=True):
+            conn.execute("UPDATE promises SET state = 'resolved', settled_at = 1 "
+                         "WHERE id = 'awaited'")  # fmt: skip
+    [wake] = [p for p in plans if "WHERE waiting_on = NEW.id" in p]
+    assert "ix_tasks_waiting_on_state" in wake, wake
+    assert "ix_tasks_state_lease" not in wake and "ix_tasks_ready" not in wake, wake
