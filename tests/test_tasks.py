@@ -386,6 +386,13 @@ def _timer(store: SqlStore, job_id: str, due_in_ms: int) -> NewPromise:
     )  # fmt: skip
 
 
+def _claimed_with_timer(store: SqlStore, owner: Owner) -> tuple[Runtime, Claim, NewPromise]:
+    """A job claimed by ``owner``, and the timer it would sleep on."""
+    runtime = _start(store, 1)
+    held = claim(runtime, owner, 1)[0]
+    return runtime, held, _timer(store, held.id, 60_000)
+
+
 def _sleep(runtime: Runtime, held: Claim, timer: NewPromise) -> None:
     runtime.store.db.write(
         lambda tx: runtime.tasks.wait_tx(tx, held, timer.timeout_at, timer.id, timer)
@@ -395,9 +402,7 @@ def _sleep(runtime: Runtime, held: Claim, timer: NewPromise) -> None:
 def test_a_job_going_to_sleep_writes_its_timer_and_waits_on_it(
     store: SqlStore, clock: FakeClock
 ) -> None:
-    runtime = _start(store, 1)
-    held = claim(runtime, Owner.here(), 1)[0]
-    timer = _timer(store, held.id, 60_000)
+    runtime, held, timer = _claimed_with_timer(store, Owner.here())
     _sleep(runtime, held, timer)
     written = store.get(timer.id)
     assert written == store.created(timer, clock.now)  # as a plain create writes it
@@ -414,9 +419,7 @@ def test_a_job_going_to_sleep_on_a_timer_written_before_waits_on_that_timer(
     store: SqlStore, clock: FakeClock
 ) -> None:
     # A replay's race: the timer exists, made with the same key.
-    runtime = _start(store, 1)
-    held = claim(runtime, Owner.here(), 1)[0]
-    timer = _timer(store, held.id, 60_000)
+    runtime, held, timer = _claimed_with_timer(store, Owner.here())
     store.db.write(lambda tx: store.create_tx(tx, timer))
     clock.advance(5)
     _sleep(runtime, held, timer)
@@ -431,10 +434,8 @@ def test_a_job_going_to_sleep_on_a_timer_written_before_waits_on_that_timer(
 def test_a_job_going_to_sleep_on_a_timer_id_taken_by_something_else_writes_nothing(
     store: SqlStore,
 ) -> None:
-    runtime = _start(store, 1)
     owner = Owner.here()
-    held = claim(runtime, owner, 1)[0]
-    timer = _timer(store, held.id, 60_000)
+    runtime, held, timer = _claimed_with_timer(store, owner)
     store.create(timer.id, timeout_at=timer.timeout_at, ikey="someone-else")
     with pytest.raises(PromiseAlreadyExists):
         _sleep(runtime, held, timer)
