@@ -11,6 +11,8 @@ callers' writes together, and readers beside it.
 * **Non-durable units** (``durable=False``: the runtime's internal checkpoints) commit
   without a flush of their own when the whole batch is non-durable: still atomic and in
   order, and made durable by the next flushed commit; a power loss may lose them.
+  A caller may also write without a flush what it will not acknowledge before a later
+  flushed commit (``Runtime.astart_and_wait``'s start, flushed by the job's settle).
 * **Reads** run on their own connections (a small pool), on the calling thread, or for
   async callers on the store's reader threads.
 * After each commit the writer reports what it changed (settled ids, tasks made
@@ -302,6 +304,8 @@ class _Writer(threading.Thread):
             cursor.execute("COMMIT")
         else:
             conn.commit()
+        if durable:
+            self.db.flushes += 1
         return outcomes
 
 
@@ -319,6 +323,8 @@ class Database:
         # PostgreSQL). ``writers`` sets another count.
         count = writers if writers is not None else 1
         self._writers = [_Writer(self, n) for n in range(count)]
+        #: How many commits were flushed (durable): to observe, e.g. in tests.
+        self.flushes = 0
         self._writers_started = False
         self._start_lock = threading.Lock()
         self._closed = False

@@ -70,6 +70,10 @@ def new_id() -> str:
     return f"{_IDS.getrandbits(128):032x}"
 
 
+#: How a job ends only through a flushed commit: the worker's finish, or a settle or
+#: cancel through the store. A timed-out job may be one only as read (nothing written).
+_SETTLED_BY_A_FLUSHED_COMMIT = frozenset({"resolved", "rejected", "rejected_canceled"})
+
 #: The part of a child id after its job's id and the dot: ``3`` or ``1.0``.
 _CHILD_SUFFIX = re.compile(r"[0-9]+(\.[0-9]+)*")
 
@@ -318,18 +322,28 @@ class Runtime:
         request = self.prepare(fn, args, kwargs, id=id, start_at=start_at, tags=tags)
         job_id = request.promise.id
         with self.store.listen([job_id]) as listener:
-            transition, _ = await self._astart(request)
+            # Nobody hears of this start before the wait ends: it is written without a
+            # flush, and the commit that settles the job flushes it (one flush for a
+            # quick job, not two). A job not settled so is flushed below.
+            transition, _ = await self._astart(request, durable=False)
             found = {job_id: transition.promise}
             found = await self.store.wait_listening(listener, found, timeout=seconds)
-        return transition, found[job_id]
+        job = found[job_id]
+        if job.state not in _SETTLED_BY_A_FLUSHED_COMMIT:
+            await self.store.db.awrite(
+                lambda tx: tx.execute(self.store.sql.touch_task, {"id": job_id})
+            )
+        return transition, job
 
-    async def _astart(self, request: StartRequest) -> tuple[Transition, JobView | None]:
+    async def _astart(
+        self, request: StartRequest, *, durable: bool = True
+    ) -> tuple[Transition, JobView | None]:
         worker = self._local(request)
         owner, lease = (worker.owner, worker.lease_ms) if worker else (None, 0)
         started_at = self.store.clock()
         try:
             transition, claim = await self.store.db.awrite(
-                lambda tx: self.start_tx(tx, request, owner, lease)
+                lambda tx: self.start_tx(tx, request, owner, lease), durable=durable
             )
         except BaseException:
             if worker is not None:

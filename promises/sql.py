@@ -145,6 +145,9 @@ class Statements:
             "UPDATE tasks SET step_id = :step_id, step_attempt = :attempt, updated_at = :now "
             "WHERE id = :id AND counter = :counter AND state = 'claimed'"
         )
+        # A write that changes nothing, made in a flushed commit: it flushes every
+        # commit before it (the database's log is one sequence).
+        self.touch_task = "UPDATE tasks SET updated_at = updated_at WHERE id = :id"
         self.heartbeat = (
             "UPDATE tasks SET lease_expires_at = :lease_end "
             "WHERE owner = :owner AND state = 'claimed' RETURNING id, counter"

@@ -194,6 +194,33 @@ async def test_a_job_going_to_sleep_wakes_no_worker_that_looks_sooner_anyway(
     assert result["after"] >= result["before"]  # type: ignore[index]
 
 
+async def test_a_quick_job_started_and_awaited_costs_one_flush(real_store: SqlStore) -> None:
+    # Nobody hears of the start before the job's end: the commit of the end flushes
+    # both, and the answer (the result) comes after it.
+    async with worker_for(real_store) as worker:
+        runtime = worker.runtime
+        await runtime.astart_and_wait(jobs.squares, 2, wait_s=30)  # the worker is warm
+        before = real_store.db.flushes
+        _, job = await runtime.astart_and_wait(jobs.squares, 3, wait_s=30)
+        assert job.state == "resolved" and Runtime.result(job) == [0, 1, 4]
+        assert real_store.db.flushes == before + 1
+
+
+async def test_a_job_still_running_when_the_wait_ends_is_flushed_before_the_answer(
+    real_store: SqlStore,
+) -> None:
+    # Its start and its sleep were written without a flush: the answer ("running")
+    # must not come before a flushed commit.
+    async with worker_for(real_store) as worker:
+        runtime = worker.runtime
+        await looked_again(worker)  # registered (a flushed write) and looking
+        before = real_store.db.flushes
+        started, job = await runtime.astart_and_wait(jobs.sleeper, 600, wait_s=0.2)
+        assert job.pending and started.fresh
+        assert real_store.db.flushes > before
+        assert runtime.tasks.get(job.id) is not None
+
+
 async def test_sleep_until_needs_an_aware_time_and_wakes_then(real_store: SqlStore) -> None:
     when = datetime.fromtimestamp(time.time() + 0.3, tz=UTC)
     async with worker_for(real_store):
