@@ -273,8 +273,6 @@ class _Writer(threading.Thread):
                 cursor.execute(f"PRAGMA synchronous={wanted}")  # only outside a transaction
                 self.synchronous = wanted
             cursor.execute("BEGIN IMMEDIATE")
-        elif not durable:
-            cursor.execute("SET LOCAL synchronous_commit = off")
         savepoints = careful and len(batch) > 1
         outcomes: list[tuple[Any, BaseException | None]] = []
         for unit in batch:
@@ -302,8 +300,12 @@ class _Writer(threading.Thread):
         self.committing = True  # from here a failure leaves the outcome unknown
         if sqlite:
             cursor.execute("COMMIT")
-        else:
+        elif durable:
             conn.commit()
+        else:
+            # Not flushed: the setting is read at the commit, so it goes with it (one
+            # round trip, not two). Sent as text: two statements cannot be prepared.
+            cursor.execute("SET LOCAL synchronous_commit = off; COMMIT", prepare=False)
         if durable:
             self.db.flushes += 1
         return outcomes
