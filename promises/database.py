@@ -307,7 +307,8 @@ class _Writer(threading.Thread):
             # round trip, not two). Sent as text: two statements cannot be prepared.
             cursor.execute("SET LOCAL synchronous_commit = off; COMMIT", prepare=False)
         if durable:
-            self.db.flushes += 1
+            with self.db._counting:  # several writers may count at once
+                self.db.flushes += 1
         return outcomes
 
 
@@ -327,6 +328,7 @@ class Database:
         self._writers = [_Writer(self, n) for n in range(count)]
         #: How many commits were flushed (durable): to observe, e.g. in tests.
         self.flushes = 0
+        self._counting = threading.Lock()
         self._writers_started = False
         self._start_lock = threading.Lock()
         self._closed = False
