@@ -13,6 +13,8 @@ callers' writes together, and readers beside it.
   order, and made durable by the next flushed commit; a power loss may lose them.
   A caller may also write without a flush what it will not acknowledge before a later
   flushed commit (``Runtime.astart_and_wait``'s start, flushed by the job's settle).
+  So a durable unit that writes nothing must still flush: SQLite syncs no commit that
+  wrote nothing, so the writer syncs the file itself; ``aflush`` is such a unit.
 * **Reads** run on their own connections (a small pool), on the calling thread, or for
   async callers on the store's reader threads.
 * After each commit the writer reports what it changed (settled ids, tasks made
@@ -29,6 +31,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -126,6 +129,21 @@ def _discard(conn: Any) -> None:
     if conn is not None:
         with contextlib.suppress(Exception):  # a broken connection may fail to close
             conn.close()
+
+
+def _sync(path: Any) -> None:
+    """Flush a SQLite database's write-ahead log to disk (or the file itself when the
+    log is gone: checkpointed, and so already synced): every commit so far is durable."""
+    for name in (f"{path}-wal", str(path)):
+        try:
+            fd = os.open(name, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return
 
 
 class _Writer(threading.Thread):
@@ -272,6 +290,7 @@ class _Writer(threading.Thread):
             if self.synchronous != wanted:
                 cursor.execute(f"PRAGMA synchronous={wanted}")  # only outside a transaction
                 self.synchronous = wanted
+            changes = conn.total_changes
             cursor.execute("BEGIN IMMEDIATE")
         savepoints = careful and len(batch) > 1
         outcomes: list[tuple[Any, BaseException | None]] = []
@@ -300,6 +319,10 @@ class _Writer(threading.Thread):
         self.committing = True  # from here a failure leaves the outcome unknown
         if sqlite:
             cursor.execute("COMMIT")
+            if durable and conn.total_changes == changes:
+                # A commit that changed nothing is not synced, yet the unit may be
+                # about to acknowledge what earlier commits wrote without a flush.
+                _sync(self.backend.path)
         elif durable:
             conn.commit()
         else:
@@ -373,6 +396,13 @@ class Database:
 
         self._submit(_Unit(fn, durable, done))
         return future.result()
+
+    async def aflush(self) -> None:
+        """Return once every commit made so far is durable: a flushed commit of a unit
+        that writes nothing (PostgreSQL flushes only a transaction with an id, so it
+        takes one; SQLite's writer syncs the log)."""
+        take_xid = self.sql.take_xid
+        await self.awrite(lambda tx: tx.scalar(take_xid) if take_xid else None)
 
     async def awrite(self, fn: Callable[[Tx], T], *, durable: bool = True) -> T:
         """``write`` for asyncio: the event loop waits without blocking."""

@@ -45,6 +45,7 @@ from promises.records import (
     Promise,
     Transition,
     Value,
+    timed_out_at,
 )
 from promises.rows import promise_from_row
 from promises.store import NewPromise, SqlStore
@@ -70,9 +71,14 @@ def new_id() -> str:
     return f"{_IDS.getrandbits(128):032x}"
 
 
-#: How a job ends only through a flushed commit: the worker's finish, or a settle or
-#: cancel through the store. A timed-out job may be one only as read (nothing written).
-_SETTLED_BY_A_FLUSHED_COMMIT = frozenset({"resolved", "rejected", "rejected_canceled"})
+def _ended_by_a_flushed_commit(job: Promise) -> bool:
+    """Whether ``job`` ended in a flushed commit: the worker's finish, or a settle or
+    cancel through the store. One that timed out did not: it may be so only as read, or
+    stored by the sweep without a flush (a job tagged as a timer resolves so)."""
+    if job.pending or job.state == "rejected_timedout":
+        return False
+    return not (job.timer and job.settled_at == timed_out_at(job))
+
 
 #: The part of a child id after its job's id and the dot: ``3`` or ``1.0``.
 _CHILD_SUFFIX = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -329,10 +335,8 @@ class Runtime:
             found = {job_id: transition.promise}
             found = await self.store.wait_listening(listener, found, timeout=seconds)
         job = found[job_id]
-        if job.state not in _SETTLED_BY_A_FLUSHED_COMMIT:
-            await self.store.db.awrite(
-                lambda tx: tx.execute(self.store.sql.touch_task, {"id": job_id})
-            )
+        if not _ended_by_a_flushed_commit(job):
+            await self.store.db.aflush()
         return transition, job
 
     async def _astart(

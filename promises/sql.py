@@ -145,9 +145,8 @@ class Statements:
             "UPDATE tasks SET step_id = :step_id, step_attempt = :attempt, updated_at = :now "
             "WHERE id = :id AND counter = :counter AND state = 'claimed'"
         )
-        # A write that changes nothing, made in a flushed commit: it flushes every
-        # commit before it (the database's log is one sequence).
-        self.touch_task = "UPDATE tasks SET updated_at = updated_at WHERE id = :id"
+        # PostgreSQL flushes at commit only a transaction that has an id.
+        self.take_xid = "SELECT txid_current()" if pg else ""
         self.heartbeat = (
             "UPDATE tasks SET lease_expires_at = :lease_end "
             "WHERE owner = :owner AND state = 'claimed' RETURNING id, counter"

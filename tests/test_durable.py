@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,7 @@ from promises import (
 )
 from promises.codec import StoredError
 from promises.functions import validated_arguments
+from promises.records import TIMER_TAG
 from promises.worker import Worker
 from tests import durable_jobs as jobs
 from tests.conftest import FakeClock
@@ -206,19 +208,74 @@ async def test_a_quick_job_started_and_awaited_costs_one_flush(real_store: SqlSt
         assert real_store.db.flushes == before + 1
 
 
+@pytest.fixture
+def wal_syncs(real_store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """When the store's own code synced the SQLite log (os.fsync of the ``-wal`` file);
+    SQLite's syncs at a commit that wrote something are its own, not seen here."""
+    synced: list[float] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("-wal"):
+            synced.append(time.monotonic())
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
 async def test_a_job_still_running_when_the_wait_ends_is_flushed_before_the_answer(
-    real_store: SqlStore,
+    real_store: SqlStore, wal_syncs: list[float]
 ) -> None:
     # Its start and its sleep were written without a flush: the answer ("running")
-    # must not come before a flushed commit.
+    # must not come before a flush. Nothing new is written then, and SQLite syncs no
+    # commit that wrote nothing: the store syncs the log itself.
     async with worker_for(real_store) as worker:
         runtime = worker.runtime
         await looked_again(worker)  # registered (a flushed write) and looking
         before = real_store.db.flushes
+        began = time.monotonic()
         started, job = await runtime.astart_and_wait(jobs.sleeper, 600, wait_s=0.2)
         assert job.pending and started.fresh
         assert real_store.db.flushes > before
-        assert runtime.tasks.get(job.id) is not None
+        if real_store.backend.name == "sqlite":
+            assert [t for t in wal_syncs if t > began]
+
+
+async def test_a_second_start_of_a_job_not_yet_flushed_is_answered_after_a_flush(
+    real_store: SqlStore, wal_syncs: list[float]
+) -> None:
+    # The first caller waits (its start is not flushed yet); a second caller starts the
+    # same job and is told it runs: that answer must come after a flush.
+    async with worker_for(real_store) as worker:
+        runtime = worker.runtime
+        first = asyncio.create_task(
+            runtime.astart_and_wait(jobs.sleeper, 600, id="twice", wait_s=60)
+        )
+        await eventually(lambda: runtime.tasks.get("twice") is not None, what="started")
+        before, began = real_store.db.flushes, time.monotonic()
+        again = await runtime.astart(jobs.sleeper, 600, id="twice")
+        assert not again.fresh and again.promise.pending
+        assert real_store.db.flushes > before
+        if real_store.backend.name == "sqlite":
+            assert [t for t in wal_syncs if t > began]
+        first.cancel()
+
+
+async def test_a_job_tagged_as_a_timer_that_times_out_is_flushed_before_the_answer(
+    store: SqlStore, clock: FakeClock
+) -> None:
+    # A timer resolves at its deadline; a job may carry the timer tag. Its timeout is
+    # stored by whoever reads it past the deadline, here a start written without a
+    # flush: "resolved" must not skip the flush then.
+    runtime = Runtime(store)
+    tags = {TIMER_TAG: "true"}
+    runtime.start(jobs.timeboxed, id="tb", tags=tags)  # no worker: it never runs
+    clock.advance(2_000)  # past its 1 s deadline
+    before = store.db.flushes
+    _, job = await runtime.astart_and_wait(jobs.timeboxed, id="tb", tags=tags, wait_s=0)
+    assert job.state == "resolved"
+    assert store.db.flushes > before
 
 
 async def test_sleep_until_needs_an_aware_time_and_wakes_then(real_store: SqlStore) -> None:
