@@ -13,8 +13,10 @@ callers' writes together, and readers beside it.
   order, and made durable by the next flushed commit; a power loss may lose them.
   A caller may also write without a flush what it will not acknowledge before a later
   flushed commit (``Runtime.astart_and_wait``'s start, flushed by the job's settle).
-  So a durable unit that writes nothing must still flush: SQLite syncs no commit that
-  wrote nothing, so the writer syncs the file itself; ``aflush`` is such a unit.
+  So a durable unit must flush even when it writes nothing (``aflush`` is such a
+  unit): on SQLite the writer commits without syncing and then syncs the log itself
+  after each durable batch (SQLite syncs no commit that wrote nothing); on PostgreSQL
+  the unit must take a transaction id (PostgreSQL flushes only such a commit).
 * **Reads** run on their own connections (a small pool), on the calling thread, or for
   async callers on the store's reader threads.
 * After each commit the writer reports what it changed (settled ids, tasks made
@@ -131,19 +133,25 @@ def _discard(conn: Any) -> None:
             conn.close()
 
 
-def _sync(path: Any) -> None:
-    """Flush a SQLite database's write-ahead log to disk (or the file itself when the
-    log is gone: checkpointed, and so already synced): every commit so far is durable."""
-    for name in (f"{path}-wal", str(path)):
-        try:
-            fd = os.open(name, os.O_RDONLY)
-        except FileNotFoundError:
-            continue
+def _sync(log: str | None) -> None:
+    """Sync a SQLite database's write-ahead log to disk: every commit so far, of any
+    process, is then durable, as at a commit made with synchronous=FULL. A log that
+    was checkpointed was synced before (SQLite syncs the log, then the database)."""
+    if log is None:
+        raise InvariantViolation("the SQLite writer has no log to sync")
+    try:
+        fd = os.open(log, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        return
+    except FileNotFoundError:
+        return  # removed by the last connection's close, after a checkpoint: synced
+    except OSError as exc:
+        raise OutcomeUnknown(
+            f"the database's log could not be synced to disk ({exc}); the write was "
+            "committed but may be lost on power loss: check the disk, then retry"
+        ) from exc
 
 
 class _Writer(threading.Thread):
@@ -155,8 +163,8 @@ class _Writer(threading.Thread):
         self.db = database
         self.backend = database.backend
         self.conn: Any = None
-        #: The connection's synchronous setting (SQLite), switched per batch.
-        self.synchronous: str = database.backend.synchronous
+        #: SQLite: the write-ahead log, which the writer syncs after a durable batch.
+        self.log: str | None = None
         #: Whether the current batch's COMMIT was sent: a failure after it leaves the
         #: outcome unknown, so the batch must not be run again.
         self.committing = False
@@ -183,7 +191,7 @@ class _Writer(threading.Thread):
 
     def _reset(self) -> None:
         _discard(self.conn)
-        self.conn, self.synchronous = None, self.backend.synchronous
+        self.conn, self.log = None, None
 
     def _answer(self, batch: list[_Unit[Any]]) -> None:
         # The answers, and the wake-ups of this commit, reach each event loop at once.
@@ -230,7 +238,7 @@ class _Writer(threading.Thread):
         new connection."""
         reused = self.conn is not None
         if self.conn is None:
-            self.conn = self.backend.connect("writer")
+            self.conn = self._connect()
         self.committing = False
         try:
             return self._commit_batch(batch)
@@ -239,8 +247,18 @@ class _Writer(threading.Thread):
                 raise
             log.info("the database connection was lost while idle (%s); reconnecting", exc)
         self._reset()
-        self.conn = self.backend.connect("writer")
+        self.conn = self._connect()
         return self._commit_batch(batch)
+
+    def _connect(self) -> Any:
+        conn = self.backend.connect("writer")
+        if self.backend.name == "sqlite":
+            # SQLite does not sync its commits: the writer syncs the log after each
+            # durable batch, whether or not it wrote (see the module's docstring).
+            conn.execute("PRAGMA synchronous=NORMAL")
+            main = [row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"]
+            self.log = f"{main[0]}-wal"  # SQLite's own path: absolute, symlinks resolved
+        return conn
 
     def _commit_batch(self, batch: list[_Unit[Any]]) -> list[tuple[Any, BaseException | None]]:
         durable = any(unit.durable for unit in batch)
@@ -286,11 +304,6 @@ class _Writer(threading.Thread):
         sqlite = self.backend.name == "sqlite"
         cursor = conn.cursor()
         if sqlite:
-            wanted = self.backend.synchronous if durable else "NORMAL"
-            if self.synchronous != wanted:
-                cursor.execute(f"PRAGMA synchronous={wanted}")  # only outside a transaction
-                self.synchronous = wanted
-            changes = conn.total_changes
             cursor.execute("BEGIN IMMEDIATE")
         savepoints = careful and len(batch) > 1
         outcomes: list[tuple[Any, BaseException | None]] = []
@@ -319,10 +332,8 @@ class _Writer(threading.Thread):
         self.committing = True  # from here a failure leaves the outcome unknown
         if sqlite:
             cursor.execute("COMMIT")
-            if durable and conn.total_changes == changes:
-                # A commit that changed nothing is not synced, yet the unit may be
-                # about to acknowledge what earlier commits wrote without a flush.
-                _sync(self.backend.path)
+            if durable and self.backend.synchronous == "FULL":
+                _sync(self.log)
         elif durable:
             conn.commit()
         else:
@@ -397,12 +408,19 @@ class Database:
         self._submit(_Unit(fn, durable, done))
         return future.result()
 
-    async def aflush(self) -> None:
+    def flush(self) -> None:
         """Return once every commit made so far is durable: a flushed commit of a unit
         that writes nothing (PostgreSQL flushes only a transaction with an id, so it
-        takes one; SQLite's writer syncs the log)."""
-        take_xid = self.sql.take_xid
-        await self.awrite(lambda tx: tx.scalar(take_xid) if take_xid else None)
+        takes one; SQLite's writer syncs the log after any durable batch)."""
+        self.write(self._take_xid)
+
+    async def aflush(self) -> None:
+        """``flush`` for asyncio."""
+        await self.awrite(self._take_xid)
+
+    def _take_xid(self, tx: Tx) -> None:
+        if self.sql.take_xid:
+            tx.scalar(self.sql.take_xid)
 
     async def awrite(self, fn: Callable[[Tx], T], *, durable: bool = True) -> T:
         """``write`` for asyncio: the event loop waits without blocking."""

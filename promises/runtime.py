@@ -274,9 +274,11 @@ class Runtime:
             transition, claim = self.store.db.write(
                 lambda tx: self.start_tx(tx, request, owner, lease)
             )
-        except BaseException:
+        except BaseException as exc:
             if worker is not None:
                 worker.unreserve()
+            if isinstance(exc, JobConflict):
+                self.store.db.flush()  # it tells of a job whose start may not be flushed yet
             raise
         return self._started(worker, transition, claim)
 
@@ -349,9 +351,13 @@ class Runtime:
             transition, claim = await self.store.db.awrite(
                 lambda tx: self.start_tx(tx, request, owner, lease), durable=durable
             )
-        except BaseException:
+        except BaseException as exc:
             if worker is not None:
                 worker.unreserve()
+            if isinstance(exc, JobConflict):
+                # It tells of the job there, whose start (by an ``astart_and_wait``
+                # still waiting) may not be flushed yet.
+                await self.store.db.aflush()
             raise
         self._started(worker, transition, claim)
         if claim is None or owner is None or not transition.fresh:

@@ -209,9 +209,9 @@ async def test_a_quick_job_started_and_awaited_costs_one_flush(real_store: SqlSt
 
 
 @pytest.fixture
-def wal_syncs(real_store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """When the store's own code synced the SQLite log (os.fsync of the ``-wal`` file);
-    SQLite's syncs at a commit that wrote something are its own, not seen here."""
+def wal_syncs(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """When the store synced a SQLite log (os.fsync of a ``-wal`` file: on SQLite the
+    writer commits without a sync and syncs the log after each durable batch)."""
     synced: list[float] = []
     real_fsync = os.fsync
 
@@ -228,8 +228,7 @@ async def test_a_job_still_running_when_the_wait_ends_is_flushed_before_the_answ
     real_store: SqlStore, wal_syncs: list[float]
 ) -> None:
     # Its start and its sleep were written without a flush: the answer ("running")
-    # must not come before a flush. Nothing new is written then, and SQLite syncs no
-    # commit that wrote nothing: the store syncs the log itself.
+    # must not come before a flush, though nothing new is written then.
     async with worker_for(real_store) as worker:
         runtime = worker.runtime
         await looked_again(worker)  # registered (a flushed write) and looking
@@ -260,6 +259,38 @@ async def test_a_second_start_of_a_job_not_yet_flushed_is_answered_after_a_flush
         if real_store.backend.name == "sqlite":
             assert [t for t in wal_syncs if t > began]
         first.cancel()
+
+
+async def test_a_conflicting_start_of_a_job_not_yet_flushed_is_refused_after_a_flush(
+    real_store: SqlStore, wal_syncs: list[float]
+) -> None:
+    # The refusal tells of the job there ("it is pending"): not before a flush.
+    async with worker_for(real_store) as worker:
+        runtime = worker.runtime
+        first = asyncio.create_task(
+            runtime.astart_and_wait(jobs.sleeper, 600, id="taken", wait_s=60)
+        )
+        await eventually(lambda: runtime.tasks.get("taken") is not None, what="started")
+        before, began = real_store.db.flushes, time.monotonic()
+        with pytest.raises(JobConflict, match="already exists"):
+            await runtime.astart(jobs.sleeper, 5, id="taken")
+        assert real_store.db.flushes > before
+        if real_store.backend.name == "sqlite":
+            assert [t for t in wal_syncs if t > began]
+        first.cancel()
+
+
+def test_a_store_opened_through_a_symlink_syncs_the_log_of_the_real_file(
+    tmp_path: Path, wal_syncs: list[float]
+) -> None:
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "link.db"
+    link.symlink_to(tmp_path / "real" / "store.db")
+    with open_store(f"sqlite:///{link}") as store:
+        store.create("p", timeout_at=store.clock() + 60_000)
+        began = time.monotonic()
+        store.db.flush()
+    assert [t for t in wal_syncs if t > began]
 
 
 async def test_a_job_tagged_as_a_timer_that_times_out_is_flushed_before_the_answer(
