@@ -14,9 +14,9 @@ callers' writes together, and readers beside it.
   A caller may also write without a flush what it will not acknowledge before a later
   flushed commit (``Runtime.astart_and_wait``'s start, flushed by the job's settle).
   So a durable unit must flush even when it writes nothing (``aflush`` is such a
-  unit): on SQLite the writer commits without syncing and then syncs the log itself
-  after each durable batch (SQLite syncs no commit that wrote nothing); on PostgreSQL
-  the unit must take a transaction id (PostgreSQL flushes only such a commit).
+  unit): SQLite syncs no commit that wrote nothing, so after each durable batch the
+  writer also syncs the log itself; on PostgreSQL the unit must take a transaction id
+  (PostgreSQL flushes only such a commit).
 * **Reads** run on their own connections (a small pool), on the calling thread, or for
   async callers on the store's reader threads.
 * After each commit the writer reports what it changed (settled ids, tasks made
@@ -135,18 +135,18 @@ def _discard(conn: Any) -> None:
 
 def _sync(log: str | None) -> None:
     """Sync a SQLite database's write-ahead log to disk: every commit so far, of any
-    process, is then durable, as at a commit made with synchronous=FULL. A log that
-    was checkpointed was synced before (SQLite syncs the log, then the database)."""
+    process, is then durable, as at a commit made with synchronous=FULL. What was
+    checkpointed was synced before (SQLite syncs the log, then the database)."""
     if log is None:
         raise InvariantViolation("the SQLite writer has no log to sync")
     try:
+        # It exists while the writer's connection is open: SQLite removes it only at
+        # the last connection's close. Missing, the path is wrong: that must not pass.
         fd = os.open(log, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-    except FileNotFoundError:
-        return  # removed by the last connection's close, after a checkpoint: synced
     except OSError as exc:
         raise OutcomeUnknown(
             f"the database's log could not be synced to disk ({exc}); the write was "
@@ -163,7 +163,9 @@ class _Writer(threading.Thread):
         self.db = database
         self.backend = database.backend
         self.conn: Any = None
-        #: SQLite: the write-ahead log, which the writer syncs after a durable batch.
+        #: SQLite: the connection's synchronous setting, switched per batch, and the
+        #: write-ahead log, which the writer syncs after a durable batch.
+        self.synchronous: str = database.backend.synchronous
         self.log: str | None = None
         #: Whether the current batch's COMMIT was sent: a failure after it leaves the
         #: outcome unknown, so the batch must not be run again.
@@ -191,7 +193,7 @@ class _Writer(threading.Thread):
 
     def _reset(self) -> None:
         _discard(self.conn)
-        self.conn, self.log = None, None
+        self.conn, self.synchronous, self.log = None, self.backend.synchronous, None
 
     def _answer(self, batch: list[_Unit[Any]]) -> None:
         # The answers, and the wake-ups of this commit, reach each event loop at once.
@@ -253,9 +255,6 @@ class _Writer(threading.Thread):
     def _connect(self) -> Any:
         conn = self.backend.connect("writer")
         if self.backend.name == "sqlite":
-            # SQLite does not sync its commits: the writer syncs the log after each
-            # durable batch, whether or not it wrote (see the module's docstring).
-            conn.execute("PRAGMA synchronous=NORMAL")
             main = [row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"]
             self.log = f"{main[0]}-wal"  # SQLite's own path: absolute, symlinks resolved
         return conn
@@ -304,6 +303,10 @@ class _Writer(threading.Thread):
         sqlite = self.backend.name == "sqlite"
         cursor = conn.cursor()
         if sqlite:
+            wanted = self.backend.synchronous if durable else "NORMAL"
+            if self.synchronous != wanted:
+                cursor.execute(f"PRAGMA synchronous={wanted}")  # only outside a transaction
+                self.synchronous = wanted
             cursor.execute("BEGIN IMMEDIATE")
         savepoints = careful and len(batch) > 1
         outcomes: list[tuple[Any, BaseException | None]] = []
@@ -331,8 +334,11 @@ class _Writer(threading.Thread):
             outcomes.append((value, None))
         self.committing = True  # from here a failure leaves the outcome unknown
         if sqlite:
+            # At FULL, SQLite syncs what this commit wrote before anyone can read it.
             cursor.execute("COMMIT")
             if durable and self.backend.synchronous == "FULL":
+                # A commit that wrote nothing (no new page) is not synced: sync the log
+                # for the earlier commits this batch may acknowledge.
                 _sync(self.log)
         elif durable:
             conn.commit()

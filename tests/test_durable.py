@@ -280,6 +280,20 @@ async def test_a_conflicting_start_of_a_job_not_yet_flushed_is_refused_after_a_f
         first.cancel()
 
 
+def test_a_durable_write_on_sqlite_is_synced_before_others_can_read_it(tmp_path: Path) -> None:
+    # At synchronous=FULL SQLite syncs a commit before other connections can see it; a
+    # commit at NORMAL synced afterwards would let a reader report a result a power
+    # loss then takes back. The writer's setting, as each kind of batch sees it:
+    with open_store(f"sqlite:///{tmp_path}/s.db") as store:
+
+        def setting(tx: Any) -> int:
+            return int(tx.scalar("PRAGMA synchronous"))
+
+        assert store.db.write(setting) == 2  # FULL
+        assert store.db.write(setting, durable=False) == 1  # NORMAL: no sync needed
+        assert store.db.write(setting) == 2
+
+
 def test_a_store_opened_through_a_symlink_syncs_the_log_of_the_real_file(
     tmp_path: Path, wal_syncs: list[float]
 ) -> None:
