@@ -236,48 +236,50 @@ async def test_a_job_still_running_when_the_wait_ends_is_flushed_before_the_answ
         began = time.monotonic()
         started, job = await runtime.astart_and_wait(jobs.sleeper, 600, wait_s=0.2)
         assert job.pending and started.fresh
-        assert real_store.db.flushes > before
-        if real_store.backend.name == "sqlite":
-            assert [t for t in wal_syncs if t > began]
+        assert flushed_since(real_store, before, began, wal_syncs)
+
+
+@asynccontextmanager
+async def started_and_awaited(store: SqlStore, job_id: str) -> AsyncIterator[Runtime]:
+    """A job started by a caller still waiting for it (its start not flushed yet)."""
+    async with worker_for(store) as worker:
+        runtime = worker.runtime
+        first = asyncio.create_task(
+            runtime.astart_and_wait(jobs.sleeper, 600, id=job_id, wait_s=60)
+        )
+        await eventually(lambda: runtime.tasks.get(job_id) is not None, what="started")
+        try:
+            yield runtime
+        finally:
+            first.cancel()
+
+
+def flushed_since(store: SqlStore, flushes: int, began: float, wal_syncs: list[float]) -> bool:
+    """A flushed commit since then (on SQLite: the writer synced the log)."""
+    synced = store.backend.name != "sqlite" or any(t > began for t in wal_syncs)
+    return store.db.flushes > flushes and synced
 
 
 async def test_a_second_start_of_a_job_not_yet_flushed_is_answered_after_a_flush(
     real_store: SqlStore, wal_syncs: list[float]
 ) -> None:
-    # The first caller waits (its start is not flushed yet); a second caller starts the
-    # same job and is told it runs: that answer must come after a flush.
-    async with worker_for(real_store) as worker:
-        runtime = worker.runtime
-        first = asyncio.create_task(
-            runtime.astart_and_wait(jobs.sleeper, 600, id="twice", wait_s=60)
-        )
-        await eventually(lambda: runtime.tasks.get("twice") is not None, what="started")
+    # A second caller starts the same job and is told it runs: not before a flush.
+    async with started_and_awaited(real_store, "twice") as runtime:
         before, began = real_store.db.flushes, time.monotonic()
         again = await runtime.astart(jobs.sleeper, 600, id="twice")
         assert not again.fresh and again.promise.pending
-        assert real_store.db.flushes > before
-        if real_store.backend.name == "sqlite":
-            assert [t for t in wal_syncs if t > began]
-        first.cancel()
+        assert flushed_since(real_store, before, began, wal_syncs)
 
 
 async def test_a_conflicting_start_of_a_job_not_yet_flushed_is_refused_after_a_flush(
     real_store: SqlStore, wal_syncs: list[float]
 ) -> None:
     # The refusal tells of the job there ("it is pending"): not before a flush.
-    async with worker_for(real_store) as worker:
-        runtime = worker.runtime
-        first = asyncio.create_task(
-            runtime.astart_and_wait(jobs.sleeper, 600, id="taken", wait_s=60)
-        )
-        await eventually(lambda: runtime.tasks.get("taken") is not None, what="started")
+    async with started_and_awaited(real_store, "taken") as runtime:
         before, began = real_store.db.flushes, time.monotonic()
         with pytest.raises(JobConflict, match="already exists"):
             await runtime.astart(jobs.sleeper, 5, id="taken")
-        assert real_store.db.flushes > before
-        if real_store.backend.name == "sqlite":
-            assert [t for t in wal_syncs if t > began]
-        first.cancel()
+        assert flushed_since(real_store, before, began, wal_syncs)
 
 
 def test_a_durable_write_on_sqlite_is_synced_before_others_can_read_it(tmp_path: Path) -> None:
