@@ -125,17 +125,25 @@ def _set_wal(conn: sqlite3.Connection, busy_ms: int) -> None:
     pause = 0.001
     while True:
         try:
-            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-            if str(mode).lower() == "wal":
+            mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            if mode not in ("wal", "memory"):
+                mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+            if mode == "wal":
                 return
-            conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            if mode == "memory" or time.monotonic() > deadline:
+                # An in-memory database (a file: URI with mode=memory) never takes WAL.
+                raise InvalidArgument(
+                    f"the store needs a SQLite file it can keep a write-ahead log for; "
+                    f"this database's journal stays {mode!r} (an in-memory database?): "
+                    "use a file on a local disk, e.g. sqlite:///path/to/file.db"
+                )
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
             if time.monotonic() > deadline:
                 raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def _open_sqlite(parsed: URL) -> Backend:

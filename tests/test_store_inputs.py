@@ -133,6 +133,7 @@ def test_strict_must_be_a_bool(store: SqlStore) -> None:
         ("mysql://localhost/x", "unsupported database"),
         ("sqlite://", "needs a SQLite file"),
         ("sqlite:///:memory:", "needs a SQLite file"),
+        ("sqlite:///file:x.db%3Fmode%3Dmemory", "an in-memory database"),
         ("sqlite:///x.db?synchronous=OFF", "use FULL or NORMAL"),
         ("::not a url::", "cannot parse database url"),
     ],
