@@ -164,6 +164,12 @@ def _open_sqlite(parsed: URL) -> Backend:
             "the store needs a SQLite file (sqlite:///path/to/file.db), not an in-memory "
             "database: promises must outlive the process"
         )
+    if parsed.database.startswith("file:"):
+        # sqlite3 would read it as a URI (mode=memory and all), not as the file's name.
+        raise InvalidArgument(
+            f"the store takes a path to a SQLite file (sqlite:///path/to/file.db), not a "
+            f"SQLite URI ({parsed.database!r:.60})"
+        )
     path = Path(parsed.database).expanduser()
     busy_ms = int(busy)
     pragmas = _sqlite_pragmas(synchronous, busy_ms)  # type: ignore[arg-type]

@@ -3,9 +3,12 @@ and lose nothing the store had already acknowledged."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from promises import InvalidArgument, SqlStore, Value, open_store
+from promises.backends import _set_wal
 from tests.conftest import FakeClock
 
 HOUR = 3_600_000
@@ -133,7 +136,7 @@ def test_strict_must_be_a_bool(store: SqlStore) -> None:
         ("mysql://localhost/x", "unsupported database"),
         ("sqlite://", "needs a SQLite file"),
         ("sqlite:///:memory:", "needs a SQLite file"),
-        ("sqlite:///file:x.db%3Fmode%3Dmemory", "an in-memory database"),
+        ("sqlite:///file:x.db%3Fmode%3Dmemory", "not a SQLite URI"),
         ("sqlite:///x.db?synchronous=OFF", "use FULL or NORMAL"),
         ("::not a url::", "cannot parse database url"),
     ],
@@ -147,3 +150,13 @@ def test_a_database_in_a_missing_directory_is_refused_saying_which(tmp_path: obj
     # Not "unavailable, retry": the path is wrong, and retrying will not fix it.
     with pytest.raises(InvalidArgument, match="no/such/dir' does not exist"):
         open_store(f"sqlite:///{tmp_path}/no/such/dir/x.db")
+
+
+def test_a_database_that_cannot_keep_a_write_ahead_log_is_refused_at_once() -> None:
+    # Its journal stays "memory" whatever is asked: said at once, not waited on.
+    conn = sqlite3.connect(":memory:")
+    try:
+        with pytest.raises(InvalidArgument, match="journal stays 'memory'"):
+            _set_wal(conn, busy_ms=30_000)
+    finally:
+        conn.close()
