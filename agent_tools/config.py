@@ -63,8 +63,8 @@ def sqlite_path(url: str) -> Path | None:
         return None
     if parsed.get_backend_name() != "sqlite" or not parsed.database:
         return None
-    if parsed.database == ":memory:":
-        return None
+    if parsed.database == ":memory:" or parsed.database.startswith("file:"):
+        return None  # not a file's path: ``open_store`` refuses it, with what to give
     return Path(parsed.database)
 
 

@@ -135,6 +135,13 @@ def test_status_counts_promises_and_a_bad_url_is_a_clear_error(db: Path, store: 
     assert "unsupported database 'mysql'" in bad.stderr
 
 
+def test_a_sqlite_uri_as_the_database_is_refused_and_creates_no_file(tmp_path: Path) -> None:
+    result = _run("serve", "--db", "sqlite:///file:x.db%3Fmode%3Dmemory", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "not a SQLite URI" in result.stderr and "sqlite:///path/to/file.db" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- jobs ---------------------------------------------------------------------------------
 
 
