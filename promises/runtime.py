@@ -19,7 +19,7 @@ import random
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from promises.codec import ErrorInfo, StoredError, from_json, to_json
 from promises.context import Context, Interrupted, JobStopped, Run, Suspend, ms
@@ -54,6 +54,7 @@ from promises.validation import check_id, check_job_id, check_seconds, check_tim
 from promises.views import JobView, aviews, view, views
 
 log = logging.getLogger("promises.runtime")
+T = TypeVar("T")
 
 
 #: Our own generator for ids: seeded from the OS here and again in a forked child,
@@ -573,23 +574,27 @@ class Runtime:
             steps(tx)
             self.tasks.wait_tx(tx, claim, signal.ready_at, signal.waiting_on, signal.create)
 
+        written, stopped = await _to_the_end(store.db.awrite(unit, durable=False))
         try:
-            await store.db.awrite(unit, durable=False)
+            written.result()
         except LeaseLost:
             emit(self.observer.run_ended, run.job.id, run.kind, "lost", None)
-            return
         except PromiseAlreadyExists as exc:
-            message = (
-                f"the id {exc.promise_id!r} of a timer of job {run.job.id!r} is taken by "
-                "something else; the job cannot go on (start it again with another id)"
-            )
-            await self._finish(claim, run.job, run.kind, "reject",
-                               ErrorInfo("InvalidArgument", message).to_json())  # fmt: skip
-            return
+            if stopped is None:
+                message = (
+                    f"the id {exc.promise_id!r} of a timer of job {run.job.id!r} is taken by "
+                    "something else; the job cannot go on (start it again with another id)"
+                )
+                await self._finish(claim, run.job, run.kind, "reject",
+                                   ErrorInfo("InvalidArgument", message).to_json())  # fmt: skip
         except StoreUnavailable as exc:
-            raise Interrupted(str(exc)) from exc
-        emit(self.observer.waiting, run.job.id, run.kind, signal.waiting_on, signal.ready_at)
-        emit(self.observer.run_ended, run.job.id, run.kind, "suspended", None)
+            if stopped is None:
+                raise Interrupted(str(exc)) from exc
+        else:
+            emit(self.observer.waiting, run.job.id, run.kind, signal.waiting_on, signal.ready_at)
+            emit(self.observer.run_ended, run.job.id, run.kind, "suspended", None)
+        if stopped is not None:
+            raise stopped
 
     async def _finish(
         self,
@@ -619,16 +624,39 @@ class Runtime:
                 run.children.update((promise.id, promise) for promise in recorded)
             return transition
 
+        written, stopped = await _to_the_end(self.store.db.awrite(unit))
         try:
-            await self.store.db.awrite(unit)
+            written.result()
         except LeaseLost:
-            emit(self.observer.run_ended, job.id, kind, "lost", None)
-            return  # another worker owns it now; its run decides
+            emit(self.observer.run_ended, job.id, kind, "lost", None)  # another worker's now
         except StoreUnavailable as exc:
-            raise Interrupted(str(exc)) from exc
-        error = None if action == "resolve" else ErrorInfo.from_json(data).type
-        emit(self.observer.run_ended, job.id, kind,
-             "completed" if action == "resolve" else "failed", error)  # fmt: skip
+            if stopped is None:
+                raise Interrupted(str(exc)) from exc
+        else:
+            error = None if action == "resolve" else ErrorInfo.from_json(data).type
+            emit(self.observer.run_ended, job.id, kind,
+                 "completed" if action == "resolve" else "failed", error)  # fmt: skip
+        if stopped is not None:
+            raise stopped
+
+
+async def _to_the_end(
+    write: Awaitable[T],
+) -> tuple[asyncio.Future[T], asyncio.CancelledError | None]:
+    """Wait for a run's last write to end, even if the run is stopped meanwhile (a
+    worker shutting down, a lost lease): the write commits regardless, so the run still
+    hears how it ended and reports it. Returns the finished write and the stop, which
+    the caller raises after reporting."""
+    future = asyncio.ensure_future(write)
+    stopped = None
+    while not future.done():
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError as exc:
+            if future.cancelled():
+                raise
+            stopped = exc
+    return future, stopped
 
 
 __all__ = ["JobConflict", "LocalWorker", "Runtime", "StartRequest"]

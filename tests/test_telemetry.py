@@ -188,6 +188,67 @@ def test_a_real_worker_reports_runs_steps_retries_and_waits_through_the_hook(
     assert "agent_tools.jobs.ready" not in metrics  # the store is closed: no reading, no error
 
 
+@durable(name="telemetry.quick")
+async def quick(ctx: Context) -> str:
+    return "done"
+
+
+@durable(name="telemetry.nap")
+async def nap(ctx: Context) -> None:
+    await ctx.sleep(3600)
+
+
+@pytest.mark.parametrize(("job", "outcome"), [(quick, "completed"), (nap, "suspended")])
+def test_a_run_stopped_while_its_last_write_commits_still_reports_how_it_ended(
+    tmp_path: Path, job: Any, outcome: str
+) -> None:
+    # A worker shutting down cancels its runs. A run whose last write (its result, or
+    # its going to sleep) is on its way commits regardless: its span must still end,
+    # with what was committed, and the stop must still reach the run.
+    import asyncio
+
+    recorded = Recorded()
+    stopped: list[asyncio.Task[Any]] = []
+
+    async def run() -> None:
+        with open_store(f"sqlite:///{tmp_path}/t.db", poll_interval=0.05) as store:
+            runtime = Runtime(store)
+            attach(runtime, recorded.observer)
+            worker = Worker(runtime, poll_interval=0.05)
+            loop = asyncio.get_running_loop()
+
+            def stop_runs() -> None:
+                stopped.extend(task for _, task in worker.running.values())
+                for task in stopped:
+                    task.cancel()
+
+            # The run's last write: stop the run while it is being committed.
+            owner, name = (store, "settle_tx") if outcome == "completed" else (
+                runtime.tasks, "wait_tx")  # fmt: skip
+            last_write = getattr(owner, name)
+
+            def stopping(*args: Any, **kwargs: Any) -> Any:
+                loop.call_soon_threadsafe(stop_runs)  # on the writer's thread, mid-commit
+                return last_write(*args, **kwargs)
+
+            setattr(owner, name, stopping)
+            task = asyncio.create_task(worker.run())
+            await eventually(lambda: runtime.local_worker is worker, what="the worker runs")
+            runtime.start(job, id="stopped")
+            await eventually(lambda: stopped and all(t.done() for t in stopped),
+                             what="the run was stopped")  # fmt: skip
+            worker.stop()
+            await task
+            assert (await store.aget("stopped")).pending == (outcome == "suspended")
+
+    asyncio.run(run())
+    assert [t.cancelled() for t in stopped] == [True]
+    (span,) = [s for s in recorded.spans.get_finished_spans() if s.name.startswith("job ")]
+    assert span.attributes is not None and span.attributes["job.outcome"] == outcome
+    assert recorded.metrics()["agent_tools.runs"] == [
+        ({"kind": job.name, "outcome": outcome}, 1)]  # fmt: skip
+
+
 def test_every_way_a_job_ends_is_counted_once_where_it_is_committed(tmp_path: Path) -> None:
     # A job cancelled while it waits, and one stopped at its deadline, end without a run
     # that completes: they are counted where their settle is committed.
