@@ -17,6 +17,13 @@ callers' writes together, and readers beside it.
   unit): SQLite syncs no commit that wrote nothing, so after each durable batch the
   writer also syncs the log itself; on PostgreSQL the unit must take a transaction id
   (PostgreSQL flushes only such a commit).
+* **One-statement units** (``one_statement=True``: a job's start and end, a flush)
+  write all they write with their first statement, or nothing when they go on to
+  others (a fallback to the general path), and raise after it only when it wrote
+  nothing. On PostgreSQL such a unit alone in its batch runs in autocommit: the
+  statement is its own transaction, one round trip instead of three (``BEGIN``, the
+  statement, ``COMMIT``). A second statement begins a transaction, so the rest is
+  atomic. Non-durable ones run on a second connection whose commits are not flushed.
 * **Reads** run on their own connections (a small pool), on the calling thread, or for
   async callers on the store's reader threads.
 * After each commit the writer reports what it changed (settled ids, tasks made
@@ -35,6 +42,7 @@ import contextlib
 import logging
 import os
 import queue
+import select
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -57,11 +65,19 @@ MAX_BATCH = 512
 class Tx:
     """A transaction (or, for readers, a connection): run statements, note changes."""
 
-    __slots__ = ("_cursor", "kinds", "later", "settled", "sql", "tasks_changed")
+    __slots__ = ("_before_second", "_cursor", "kinds", "later", "settled", "sql",
+                 "statements", "tasks_changed")  # fmt: skip
 
-    def __init__(self, cursor: Any, sql: Statements) -> None:
+    def __init__(
+        self, cursor: Any, sql: Statements, before_second: Callable[[], None] | None = None
+    ) -> None:
         self._cursor = cursor
         self.sql = sql
+        #: How many statements it ran (or began to run).
+        self.statements = 0
+        #: Called before the second statement (a unit run in autocommit: it begins the
+        #: transaction the rest of the unit runs in).
+        self._before_second = before_second
         #: Promises this unit settled, by id, as they are now (None when not read), for
         #: waiters in this process: they need not read them again.
         self.settled: dict[str, Promise | None] = {}
@@ -84,25 +100,31 @@ class Tx:
         else:
             self.later[kind] = min(at, self.later.get(kind, at))
 
+    def _next(self) -> Any:
+        """The cursor, for one more statement."""
+        self.statements += 1
+        if self.statements == 2 and self._before_second is not None:
+            self._before_second()
+        return self._cursor
+
+    def _run(self, statement: str, params: Mapping[str, Any] | None) -> Any:
+        cursor = self._next()
+        cursor.execute(statement, params or {})
+        return cursor
+
     def execute(self, statement: str, params: Mapping[str, Any] | None = None) -> int:
         """Run a statement; returns how many rows it changed."""
-        cursor = self._cursor
-        cursor.execute(statement, params or {})
-        count: int = cursor.rowcount
+        count: int = self._run(statement, params).rowcount
         return count
 
     def executemany(self, statement: str, params: Iterable[Mapping[str, Any]]) -> None:
-        self._cursor.executemany(statement, list(params))
+        self._next().executemany(statement, list(params))
 
     def one(self, statement: str, params: Mapping[str, Any] | None = None) -> Any:
-        cursor = self._cursor
-        cursor.execute(statement, params or {})
-        return cursor.fetchone()
+        return self._run(statement, params).fetchone()
 
     def all(self, statement: str, params: Mapping[str, Any] | None = None) -> list[Any]:
-        cursor = self._cursor
-        cursor.execute(statement, params or {})
-        rows: list[Any] = cursor.fetchall()
+        rows: list[Any] = self._run(statement, params).fetchall()
         return rows
 
     def scalar(self, statement: str, params: Mapping[str, Any] | None = None) -> Any:
@@ -120,6 +142,8 @@ class _Unit(Generic[T]):
     kinds: set[str] | None = field(default_factory=set)
     #: The kinds it made ready only later, with the earliest time (``Tx.later``).
     later: dict[str, int] = field(default_factory=dict)
+    #: It writes with one statement (see the module's docstring).
+    one_statement: bool = False
 
 
 #: After a commit: the promises it settled, the kinds of tasks it made ready (None:
@@ -170,6 +194,9 @@ class _Writer(threading.Thread):
         #: Whether the current batch's COMMIT was sent: a failure after it leaves the
         #: outcome unknown, so the batch must not be run again.
         self.committing = False
+        #: PostgreSQL: the connection for non-durable units run alone in autocommit
+        #: (``_run_alone``), whose commits are not flushed.
+        self.quick: Any = None
 
     def run(self) -> None:
         units = self.db._units
@@ -193,7 +220,9 @@ class _Writer(threading.Thread):
 
     def _reset(self) -> None:
         _discard(self.conn)
+        _discard(self.quick)
         self.conn, self.synchronous, self.log = None, self.backend.synchronous, None
+        self.quick = None
 
     def _answer(self, batch: list[_Unit[Any]]) -> None:
         # The answers, and the wake-ups of this commit, reach each event loop at once.
@@ -261,8 +290,11 @@ class _Writer(threading.Thread):
 
     def _commit_batch(self, batch: list[_Unit[Any]]) -> list[tuple[Any, BaseException | None]]:
         durable = any(unit.durable for unit in batch)
+        alone = len(batch) == 1 and batch[0].one_statement and self.backend.name != "sqlite"
         for attempt in range(3):
             try:
+                if alone:
+                    return [self._run_alone(batch[0])]
                 # Most batches have no unit that fails: run them without a savepoint per
                 # unit. If a unit does fail, roll back and run the batch again with
                 # savepoints, so that only that unit is refused.
@@ -281,6 +313,73 @@ class _Writer(threading.Thread):
                     continue  # serialization failure or deadlock: the batch may run again
                 raise
         raise InvariantViolation("unreachable: the batch loop ended without an outcome")
+
+    def _run_alone(self, unit: _Unit[Any]) -> tuple[Any, BaseException | None]:
+        """PostgreSQL: a one-statement unit alone in its batch, in autocommit. Its first
+        statement commits by itself (flushed or not, by the connection it runs on); a
+        second begins a transaction for the rest, committed at the end. Raises a driver
+        error only for a retry (the first statement was refused; nothing was written)
+        or when the outcome is unknown (the connection broke)."""
+        conn = self._autocommit_connection(unit.durable)
+        conn.autocommit = True
+
+        def begin() -> None:  # psycopg begins a transaction at the next statement
+            conn.autocommit = False
+
+        tx = Tx(conn.cursor(), self.db.sql, before_second=begin)
+        self.committing = True  # the statement is its own commit
+        try:
+            try:
+                value = unit.fn(tx)
+                conn.commit()  # the rest of the unit, if it went on; else no round trip
+            finally:
+                if not conn.broken:
+                    conn.rollback()  # what a failure after the first statement left open
+                    conn.autocommit = False
+        except BaseException as exc:
+            if isinstance(exc, DRIVER_ERRORS) and conn.broken:
+                raise  # the outcome is unknown
+            self.committing = False
+            if isinstance(exc, DRIVER_ERRORS):
+                if tx.statements == 1 and _connection_level(exc):
+                    raise  # refused (a deadlock, a serialization failure): run it again
+                exc = translate(exc)
+            return None, exc
+        if unit.durable:
+            with self.db._counting:
+                self.db.flushes += 1
+        unit.settled, unit.kinds = tx.settled, None if tx.tasks_changed else tx.kinds
+        unit.later = tx.later
+        return value, None
+
+    def _autocommit_connection(self, durable: bool) -> Any:
+        """The connection a unit run alone goes on: the writer's own for a durable one,
+        the quick one (its commits are not flushed) for another. A connection the server
+        ended while it was idle (an administrator terminated it, the server restarted)
+        has sent its last words or closed: it is readable. It is replaced first, since a
+        statement in autocommit that fails may have committed or not."""
+        if not durable and self.quick is None:
+            self.quick = self._connect_quick()
+        conn = self.conn if durable else self.quick
+        if _ended(conn):
+            log.info("the database connection was lost while idle; reconnecting")
+            _discard(conn)
+            if durable:
+                self.conn = conn = self._connect()
+            else:
+                self.quick = conn = self._connect_quick()
+        return conn
+
+    def _connect_quick(self) -> Any:
+        conn = self.backend.connect("writer")
+        try:
+            conn.autocommit = True
+            conn.execute("SET synchronous_commit = off", prepare=False)
+            conn.autocommit = False
+        except BaseException:
+            _discard(conn)
+            raise
+        return conn
 
     def _rollback(self) -> None:
         conn = self.conn
@@ -401,8 +500,11 @@ class Database:
                     self._writers_started = True
         self._units.put(unit)
 
-    def write(self, fn: Callable[[Tx], T], *, durable: bool = True) -> T:
-        """Run ``fn`` in a write transaction; return once it is committed."""
+    def write(
+        self, fn: Callable[[Tx], T], *, durable: bool = True, one_statement: bool = False
+    ) -> T:
+        """Run ``fn`` in a write transaction; return once it is committed.
+        ``one_statement``: ``fn`` writes with one statement (see the module's docstring)."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         def done(value: T | None, error: BaseException | None) -> None:
@@ -411,24 +513,26 @@ class Database:
             else:
                 future.set_result(value)  # type: ignore[arg-type]
 
-        self._submit(_Unit(fn, durable, done))
+        self._submit(_Unit(fn, durable, done, one_statement=one_statement))
         return future.result()
 
     def flush(self) -> None:
         """Return once every commit made so far is durable: a flushed commit of a unit
         that writes nothing (PostgreSQL flushes only a transaction with an id, so it
         takes one; SQLite's writer syncs the log after any durable batch)."""
-        self.write(self._take_xid)
+        self.write(self._take_xid, one_statement=True)
 
     async def aflush(self) -> None:
         """``flush`` for asyncio."""
-        await self.awrite(self._take_xid)
+        await self.awrite(self._take_xid, one_statement=True)
 
     def _take_xid(self, tx: Tx) -> None:
         if self.sql.take_xid:
             tx.scalar(self.sql.take_xid)
 
-    async def awrite(self, fn: Callable[[Tx], T], *, durable: bool = True) -> T:
+    async def awrite(
+        self, fn: Callable[[Tx], T], *, durable: bool = True, one_statement: bool = False
+    ) -> T:
         """``write`` for asyncio: the event loop waits without blocking."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
@@ -444,7 +548,7 @@ class Database:
         def done(value: T | None, error: BaseException | None) -> None:
             call_soon(loop, settle, value, error)
 
-        self._submit(_Unit(fn, durable, done))
+        self._submit(_Unit(fn, durable, done, one_statement=one_statement))
         return await future
 
     # -- reading ---------------------------------------------------------------------
@@ -527,6 +631,20 @@ class Database:
                 late.done(None, StoreUnavailable("the store is closed; open it again to use it"))
         self._reader_pool.shutdown(wait=False, cancel_futures=True)
         self._drop_idle()
+
+
+def _ended(conn: Any) -> bool:
+    """Whether an idle psycopg connection was ended by the server: it is broken, or
+    its socket has something to read (an idle connection is told nothing but its end)."""
+    if conn.broken or conn.closed:
+        return True
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    except DRIVER_ERRORS:  # it has no socket
+        return True
+    return bool(readable)
 
 
 def _connection_level(exc: BaseException) -> bool:

@@ -216,6 +216,9 @@ class Runtime:
     def start_tx(
         self, tx: Tx, request: StartRequest, owner: Owner | None = None, lease_ms: int = 0
     ) -> tuple[Transition, Claim | None]:
+        """Write a job's start. A one-statement unit (``Database.write``): on PostgreSQL
+        one statement writes it all, or nothing when the id is taken (the general path
+        then tells why)."""
         if self.store.sql.start_job:  # PostgreSQL: promise, tags and task in one statement
             fast = self.tasks.start_fast_tx(
                 tx, request.promise, request.function.name, request.begin, owner, lease_ms
@@ -273,7 +276,7 @@ class Runtime:
         owner, lease = (worker.owner, worker.lease_ms) if worker else (None, 0)
         try:
             transition, claim = self.store.db.write(
-                lambda tx: self.start_tx(tx, request, owner, lease)
+                lambda tx: self.start_tx(tx, request, owner, lease), one_statement=True
             )
         except BaseException as exc:
             if worker is not None:
@@ -350,8 +353,9 @@ class Runtime:
         started_at = self.store.clock()
         try:
             transition, claim = await self.store.db.awrite(
-                lambda tx: self.start_tx(tx, request, owner, lease), durable=durable
-            )
+                lambda tx: self.start_tx(tx, request, owner, lease),
+                durable=durable, one_statement=True,
+            )  # fmt: skip
         except BaseException as exc:
             if worker is not None:
                 worker.unreserve()
@@ -607,7 +611,10 @@ class Runtime:
         run: Run | None = None,
     ) -> None:
         """Settle the job, with the records of its last steps (``run``'s deferred ones,
-        see ``Run.deferred``) in the same transaction."""
+        see ``Run.deferred``) in the same transaction. A one-statement unit: on
+        PostgreSQL one statement writes it all; not fenced, it writes nothing; for a
+        job past its deadline or settled meanwhile it records the steps, and the
+        general path settles the job after it."""
         ikey = f"{job.id}:done"
         steps = [] if run is None else run.take_steps()
 
@@ -624,7 +631,7 @@ class Runtime:
                 run.children.update((promise.id, promise) for promise in recorded)
             return transition
 
-        written, stopped = await _to_the_end(self.store.db.awrite(unit))
+        written, stopped = await _to_the_end(self.store.db.awrite(unit, one_statement=True))
         try:
             written.result()
         except LeaseLost:

@@ -1,0 +1,119 @@
+"""The store's writer on PostgreSQL: a one-statement unit alone in its batch runs in
+autocommit (one round trip, not three), and stays as safe as a transaction: a second
+statement begins one, a refused statement writes nothing, and a connection the server
+ended while it was idle is replaced before anything is sent on it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from promises import PromiseError, SqlStore, open_store
+from promises.database import Tx
+from tests.conftest import PG_URL
+from tests.waiting import until
+
+pytestmark = pytest.mark.postgres
+
+
+def autocommitted(tx: Tx, statement: str = "SELECT 1") -> bool:
+    """Run a statement; whether it was its own transaction (none is left open)."""
+    tx.scalar(statement)
+    status = tx._cursor.connection.info.transaction_status
+    return bool(status == psycopg.pq.TransactionStatus.IDLE)
+
+
+@pytest.fixture
+def pg(pg_url: str) -> Iterator[SqlStore]:
+    with open_store(pg_url) as store:
+        store.db.write(lambda tx: tx.execute("CREATE TABLE notes (n INT PRIMARY KEY)"))
+        yield store
+
+
+def alone(store: SqlStore, fn: Any, *, durable: bool = True) -> Any:
+    return store.db.write(fn, durable=durable, one_statement=True)
+
+
+def notes(store: SqlStore) -> list[int]:
+    return [n for (n,) in store.db.read(lambda tx: tx.all("SELECT n FROM notes ORDER BY n"))]
+
+
+def test_a_durable_unit_alone_is_its_own_flushed_transaction(pg: SqlStore) -> None:
+    flushes = pg.db.flushes
+    assert alone(pg, autocommitted) is True
+    assert alone(pg, lambda tx: tx.scalar("SHOW synchronous_commit")) == "on"
+    assert pg.db.flushes == flushes + 2
+    # In a batch of its own kind, or declared as more: a transaction as before.
+    assert pg.db.write(autocommitted) is False
+
+
+def test_a_non_durable_unit_alone_commits_without_a_flush(pg: SqlStore) -> None:
+    flushes = pg.db.flushes
+    assert alone(pg, autocommitted, durable=False) is True
+    assert alone(pg, lambda tx: tx.scalar("SHOW synchronous_commit"), durable=False) == "off"
+    alone(pg, lambda tx: tx.execute("INSERT INTO notes VALUES (1)"), durable=False)
+    assert notes(pg) == [1]  # committed: another connection reads it
+    assert pg.db.flushes == flushes
+    # The writer's own connection still flushes.
+    assert alone(pg, lambda tx: tx.scalar("SHOW synchronous_commit")) == "on"
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_second_statement_begins_a_transaction_for_the_rest(pg: SqlStore, durable: bool) -> None:
+    def unit(tx: Tx) -> tuple[bool, bool]:
+        first = autocommitted(tx)
+        tx.execute("INSERT INTO notes VALUES (1)")
+        return first, autocommitted(tx, "INSERT INTO notes VALUES (2) RETURNING n")
+
+    assert alone(pg, unit, durable=durable) == (True, False)
+    assert notes(pg) == [1, 2]
+
+    def fails_after_two(tx: Tx) -> None:
+        tx.scalar("SELECT 1")  # writes nothing, as the contract asks
+        tx.execute("INSERT INTO notes VALUES (3)")
+        tx.execute("INSERT INTO notes VALUES (4)")
+        raise PromiseError("changed its mind")
+
+    with pytest.raises(PromiseError, match="changed its mind"):
+        alone(pg, fails_after_two, durable=durable)
+    assert notes(pg) == [1, 2]  # the rest was one transaction, rolled back
+    assert alone(pg, autocommitted, durable=durable) is True
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_refused_statement_writes_nothing_and_the_writer_goes_on(
+    pg: SqlStore, durable: bool
+) -> None:
+    alone(pg, lambda tx: tx.execute("INSERT INTO notes VALUES (1)"), durable=durable)
+    with pytest.raises(PromiseError):  # a duplicate key: refused, said as our error
+        alone(pg, lambda tx: tx.execute("INSERT INTO notes VALUES (2), (1)"), durable=durable)
+    assert notes(pg) == [1]
+    alone(pg, lambda tx: tx.execute("INSERT INTO notes VALUES (2)"), durable=durable)
+    assert notes(pg) == [1, 2]
+
+
+def _terminate(pid: int) -> None:
+    with psycopg.connect(PG_URL.replace("+psycopg", ""), autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+        until(
+            lambda: admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)
+            ).fetchone() == (0,),
+            what=f"backend {pid} ended",
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_connection_ended_while_idle_is_replaced_before_the_statement(
+    pg: SqlStore, durable: bool
+) -> None:
+    # A statement in autocommit that fails on a broken connection may have committed or
+    # not: the writer must find the end first, and lose no write and raise nothing.
+    pid = alone(pg, lambda tx: tx.scalar("SELECT pg_backend_pid()"), durable=durable)
+    _terminate(pid)
+    alone(pg, lambda tx: tx.execute("INSERT INTO notes VALUES (1)"), durable=durable)
+    assert notes(pg) == [1]
+    assert alone(pg, lambda tx: tx.scalar("SELECT pg_backend_pid()"), durable=durable) != pid
