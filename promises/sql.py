@@ -149,7 +149,7 @@ class Statements:
         self.take_xid = "SELECT txid_current()" if pg else ""
         self.heartbeat = (
             "UPDATE tasks SET lease_expires_at = :lease_end "
-            "WHERE owner = :owner AND state = 'claimed' RETURNING id, counter"
+            f"WHERE owner = :owner AND state = 'claimed' AND id {in_ids} RETURNING id, counter"
         )
         self.set_progress = (
             "UPDATE tasks SET progress = :progress "

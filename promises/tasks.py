@@ -29,7 +29,7 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
@@ -255,10 +255,16 @@ class Tasks:
         params = {"id": claim.id, "counter": claim.counter, "progress": progress}
         tx.execute(self.sql.set_progress, params)
 
-    def heartbeat_tx(self, tx: Tx, owner: Owner, lease_ms: int) -> set[tuple[str, int]]:
-        """Extend every lease ``owner`` holds; returns them as ``(id, counter)``."""
+    def heartbeat_tx(
+        self, tx: Tx, owner: Owner, lease_ms: int, ids: Sequence[str]
+    ) -> set[tuple[str, int]]:
+        """Extend the leases ``owner`` holds on the tasks ``ids`` (those it runs); returns
+        them as ``(id, counter)``. A task claimed by ``owner`` that it does not run (a
+        claim whose commit it never heard of: the connection broke) is not extended: its
+        lease runs out and another claim runs it."""
         now = self.store.clock()
-        rows = tx.all(self.sql.heartbeat, {"owner": owner.id, "lease_end": now + lease_ms})
+        params = {"owner": owner.id, "lease_end": now + lease_ms, "ids": self.sql.ids(ids)}
+        rows = tx.all(self.sql.heartbeat, params)
         tx.execute(self.sql.worker_seen, {"id": owner.id, "now": now})
         return {(r[0], r[1]) for r in rows}
 
@@ -415,9 +421,11 @@ class Tasks:
         """Hand the task back, claimable at once (a worker shutting down)."""
         await self.suspend(claim, self.store.clock(), None)
 
-    async def heartbeat(self, owner: Owner, lease_ms: int) -> set[tuple[str, int]]:
+    async def heartbeat(
+        self, owner: Owner, lease_ms: int, ids: Sequence[str]
+    ) -> set[tuple[str, int]]:
         return await self.store.db.awrite(
-            lambda tx: self.heartbeat_tx(tx, owner, lease_ms), durable=False
+            lambda tx: self.heartbeat_tx(tx, owner, lease_ms, ids), durable=False
         )
 
     async def next_due(self, kinds: Collection[str]) -> tuple[int | None, int | None, int | None]:

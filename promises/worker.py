@@ -296,7 +296,9 @@ class Worker:
             # writer committed it after the heartbeat's snapshot) and is not lost.
             judged = list(self.running.values())
             try:
-                held = await self.runtime.tasks.heartbeat(self.owner, self.lease_ms)
+                held = await self.runtime.tasks.heartbeat(
+                    self.owner, self.lease_ms, [claim.id for claim, _ in judged]
+                )
                 self._log.recovered("heartbeat", "heartbeats succeed again")
             except PromiseError as exc:
                 self._log.warning("heartbeat", "heartbeat failed (%s); retrying", exc, exc=exc)

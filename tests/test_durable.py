@@ -718,8 +718,10 @@ async def test_a_job_adopted_while_a_heartbeat_is_in_flight_keeps_running(
         original = tasks.heartbeat
         started_b: list[str] = []
 
-        async def heartbeat_racing_a_start(owner: Any, lease_ms: int) -> set[tuple[str, int]]:
-            held = await original(owner, lease_ms)
+        async def heartbeat_racing_a_start(
+            owner: Any, lease_ms: int, ids: Any
+        ) -> set[tuple[str, int]]:
+            held = await original(owner, lease_ms, ids)
             if not started_b:  # the start commits after the heartbeat's snapshot
                 started_b.append((await runtime.astart(held_until_released, "b")).promise.id)
             return held

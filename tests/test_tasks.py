@@ -82,8 +82,8 @@ def test_a_stale_owner_is_fenced_off_after_its_lease_expires_and_another_claims(
     assert fresh.id == stale.id and fresh.counter == stale.counter + 1
     with pytest.raises(LeaseLost, match="no longer held"):
         fence(runtime, stale)
-    held_by_a = store.db.write(lambda tx: runtime.tasks.heartbeat_tx(tx, a, LEASE))
-    held_by_b = store.db.write(lambda tx: runtime.tasks.heartbeat_tx(tx, b, LEASE))
+    held_by_a = store.db.write(lambda tx: runtime.tasks.heartbeat_tx(tx, a, LEASE, [stale.id]))
+    held_by_b = store.db.write(lambda tx: runtime.tasks.heartbeat_tx(tx, b, LEASE, [fresh.id]))
     assert held_by_a == set() and held_by_b == {(fresh.id, fresh.counter)}
     fence(runtime, fresh)  # the new owner's writes go through
 
@@ -95,11 +95,27 @@ def test_a_heartbeat_keeps_the_lease_so_nobody_else_claims(
     owner = Owner.here()
     held = claim(runtime, owner, 1)[0]
     clock.advance(LEASE - 1)
-    assert store.db.write(lambda tx: runtime.tasks.heartbeat_tx(tx, owner, LEASE)) == {
+    assert store.db.write(lambda tx: runtime.tasks.heartbeat_tx(tx, owner, LEASE, [held.id])) == {
         (held.id, held.counter)
     }
     clock.advance(LEASE - 1)
     assert claim(runtime, Owner.here(), 1) == []
+
+
+def test_a_heartbeat_extends_only_the_tasks_its_worker_runs(
+    store: SqlStore, clock: FakeClock
+) -> None:
+    # A claim whose commit the worker never heard of (the connection broke as it
+    # committed) is held by it, but nobody runs it: its lease must run out.
+    runtime = _start(store, 2)
+    owner = Owner.here()
+    running, unheard = claim(runtime, owner, 2)
+    clock.advance(LEASE - 1)
+    extended = store.db.write(lambda tx: runtime.tasks.heartbeat_tx(tx, owner, LEASE, [running.id]))
+    assert extended == {(running.id, running.counter)}
+    clock.advance(1)
+    (taken,) = claim(runtime, Owner.here(), 2)
+    assert (taken.id, taken.counter) == (unheard.id, unheard.counter + 1)
 
 
 async def test_a_dead_owner_on_this_host_is_reclaimed_at_once(store: SqlStore) -> None:

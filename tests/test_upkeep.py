@@ -144,7 +144,7 @@ async def test_retention_forgets_workers_that_stopped_or_went_silent_long_ago(
         await runtime.presence.register(owner, ["sleep"], None)
     await runtime.presence.stopped(stopped)
     clock.advance(8 * 24 * 3600 * 1000)  # past the 7 days of retention
-    await store.db.awrite(lambda tx: runtime.tasks.heartbeat_tx(tx, live, 30_000))
+    await store.db.awrite(lambda tx: runtime.tasks.heartbeat_tx(tx, live, 30_000, []))
     pruned = await store.db.awrite(lambda tx: runtime.presence.prune_tx(tx, timedelta(days=7)))
     assert pruned == 2
     assert [w.id for w in runtime.workers()] == [live.id]
