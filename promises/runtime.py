@@ -658,10 +658,8 @@ async def _to_the_end(
     stopped = None
     while not future.done():
         try:
-            await asyncio.shield(future)
+            await asyncio.wait([future])  # neither raises the write's error nor cancels it
         except asyncio.CancelledError as exc:
-            if future.cancelled():
-                raise
             stopped = exc
     return future, stopped
 

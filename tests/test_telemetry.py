@@ -249,6 +249,33 @@ def test_a_run_stopped_while_its_last_write_commits_still_reports_how_it_ended(
         ({"kind": job.name, "outcome": outcome}, 1)]  # fmt: skip
 
 
+def test_a_run_whose_lease_was_taken_reports_it_lost_at_its_end(tmp_path: Path) -> None:
+    # Its end is refused (fenced: another worker holds the job now); the run says so
+    # and ends quietly, for that worker's run to decide.
+    import asyncio
+
+    from promises.tasks import Owner
+    from tests.conftest import FakeClock
+
+    recorded, clock = Recorded(), FakeClock()
+
+    async def run() -> None:
+        with open_store(f"sqlite:///{tmp_path}/t.db", clock=clock) as store:
+            runtime = Runtime(store)
+            attach(runtime, recorded.observer)
+            runtime.start(quick, id="taken")
+            ((stale, job, _),) = await runtime.tasks.claim(Owner.here(), [quick.name], 1, 1000)
+            clock.advance(1000)
+            ((fresh, _, _),) = await runtime.tasks.claim(Owner.here(), [quick.name], 1, 1000)
+            assert fresh.counter == stale.counter + 1
+            await runtime.execute(stale, job)
+            assert (await store.aget("taken")).pending
+
+    asyncio.run(run())
+    (span,) = [s for s in recorded.spans.get_finished_spans() if s.name.startswith("job ")]
+    assert span.attributes is not None and span.attributes["job.outcome"] == "lost"
+
+
 def test_every_way_a_job_ends_is_counted_once_where_it_is_committed(tmp_path: Path) -> None:
     # A job cancelled while it waits, and one stopped at its deadline, end without a run
     # that completes: they are counted where their settle is committed.
