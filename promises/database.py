@@ -15,8 +15,8 @@ callers' writes together, and readers beside it.
   flushed commit (``Runtime.astart_and_wait``'s start, flushed by the job's settle).
   So a durable unit must flush even when it writes nothing (``aflush`` is such a
   unit): SQLite syncs no commit that wrote nothing, so after each durable batch the
-  writer also syncs the log itself; on PostgreSQL the unit must take a transaction id
-  (PostgreSQL flushes only such a commit).
+  writer also syncs the log itself; on PostgreSQL the unit must write to the log
+  (PostgreSQL flushes only the commit of a transaction that did).
 * **One-statement units** (``one_statement=True``: a job's start and end, a flush)
   write all they write with their first statement, or nothing when they go on to
   others (a fallback to the general path), and raise after it only when it wrote
@@ -518,17 +518,18 @@ class Database:
 
     def flush(self) -> None:
         """Return once every commit made so far is durable: a flushed commit of a unit
-        that writes nothing (PostgreSQL flushes only a transaction with an id, so it
-        takes one; SQLite's writer syncs the log after any durable batch)."""
-        self.write(self._take_xid, one_statement=True)
+        that writes no row (on PostgreSQL it writes a message to the log, since only
+        the commit of a transaction that wrote to the log is flushed; SQLite's writer
+        syncs the log after any durable batch)."""
+        self.write(self._flush_log, one_statement=True)
 
     async def aflush(self) -> None:
         """``flush`` for asyncio."""
-        await self.awrite(self._take_xid, one_statement=True)
+        await self.awrite(self._flush_log, one_statement=True)
 
-    def _take_xid(self, tx: Tx) -> None:
-        if self.sql.take_xid:
-            tx.scalar(self.sql.take_xid)
+    def _flush_log(self, tx: Tx) -> None:
+        if self.sql.flush_log:
+            tx.scalar(self.sql.flush_log)
 
     async def awrite(
         self, fn: Callable[[Tx], T], *, durable: bool = True, one_statement: bool = False

@@ -145,8 +145,12 @@ class Statements:
             "UPDATE tasks SET step_id = :step_id, step_attempt = :attempt, updated_at = :now "
             "WHERE id = :id AND counter = :counter AND state = 'claimed'"
         )
-        # PostgreSQL flushes at commit only a transaction that has an id.
-        self.take_xid = "SELECT txid_current()" if pg else ""
+        # PostgreSQL flushes the log at a commit only if the transaction has an id and
+        # wrote to the log before its commit record: a transactional logical message
+        # does both, writes no table, and any role may send it.
+        self.flush_log = (
+            "SELECT pg_logical_emit_message(true, 'agent-tools', 'flush')" if pg else ""
+        )
         self.heartbeat = (
             "UPDATE tasks SET lease_expires_at = :lease_end "
             f"WHERE owner = :owner AND state = 'claimed' AND id {in_ids} RETURNING id, counter"

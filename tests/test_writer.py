@@ -117,3 +117,23 @@ def test_a_connection_ended_while_idle_is_replaced_before_the_statement(
     alone(pg, lambda tx: tx.execute("INSERT INTO notes VALUES (1)"), durable=durable)
     assert notes(pg) == [1]
     assert alone(pg, lambda tx: tx.scalar("SELECT pg_backend_pid()"), durable=durable) != pid
+
+
+def test_a_flush_makes_every_commit_before_it_durable(pg: SqlStore) -> None:
+    # PostgreSQL flushes at a commit only a transaction that wrote to the log: a flush
+    # that only took a transaction id left the commits before it in memory.
+    def unflushed(tx: Tx) -> str:
+        tx.execute("INSERT INTO notes VALUES (1) ON CONFLICT (n) DO UPDATE SET n = 1")
+        return str(tx.scalar("SELECT pg_current_wal_insert_lsn()"))
+
+    behind = []
+    for _ in range(20):
+        written = pg.db.write(unflushed, durable=False)
+        pg.db.flush()
+        lag = pg.db.read(
+            lambda tx, at=written: tx.scalar(
+                f"SELECT pg_wal_lsn_diff('{at}', pg_current_wal_flush_lsn())"
+            )
+        )
+        behind.append(lag)
+    assert all(lag <= 0 for lag in behind), behind
