@@ -44,6 +44,7 @@ import os
 import queue
 import select
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -60,6 +61,10 @@ log = logging.getLogger("promises.database")
 
 #: The most units one transaction takes; the rest wait for the next one.
 MAX_BATCH = 512
+#: A connection idle longer than this may have been dropped without a word (a NAT or
+#: a load balancer forgets idle connections). A unit alone then runs in a transaction
+#: on it, whose ``BEGIN`` finds it dead safely, not in autocommit (``_run_alone``).
+AUTOCOMMIT_IDLE_S = 30.0
 
 
 class Tx:
@@ -197,6 +202,8 @@ class _Writer(threading.Thread):
         #: PostgreSQL: the connection for non-durable units run alone in autocommit
         #: (``_run_alone``), whose commits are not flushed.
         self.quick: Any = None
+        #: When each connection was made or last answered (``time.monotonic``).
+        self.conn_used = self.quick_used = 0.0
 
     def run(self) -> None:
         units = self.db._units
@@ -250,7 +257,7 @@ class _Writer(threading.Thread):
         kinds: set[str] | None = set()
         later: dict[str, int] = {}
         for unit, (value, error) in zip(batch, outcomes, strict=True):
-            if error is None:
+            if error is None or isinstance(error, OutcomeUnknown):  # it may have written
                 settled.update(unit.settled)
                 kinds = None if kinds is None or unit.kinds is None else kinds | unit.kinds
                 for kind, at in unit.later.items():
@@ -283,6 +290,7 @@ class _Writer(threading.Thread):
 
     def _connect(self) -> Any:
         conn = self.backend.connect("writer")
+        self.conn_used = time.monotonic()
         if self.backend.name == "sqlite":
             main = [row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"]
             self.log = f"{main[0]}-wal"  # SQLite's own path: absolute, symlinks resolved
@@ -290,7 +298,12 @@ class _Writer(threading.Thread):
 
     def _commit_batch(self, batch: list[_Unit[Any]]) -> list[tuple[Any, BaseException | None]]:
         durable = any(unit.durable for unit in batch)
-        alone = len(batch) == 1 and batch[0].one_statement and self.backend.name != "sqlite"
+        alone = (
+            len(batch) == 1
+            and batch[0].one_statement
+            and self.backend.name != "sqlite"
+            and self._may_autocommit(batch[0].durable)
+        )
         for attempt in range(3):
             try:
                 if alone:
@@ -305,6 +318,7 @@ class _Writer(threading.Thread):
                 outcomes = self._try_batch(batch, durable, careful=True)
                 if outcomes is None:
                     raise InvariantViolation("a careful batch must give every unit an outcome")
+                self.conn_used = time.monotonic()
                 return outcomes
             except DRIVER_ERRORS as exc:
                 self._rollback()
@@ -339,18 +353,46 @@ class _Writer(threading.Thread):
         except BaseException as exc:
             if isinstance(exc, DRIVER_ERRORS) and conn.broken:
                 raise  # the outcome is unknown
+            self._answered(unit.durable)
             self.committing = False
-            if isinstance(exc, DRIVER_ERRORS):
-                if tx.statements == 1 and _connection_level(exc):
+            if not isinstance(exc, DRIVER_ERRORS):
+                return None, exc  # its first statement wrote nothing (the unit's contract)
+            if tx.statements == 1:
+                if _connection_level(exc):
                     raise  # refused (a deadlock, a serialization failure): run it again
-                exc = translate(exc)
-            return None, exc
+                return None, translate(exc)
+            # Its first statement committed, the rest did not: say so, and wake whoever
+            # may wait on what the first wrote (a needless wake-up only reads again).
+            unit.settled, unit.kinds, unit.later = tx.settled, None, tx.later
+            return None, OutcomeUnknown(
+                f"the write was done only in part ({translate(exc)}); retry with the "
+                "same idempotency key to finish it"
+            )
+        self._answered(unit.durable)
         if unit.durable:
             with self.db._counting:
                 self.db.flushes += 1
         unit.settled, unit.kinds = tx.settled, None if tx.tasks_changed else tx.kinds
         unit.later = tx.later
         return value, None
+
+    def _may_autocommit(self, durable: bool) -> bool:
+        """Whether a unit alone may run in autocommit: not on a connection idle so long
+        it may be gone unseen (``AUTOCOMMIT_IDLE_S``). The quick connection is then
+        replaced; a new one is safe."""
+        now = time.monotonic()
+        if durable:
+            return now - self.conn_used < AUTOCOMMIT_IDLE_S
+        if self.quick is not None and now - self.quick_used >= AUTOCOMMIT_IDLE_S:
+            _discard(self.quick)
+            self.quick = None
+        return True
+
+    def _answered(self, durable: bool) -> None:
+        if durable:
+            self.conn_used = time.monotonic()
+        else:
+            self.quick_used = time.monotonic()
 
     def _autocommit_connection(self, durable: bool) -> Any:
         """The connection a unit run alone goes on: the writer's own for a durable one,
@@ -379,6 +421,7 @@ class _Writer(threading.Thread):
         except BaseException:
             _discard(conn)
             raise
+        self.quick_used = time.monotonic()
         return conn
 
     def _rollback(self) -> None:
@@ -481,10 +524,13 @@ class Database:
 
     def writer_pids(self) -> frozenset[int]:
         """PostgreSQL: the server processes of this database's writer connections."""
+        if self.backend.name != "postgresql":
+            return frozenset()
         return frozenset(
-            w.conn.info.backend_pid
+            conn.info.backend_pid
             for w in self._writers
-            if w.conn is not None and self.backend.name == "postgresql"
+            for conn in (w.conn, w.quick)
+            if conn is not None
         )
 
     def _submit(self, unit: _Unit[Any]) -> None:
@@ -640,12 +686,12 @@ def _ended(conn: Any) -> bool:
     if conn.broken or conn.closed:
         return True
     try:
-        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
-    except (OSError, ValueError):
-        return True
+        fd = conn.pgconn.socket
     except DRIVER_ERRORS:  # it has no socket
         return True
-    return bool(readable)
+    poll = select.poll()  # not select.select: it fails on descriptors past 1023
+    poll.register(fd, select.POLLIN)
+    return bool(poll.poll(0))
 
 
 def _connection_level(exc: BaseException) -> bool:

@@ -19,7 +19,7 @@ Every error has one root, so a caller can catch the package with one clause::
     ├── NonDeterministicReplay   a replay called another step than the one recorded
     ├── LeaseLost                this worker no longer holds the job's task
     ├── StoreUnavailable         the database is unreachable or busy; safe to retry
-    │   ├── OutcomeUnknown       the connection broke while committing: it may be done
+    │   ├── OutcomeUnknown       it may be done, or done in part: retry with the same key
     │   └── StoreMisconfigured   wrong credentials or no such database: fix, then retry
     └── InvariantViolation       the store found itself in a state the rules forbid
 
@@ -134,7 +134,9 @@ class StoreUnavailable(PromiseError):
 
 class OutcomeUnknown(StoreUnavailable):
     """The connection broke while the database was committing: the operation may have
-    been done or not. A retry with the same idempotency key is safe (and tells which)."""
+    been done or not; or it was done only in part (a write whose first statement
+    committed alone, the rest refused). A retry with the same idempotency key is safe
+    (and tells which, or finishes it)."""
 
 
 class StoreMisconfigured(StoreUnavailable):

@@ -5,13 +5,15 @@ ended while it was idle is replaced before anything is sent on it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
-from promises import PromiseError, SqlStore, open_store
+import promises.database
+from promises import OutcomeUnknown, PromiseError, SqlStore, open_store
 from promises.database import Tx
 from tests.conftest import PG_URL
 from tests.waiting import until
@@ -57,6 +59,9 @@ def test_a_non_durable_unit_alone_commits_without_a_flush(pg: SqlStore) -> None:
     alone(pg, lambda tx: tx.execute("INSERT INTO notes VALUES (1)"), durable=False)
     assert notes(pg) == [1]  # committed: another connection reads it
     assert pg.db.flushes == flushes
+    # Its notifications are this process's own (the change feed skips them).
+    quick = alone(pg, lambda tx: tx.scalar("SELECT pg_backend_pid()"), durable=False)
+    assert quick in pg.db.writer_pids()
     # The writer's own connection still flushes.
     assert alone(pg, lambda tx: tx.scalar("SHOW synchronous_commit")) == "on"
 
@@ -137,3 +142,57 @@ def test_a_flush_makes_every_commit_before_it_durable(pg: SqlStore) -> None:
         )
         behind.append(lag)
     assert all(lag <= 0 for lag in behind), behind
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_unit_refused_after_its_first_statement_committed_says_it_was_done_in_part(
+    pg: SqlStore, durable: bool
+) -> None:
+    # Its contract allows a first statement that writes, then more (a fallback): if the
+    # rest is refused, the caller must not hear "nothing changed".
+    def writes_then_refused(tx: Tx) -> None:
+        tx.execute("INSERT INTO notes VALUES (1)")
+        tx.execute("INSERT INTO notes VALUES (2), (1)")
+
+    with pytest.raises(OutcomeUnknown, match="done only in part"):
+        alone(pg, writes_then_refused, durable=durable)
+    assert notes(pg) == [1]
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_connection_idle_for_long_is_not_trusted_with_autocommit(
+    pg: SqlStore, durable: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A NAT or a load balancer may drop an idle connection without a word: only a
+    # BEGIN finds that safely, or a new connection avoids it.
+    pid = alone(pg, lambda tx: tx.scalar("SELECT pg_backend_pid()"), durable=durable)
+    monkeypatch.setattr(promises.database, "AUTOCOMMIT_IDLE_S", 0.0)
+    if durable:
+        assert alone(pg, autocommitted) is False  # in a transaction, on the same connection
+        assert alone(pg, lambda tx: tx.scalar("SELECT pg_backend_pid()")) == pid
+    else:
+        assert alone(pg, autocommitted, durable=False) is True  # on a new connection
+        assert alone(pg, lambda tx: tx.scalar("SELECT pg_backend_pid()"), durable=False) != pid
+
+
+def test_a_connection_on_a_high_descriptor_is_not_mistaken_for_an_ended_one(
+    pg_url: str,
+) -> None:
+    # A busy server holds many files: select() cannot watch a descriptor past 1023.
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"this process may open only {hard} files; the test needs 1,200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = [os.dup(0) for _ in range(1100)]
+    try:
+        with open_store(pg_url) as store:
+            pids = {alone(store, lambda tx: tx.scalar("SELECT pg_backend_pid()")) for _ in range(5)}
+            writer = store.db._writers[0]
+            assert writer.conn.pgconn.socket > 1023
+            assert len(pids) == 1  # never reconnected
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
