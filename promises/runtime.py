@@ -29,6 +29,7 @@ from promises.errors import (
     JobConflict,
     LeaseLost,
     NotSerializable,
+    OutcomeUnknown,
     PromiseAlreadyExists,
     PromiseError,
     StoreUnavailable,
@@ -283,6 +284,8 @@ class Runtime:
                 worker.unreserve()
             if isinstance(exc, JobConflict):
                 self.store.db.flush()  # it tells of a job whose start may not be flushed yet
+            if isinstance(exc, OutcomeUnknown):
+                raise _start_unknown(request, exc) from exc
             raise
         return self._started(worker, transition, claim)
 
@@ -363,6 +366,8 @@ class Runtime:
                 # It tells of the job there, whose start (by an ``astart_and_wait``
                 # still waiting) may not be flushed yet.
                 await self.store.db.aflush()
+            if isinstance(exc, OutcomeUnknown):
+                raise _start_unknown(request, exc) from exc
             raise
         self._started(worker, transition, claim)
         if claim is None or owner is None or not transition.fresh:
@@ -645,6 +650,16 @@ class Runtime:
                  "completed" if action == "resolve" else "failed", error)  # fmt: skip
         if stopped is not None:
             raise stopped
+
+
+def _start_unknown(request: StartRequest, exc: OutcomeUnknown) -> OutcomeUnknown:
+    """A start whose outcome is unknown, with the id to start it again by (one the
+    runtime made up is known to nobody else)."""
+    job_id = request.promise.id
+    return OutcomeUnknown(
+        f"job {job_id!r} may have been started or not ({exc}); start it again with the id "
+        f"{job_id!r} and the same arguments: that gives the job, started once"
+    )
 
 
 async def _to_the_end(

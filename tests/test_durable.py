@@ -21,6 +21,7 @@ from promises import (
     Context,
     InvalidArgument,
     JobConflict,
+    OutcomeUnknown,
     Runtime,
     SqlStore,
     UnknownJob,
@@ -194,6 +195,30 @@ async def test_a_job_going_to_sleep_wakes_no_worker_that_looks_sooner_anyway(
         result = await finish(real_store, "short", timeout=10)
         assert worker.passes > seen
     assert result["after"] >= result["before"]  # type: ignore[index]
+
+
+async def test_a_start_whose_outcome_is_unknown_names_the_id_to_start_it_again_by(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The connection broke as the start committed: it may be there or not. Its id was
+    # made up here, so the error must give it: with it a second start is safe.
+    runtime = Runtime(store)
+    real = store.db.awrite
+    written: list[str] = []
+
+    async def committed_then_lost(fn: Any, **options: Any) -> Any:
+        await real(fn, **options)
+        written.append("start")
+        raise OutcomeUnknown("the connection broke while it committed")
+
+    monkeypatch.setattr(store.db, "awrite", committed_then_lost)
+    with pytest.raises(OutcomeUnknown) as refused:
+        await runtime.astart(jobs.squares, 3)
+    monkeypatch.setattr(store.db, "awrite", real)
+    job_id = str(refused.value).split("'")[1]
+    assert f"start it again with the id {job_id!r}" in str(refused.value)
+    again = await runtime.astart(jobs.squares, 3, id=job_id)
+    assert written == ["start"] and not again.fresh and again.promise.id == job_id
 
 
 async def test_a_quick_job_started_and_awaited_costs_one_flush(real_store: SqlStore) -> None:
