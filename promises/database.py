@@ -581,6 +581,13 @@ class Database:
         self, fn: Callable[[Tx], T], *, durable: bool = True, one_statement: bool = False
     ) -> T:
         """``write`` for asyncio: the event loop waits without blocking."""
+        return await self.awrite_future(fn, durable=durable, one_statement=one_statement)
+
+    def awrite_future(
+        self, fn: Callable[[Tx], T], *, durable: bool = True, one_statement: bool = False
+    ) -> asyncio.Future[T]:
+        """``awrite``'s future: a caller stopped while it waits may still hear how the
+        write ended (the write goes on regardless)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
 
@@ -596,7 +603,7 @@ class Database:
             call_soon(loop, settle, value, error)
 
         self._submit(_Unit(fn, durable, done, one_statement=one_statement))
-        return await future
+        return future
 
     # -- reading ---------------------------------------------------------------------
 

@@ -583,7 +583,7 @@ class Runtime:
             steps(tx)
             self.tasks.wait_tx(tx, claim, signal.ready_at, signal.waiting_on, signal.create)
 
-        written, stopped = await _to_the_end(store.db.awrite(unit, durable=False))
+        written, stopped = await _to_the_end(store.db.awrite_future(unit, durable=False))
         try:
             written.result()
         except LeaseLost:
@@ -636,7 +636,7 @@ class Runtime:
                 run.children.update((promise.id, promise) for promise in recorded)
             return transition
 
-        written, stopped = await _to_the_end(self.store.db.awrite(unit, one_statement=True))
+        written, stopped = await _to_the_end(self.store.db.awrite_future(unit, one_statement=True))
         try:
             written.result()
         except LeaseLost:
@@ -663,13 +663,12 @@ def _start_unknown(request: StartRequest, exc: OutcomeUnknown) -> OutcomeUnknown
 
 
 async def _to_the_end(
-    write: Awaitable[T],
+    future: asyncio.Future[T],
 ) -> tuple[asyncio.Future[T], asyncio.CancelledError | None]:
     """Wait for a run's last write to end, even if the run is stopped meanwhile (a
     worker shutting down, a lost lease): the write commits regardless, so the run still
     hears how it ended and reports it. Returns the finished write and the stop, which
     the caller raises after reporting."""
-    future = asyncio.ensure_future(write)
     stopped = None
     while not future.done():
         try:
