@@ -290,6 +290,20 @@ class _Writer(threading.Thread):
 
     def _connect(self) -> Any:
         conn = self.backend.connect("writer")
+        if self.backend.name != "sqlite":
+            try:
+                # Acknowledged means durable: a role or database set to commit without
+                # a flush would make every flush a no-op. Stronger settings (waiting for
+                # replicas) are kept.
+                conn.execute(
+                    "SELECT set_config('synchronous_commit', 'on', false) "
+                    "WHERE current_setting('synchronous_commit') = 'off'",
+                    prepare=False,
+                )
+                conn.commit()
+            except BaseException:
+                _discard(conn)
+                raise
         self.conn_used = time.monotonic()
         if self.backend.name == "sqlite":
             main = [row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"]
@@ -314,6 +328,7 @@ class _Writer(threading.Thread):
                 if len(batch) > 1:
                     outcomes = self._try_batch(batch, durable, careful=False)
                     if outcomes is not None:
+                        self.conn_used = time.monotonic()
                         return outcomes
                 outcomes = self._try_batch(batch, durable, careful=True)
                 if outcomes is None:
@@ -362,8 +377,9 @@ class _Writer(threading.Thread):
                     raise  # refused (a deadlock, a serialization failure): run it again
                 return None, translate(exc)
             # Its first statement committed, the rest did not: say so, and wake whoever
-            # may wait on what the first wrote (a needless wake-up only reads again).
-            unit.settled, unit.kinds, unit.later = tx.settled, None, tx.later
+            # may wait on what the first wrote, by id only (what it noted after that was
+            # rolled back): they read again; a needless wake-up costs only that read.
+            unit.settled, unit.kinds, unit.later = dict.fromkeys(tx.settled), None, tx.later
             return None, OutcomeUnknown(
                 f"the write was done only in part ({translate(exc)}); retry with the "
                 "same idempotency key to finish it"
@@ -526,12 +542,13 @@ class Database:
         """PostgreSQL: the server processes of this database's writer connections."""
         if self.backend.name != "postgresql":
             return frozenset()
-        return frozenset(
-            conn.info.backend_pid
-            for w in self._writers
-            for conn in (w.conn, w.quick)
-            if conn is not None
-        )
+        pids = set()
+        for writer in self._writers:
+            for conn in (writer.conn, writer.quick):  # read from another thread: may close
+                with contextlib.suppress(Exception):
+                    if conn is not None:
+                        pids.add(conn.info.backend_pid)
+        return frozenset(pids)
 
     def _submit(self, unit: _Unit[Any]) -> None:
         if self._closed:
@@ -602,7 +619,10 @@ class Database:
         def done(value: T | None, error: BaseException | None) -> None:
             call_soon(loop, settle, value, error)
 
-        self._submit(_Unit(fn, durable, done, one_statement=one_statement))
+        try:
+            self._submit(_Unit(fn, durable, done, one_statement=one_statement))
+        except PromiseError as exc:  # the store is closed: the future tells it
+            future.set_exception(exc)
         return future
 
     # -- reading ---------------------------------------------------------------------
@@ -696,6 +716,8 @@ def _ended(conn: Any) -> bool:
         fd = conn.pgconn.socket
     except DRIVER_ERRORS:  # it has no socket
         return True
+    if not hasattr(select, "poll"):  # Windows: select() has no descriptor limit there
+        return bool(select.select([fd], [], [], 0)[0])
     poll = select.poll()  # not select.select: it fails on descriptors past 1023
     poll.register(fd, select.POLLIN)
     return bool(poll.poll(0))

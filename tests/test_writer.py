@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 import promises.database
-from promises import OutcomeUnknown, PromiseError, SqlStore, open_store
+from promises import OutcomeUnknown, PromiseError, SqlStore, StoreUnavailable, Value, open_store
 from promises.database import Tx
 from tests.conftest import PG_URL
 from tests.waiting import until
@@ -196,3 +196,60 @@ def test_a_connection_on_a_high_descriptor_is_not_mistaken_for_an_ended_one(
         for fd in filler:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_write_done_in_part_wakes_waiters_to_read_again_and_tells_no_false_settle(
+    pg: SqlStore,
+) -> None:
+    # What it noted after its first statement was rolled back: a settle among that
+    # must reach no listener as done; waiters only read again.
+    pg.create("p", timeout_at=pg.clock() + 60_000)
+    told: list[str] = []
+    pg.on_settled(lambda promise: told.append(promise.id))
+
+    def settles_then_refused(tx: Tx) -> None:
+        tx.execute("INSERT INTO notes VALUES (1)")
+        pg.settle_tx(tx, "p", "resolve", value=Value("42"), ikey="k")
+        tx.execute("INSERT INTO notes VALUES (1)")
+
+    with pytest.raises(OutcomeUnknown, match="done only in part"):
+        alone(pg, settles_then_refused)
+    assert notes(pg) == [1] and pg.get("p").pending and told == []
+
+
+def test_the_writer_flushes_its_commits_even_where_the_role_says_not_to(pg_url: str) -> None:
+    # synchronous_commit = off for the role (or the database) would make every flush,
+    # and so every acknowledgement, a no-op.
+    import uuid
+
+    role = "r_" + uuid.uuid4().hex[:10]
+    schema = pg_url.rsplit("%3D", 1)[1]
+    admin = psycopg.connect(PG_URL.replace("+psycopg", ""), autocommit=True)
+    admin.execute(f"CREATE ROLE {role} LOGIN")
+    admin.execute(f"GRANT ALL ON SCHEMA {schema} TO {role}")
+    admin.execute(f"ALTER ROLE {role} SET synchronous_commit = off")
+    try:
+        with open_store(pg_url.replace("postgres@", f"{role}@")) as store:
+            assert alone(store, lambda tx: tx.scalar("SHOW synchronous_commit")) == "on"
+            assert store.db.write(lambda tx: tx.scalar("SHOW synchronous_commit")) == "on"
+            # As the role says elsewhere: the quick writer and the readers.
+            quick = alone(store, lambda tx: tx.scalar("SHOW synchronous_commit"), durable=False)
+            assert quick == "off"
+            assert store.db.read(lambda tx: tx.scalar("SHOW synchronous_commit")) == "off"
+    finally:
+        admin.execute(f"DROP OWNED BY {role}")
+        admin.execute(f"DROP ROLE {role}")
+        admin.close()
+
+
+def test_a_write_asked_of_a_closed_store_fails_in_its_future(pg_url: str) -> None:
+    import asyncio
+
+    async def run() -> None:
+        with open_store(pg_url) as store:
+            pass
+        future = store.db.awrite_future(lambda tx: None)
+        with pytest.raises(StoreUnavailable, match="closed"):
+            await future
+
+    asyncio.run(run())
