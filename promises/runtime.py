@@ -577,13 +577,18 @@ class Runtime:
     async def _suspend(self, run: Run, signal: Suspend) -> None:
         claim, store = run.claim, self.store
 
+        # Going to sleep with no step to record first is one statement on PostgreSQL
+        # (``Tasks.wait_tx``); waiting on a promise locks it first, in a transaction.
+        one_statement = signal.create is not None and not run.deferred
         steps = run.take_deferred()
 
         def unit(tx: Tx) -> None:
             steps(tx)
             self.tasks.wait_tx(tx, claim, signal.ready_at, signal.waiting_on, signal.create)
 
-        written, stopped = await _to_the_end(store.db.awrite_future(unit, durable=False))
+        written, stopped = await _to_the_end(
+            store.db.awrite_future(unit, durable=False, one_statement=one_statement)
+        )
         try:
             written.result()
         except LeaseLost:

@@ -222,15 +222,19 @@ class Statements:
             else ""
         )
         # A job going to sleep: create its timer (and the timer's tags) and give the task
-        # back until the timer is due, waiting on it. The task is written only if the
-        # timer was made here: a timer that exists already takes the general path, which
-        # locks it before waiting on it. A new timer needs no lock: no one else sees it
-        # before this commits.
+        # back until the timer is due, waiting on it. Fenced: a stale owner writes
+        # nothing. The task is written only if the timer was made here: a timer that
+        # exists already takes the general path, which locks it before waiting on it. A
+        # new timer needs no lock: no one else sees it before this commits.
         self.sleep_job = (
-            "WITH p AS (INSERT INTO promises (id, state, timer, param_headers, param_data, "
+            "WITH f AS (SELECT 1 FROM tasks WHERE id = :id AND counter = :counter "
+            "AND state = 'claimed' FOR NO KEY UPDATE), "
+            "p AS (INSERT INTO promises (id, state, timer, param_headers, param_data, "
             "value_headers, value_data, timeout_at, tags, ikey_create, ikey_settle, created_at, "
-            "settled_at) VALUES (:timer_id, 'pending', :timer, :param_headers, :param_data, NULL, "
-            "NULL, :ready_at, :tags, :ikey_create, NULL, :now, NULL) "
+            "settled_at) SELECT CAST(:timer_id AS VARCHAR), 'pending', CAST(:timer AS BOOLEAN), "
+            "CAST(:param_headers AS VARCHAR), CAST(:param_data AS VARCHAR), NULL, NULL, "
+            "CAST(:ready_at AS BIGINT), CAST(:tags AS VARCHAR), CAST(:ikey_create AS VARCHAR), "
+            "NULL, CAST(:now AS BIGINT), NULL WHERE EXISTS (SELECT 1 FROM f) "
             "ON CONFLICT (id) DO NOTHING RETURNING seq), "
             "g AS (INSERT INTO promise_tags (seq, key, value, pending) "
             "SELECT p.seq, tag.key, tag.value, 1 FROM p, "
@@ -239,7 +243,7 @@ class Statements:
             "waiting_on = :timer_id, owner = NULL, owner_host = NULL, owner_pid = NULL, "
             "lease_expires_at = NULL, updated_at = :now WHERE id = :id AND counter = :counter "
             "AND state = 'claimed' AND EXISTS (SELECT 1 FROM p) RETURNING 1) "
-            "SELECT (SELECT seq FROM p), (SELECT count(*) FROM u)"
+            "SELECT (SELECT count(*) FROM f), (SELECT seq FROM p), (SELECT count(*) FROM u)"
             if pg
             else ""
         )

@@ -216,8 +216,13 @@ class Tasks:
         creating ``create`` (the timer of a job going to sleep) if given."""
         created = None
         if create is not None:
+            statements = tx.statements
             if self._sleep_fast_tx(tx, claim, create, ready_at, waiting_on):
                 return
+            if self.sql.sleep_job and tx.statements == statements:
+                # Its first statement must not write what a stale owner may not (a unit
+                # alone may run in autocommit, see ``Database.write``): fence first.
+                self.fence_tx(tx, claim)
             made = self.store.create_tx(tx, create)
             created = made.promise if made.fresh else None
         self.suspend_tx(tx, claim, ready_at, waiting_on, created)
@@ -313,8 +318,9 @@ class Tasks:
         self, tx: Tx, claim: Claim, timer: NewPromise, ready_at: int, waiting_on: str | None
     ) -> bool:
         """PostgreSQL, a job going to sleep: create its timer and give its task back until
-        the timer is due, in one round trip. False when this cannot (SQLite, a timer due
-        already, or one that exists): nothing was written, the general path follows."""
+        the timer is due, in one statement (fenced: a stale owner writes nothing). False
+        when this cannot (SQLite, a timer due already, or one that exists): nothing was
+        written, the general path follows."""
         now = self.store.clock()
         if (
             not self.sql.sleep_job
@@ -323,7 +329,7 @@ class Tasks:
             or ready_at <= now
         ):
             return False
-        seq, suspended = tx.one(
+        fenced, seq, suspended = tx.one(
             self.sql.sleep_job,
             {
                 "timer_id": timer.id, "timer": timer.tags.get(TIMER_TAG) == "true",
@@ -334,10 +340,14 @@ class Tasks:
                 "id": claim.id, "counter": claim.counter,
             },
         )  # fmt: skip
+        if not fenced:
+            raise LeaseLost(claim.id)
         if seq is None:
             return False
         if suspended != 1:
-            raise LeaseLost(claim.id)  # the unit rolls back, the timer with it
+            raise InvariantViolation(
+                f"job {claim.id!r} made its timer but its task, locked, was not suspended"
+            )
         tx.ready(claim.kind, ready_at)
         return True
 

@@ -409,9 +409,10 @@ def _claimed_with_timer(store: SqlStore, owner: Owner) -> tuple[Runtime, Claim, 
     return runtime, held, _timer(store, held.id, 60_000)
 
 
-def _sleep(runtime: Runtime, held: Claim, timer: NewPromise) -> None:
+def _sleep(runtime: Runtime, held: Claim, timer: NewPromise, one_statement: bool = False) -> None:
     runtime.store.db.write(
-        lambda tx: runtime.tasks.wait_tx(tx, held, timer.timeout_at, timer.id, timer)
+        lambda tx: runtime.tasks.wait_tx(tx, held, timer.timeout_at, timer.id, timer),
+        one_statement=one_statement,
     )
 
 
@@ -460,17 +461,22 @@ def test_a_job_going_to_sleep_on_a_timer_id_taken_by_something_else_writes_nothi
     assert store.get(timer.id).ikey_create == "someone-else"
 
 
+# As a job's runtime writes it when nothing else waits (on PostgreSQL its first
+# statement then commits alone), and with its timer due already (the general path).
+@pytest.mark.parametrize(
+    ("one_statement", "due_in_ms"), [(False, 60_000), (True, 60_000), (True, 0)]
+)
 def test_a_stale_owner_going_to_sleep_writes_neither_its_timer_nor_its_wait(
-    store: SqlStore, clock: FakeClock
+    store: SqlStore, clock: FakeClock, one_statement: bool, due_in_ms: int
 ) -> None:
     runtime = _start(store, 1)
     stale = claim(runtime, Owner.here(), 1)[0]
     clock.advance(LEASE)
     other = Owner.here()
     claim(runtime, other, 1)  # another worker holds it now
-    timer = _timer(store, stale.id, 60_000)
+    timer = _timer(store, stale.id, due_in_ms)
     with pytest.raises(LeaseLost):
-        _sleep(runtime, stale, timer)
+        _sleep(runtime, stale, timer, one_statement)
     assert store.get_many([timer.id]) == {}
     task = runtime.tasks.get(stale.id)
     assert task is not None and (task.state, task.owner) == ("claimed", other.id)
