@@ -381,8 +381,8 @@ class _Writer(threading.Thread):
             # rolled back): they read again; a needless wake-up costs only that read.
             unit.settled, unit.kinds, unit.later = dict.fromkeys(tx.settled), None, tx.later
             return None, OutcomeUnknown(
-                f"the write was done only in part ({translate(exc)}); retry with the "
-                "same idempotency key to finish it"
+                f"the write may have been done only in part ({translate(exc)}); retry "
+                "with the same idempotency key to finish it"
             )
         self._answered(unit.durable)
         if unit.durable:

@@ -121,6 +121,10 @@ class Statements:
             "UPDATE tasks SET updated_at = :now "
             "WHERE id = :id AND counter = :counter AND state = 'claimed'"
         )
+        # The fence as a read: whether the claim still holds the task, writing nothing.
+        self.held = (
+            "SELECT count(*) FROM tasks WHERE id = :id AND counter = :counter AND state = 'claimed'"
+        )
         self.ready_ids = (
             f"SELECT id FROM tasks WHERE state = 'ready' AND ready_at <= :now AND kind {in_kinds} "
             f"ORDER BY ready_at LIMIT :limit{skip_locked}"

@@ -219,10 +219,16 @@ class Tasks:
             statements = tx.statements
             if self._sleep_fast_tx(tx, claim, create, ready_at, waiting_on):
                 return
-            if self.sql.sleep_job and tx.statements == statements:
-                # Its first statement must not write what a stale owner may not (a unit
-                # alone may run in autocommit, see ``Database.write``): fence first.
-                self.fence_tx(tx, claim)
+            # A unit alone may run in autocommit (``Database.write``): its first
+            # statement must write nothing when more follow. So this one only looks
+            # whether the claim still holds; ``suspend_tx`` fences again, in the
+            # transaction that creates the timer.
+            if (
+                self.sql.sleep_job
+                and tx.statements == statements
+                and tx.scalar(self.sql.held, {"id": claim.id, "counter": claim.counter}) != 1
+            ):
+                raise LeaseLost(claim.id)
             made = self.store.create_tx(tx, create)
             created = made.promise if made.fresh else None
         self.suspend_tx(tx, claim, ready_at, waiting_on, created)

@@ -448,16 +448,24 @@ def test_a_job_going_to_sleep_on_a_timer_written_before_waits_on_that_timer(
     assert [c.id for c in claim(runtime, Owner.here(), 1)] == [held.id]
 
 
+@pytest.mark.parametrize(
+    ("one_statement", "due_in_ms"), [(False, 60_000), (True, 60_000), (True, 0)]
+)
 def test_a_job_going_to_sleep_on_a_timer_id_taken_by_something_else_writes_nothing(
-    store: SqlStore,
+    store: SqlStore, clock: FakeClock, one_statement: bool, due_in_ms: int
 ) -> None:
     owner = Owner.here()
-    runtime, held, timer = _claimed_with_timer(store, owner)
+    runtime = _start(store, 1)
+    held = claim(runtime, owner, 1)[0]
+    timer = _timer(store, held.id, due_in_ms)
     store.create(timer.id, timeout_at=timer.timeout_at, ikey="someone-else")
+    before = runtime.tasks.get(held.id)
+    clock.advance(5)  # a write to the task would show in its updated_at
     with pytest.raises(PromiseAlreadyExists):
-        _sleep(runtime, held, timer)
+        _sleep(runtime, held, timer, one_statement)
     task = runtime.tasks.get(held.id)
     assert task is not None and (task.state, task.owner) == ("claimed", owner.id)
+    assert before is not None and task.updated_at == before.updated_at
     assert store.get(timer.id).ikey_create == "someone-else"
 
 
