@@ -156,6 +156,18 @@ class _Unit(Generic[T]):
 OnCommit = Callable[[dict[str, Promise | None], set[str] | None, dict[str, int]], None]
 
 
+def _session(conn: Any, statement: str) -> None:
+    """Run a statement that sets up a new psycopg connection's session (the connection
+    is closed if it fails)."""
+    try:
+        conn.autocommit = True
+        conn.execute(statement, prepare=False)
+        conn.autocommit = False
+    except BaseException:
+        _discard(conn)
+        raise
+
+
 def _discard(conn: Any) -> None:
     if conn is not None:
         with contextlib.suppress(Exception):  # a broken connection may fail to close
@@ -290,24 +302,16 @@ class _Writer(threading.Thread):
 
     def _connect(self) -> Any:
         conn = self.backend.connect("writer")
-        if self.backend.name != "sqlite":
-            try:
-                # Acknowledged means durable: a role or database set to commit without
-                # a flush would make every flush a no-op. Stronger settings (waiting for
-                # replicas) are kept.
-                conn.execute(
-                    "SELECT set_config('synchronous_commit', 'on', false) "
-                    "WHERE current_setting('synchronous_commit') = 'off'",
-                    prepare=False,
-                )
-                conn.commit()
-            except BaseException:
-                _discard(conn)
-                raise
-        self.conn_used = time.monotonic()
         if self.backend.name == "sqlite":
             main = [row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"]
             self.log = f"{main[0]}-wal"  # SQLite's own path: absolute, symlinks resolved
+        else:
+            # Acknowledged means durable: a role or database set to commit without a
+            # flush would make every flush a no-op. Stronger settings (waiting for
+            # replicas) are kept.
+            _session(conn, "SELECT set_config('synchronous_commit', 'on', false) "
+                           "WHERE current_setting('synchronous_commit') = 'off'")  # fmt: skip
+        self.conn_used = time.monotonic()
         return conn
 
     def _commit_batch(self, batch: list[_Unit[Any]]) -> list[tuple[Any, BaseException | None]]:
@@ -325,15 +329,14 @@ class _Writer(threading.Thread):
                 # Most batches have no unit that fails: run them without a savepoint per
                 # unit. If a unit does fail, roll back and run the batch again with
                 # savepoints, so that only that unit is refused.
+                outcomes = None
                 if len(batch) > 1:
                     outcomes = self._try_batch(batch, durable, careful=False)
-                    if outcomes is not None:
-                        self.conn_used = time.monotonic()
-                        return outcomes
-                outcomes = self._try_batch(batch, durable, careful=True)
+                if outcomes is None:
+                    outcomes = self._try_batch(batch, durable, careful=True)
                 if outcomes is None:
                     raise InvariantViolation("a careful batch must give every unit an outcome")
-                self.conn_used = time.monotonic()
+                self._answered(durable=True)
                 return outcomes
             except DRIVER_ERRORS as exc:
                 self._rollback()
@@ -386,8 +389,7 @@ class _Writer(threading.Thread):
             )
         self._answered(unit.durable)
         if unit.durable:
-            with self.db._counting:
-                self.db.flushes += 1
+            self.db._flushed()
         unit.settled, unit.kinds = tx.settled, None if tx.tasks_changed else tx.kinds
         unit.later = tx.later
         return value, None
@@ -405,6 +407,7 @@ class _Writer(threading.Thread):
         return True
 
     def _answered(self, durable: bool) -> None:
+        """Note that a connection answered: the main one (durable), or the quick one."""
         if durable:
             self.conn_used = time.monotonic()
         else:
@@ -430,13 +433,7 @@ class _Writer(threading.Thread):
 
     def _connect_quick(self) -> Any:
         conn = self.backend.connect("writer")
-        try:
-            conn.autocommit = True
-            conn.execute("SET synchronous_commit = off", prepare=False)
-            conn.autocommit = False
-        except BaseException:
-            _discard(conn)
-            raise
+        _session(conn, "SET synchronous_commit = off")
         self.quick_used = time.monotonic()
         return conn
 
@@ -505,8 +502,7 @@ class _Writer(threading.Thread):
             # round trip, not two). Sent as text: two statements cannot be prepared.
             cursor.execute("SET LOCAL synchronous_commit = off; COMMIT", prepare=False)
         if durable:
-            with self.db._counting:  # several writers may count at once
-                self.db.flushes += 1
+            self.db._flushed()
         return outcomes
 
 
@@ -543,12 +539,15 @@ class Database:
         if self.backend.name != "postgresql":
             return frozenset()
         pids = set()
-        for writer in self._writers:
-            for conn in (writer.conn, writer.quick):  # read from another thread: may close
-                with contextlib.suppress(Exception):
-                    if conn is not None:
-                        pids.add(conn.info.backend_pid)
+        connections = [c for w in self._writers for c in (w.conn, w.quick) if c is not None]
+        for conn in connections:
+            with contextlib.suppress(Exception):  # read from another thread: may be closed
+                pids.add(conn.info.backend_pid)
         return frozenset(pids)
+
+    def _flushed(self) -> None:
+        with self._counting:  # several writers may count at once
+            self.flushes += 1
 
     def _submit(self, unit: _Unit[Any]) -> None:
         if self._closed:
