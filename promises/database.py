@@ -24,6 +24,14 @@ callers' writes together, and readers beside it.
   statement is its own transaction, one round trip instead of three (``BEGIN``, the
   statement, ``COMMIT``). A second statement begins a transaction, so the rest is
   atomic. Non-durable ones run on a second connection whose commits are not flushed.
+* **A unit may declare its first statement** (``first``: made once, when first
+  asked, then the same object each time), and must then run it first. On PostgreSQL
+  the writer sends the declared first statements of a batch's leading units with the
+  transaction's ``BEGIN`` in one round trip (a pipeline), and each unit then finds
+  its statement's result: a batch of n such units takes two round trips, not n + 2.
+  Those statements ran before the units' rest, so a unit that goes on to more
+  statements while later units' were sent has its batch rolled back and run again
+  with nothing sent ahead: each unit's statements in turn, as without a pipeline.
 * **Reads** run on their own connections (a small pool), on the calling thread, or for
   async callers on the store's reader threads.
 * After each commit the writer reports what it changed (settled ids, tasks made
@@ -48,7 +56,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from promises.backends import DRIVER_ERRORS, Backend, translate
 from promises.errors import InvariantViolation, OutcomeUnknown, PromiseError, StoreUnavailable
@@ -70,14 +78,18 @@ AUTOCOMMIT_IDLE_S = 30.0
 class Tx:
     """A transaction (or, for readers, a connection): run statements, note changes."""
 
-    __slots__ = ("_before_second", "_cursor", "kinds", "later", "settled", "sql",
-                 "statements", "tasks_changed")  # fmt: skip
+    __slots__ = ("_before_second", "_cursor", "_first", "_sent", "kinds", "later", "settled",
+                 "sql", "statements", "tasks_changed")  # fmt: skip
 
     def __init__(
-        self, cursor: Any, sql: Statements, before_second: Callable[[], None] | None = None
-    ) -> None:
+        self, cursor: Any, sql: Statements, before_second: Callable[[], None] | None = None,
+        first: First | None = None, sent: Any = None,
+    ) -> None:  # fmt: skip
         self._cursor = cursor
         self.sql = sql
+        #: The unit's declared first statement, which it must run first; ``sent``: the
+        #: cursor holding its result when it was sent ahead (it then takes that result).
+        self._first, self._sent = first, sent
         #: How many statements it ran (or began to run).
         self.statements = 0
         #: Called before the second statement (a unit run in autocommit: it begins the
@@ -114,8 +126,24 @@ class Tx:
 
     def _run(self, statement: str, params: Mapping[str, Any] | None) -> Any:
         cursor = self._next()
+        if self._first is not None:
+            declared, self._first = self._first(), None
+            if declared is not None and (
+                statement is not declared.sql or params is not declared.params
+            ):
+                raise InvariantViolation(
+                    "a write unit's first statement is not the one it declared"
+                )
+            if self._sent is not None:
+                return self._sent
         cursor.execute(statement, params or {})
         return cursor
+
+    def check_declared(self) -> None:
+        """After the unit: it ran the first statement it declared (sent ahead, that
+        statement's writes are in the transaction whether it did or not)."""
+        if self._first is not None and self._first() is not None:
+            raise InvariantViolation("a write unit declared a first statement and did not run it")
 
     def execute(self, statement: str, params: Mapping[str, Any] | None = None) -> int:
         """Run a statement; returns how many rows it changed."""
@@ -137,6 +165,18 @@ class Tx:
         return None if row is None else row[0]
 
 
+class Statement(NamedTuple):
+    """A statement and its parameters: a unit's declared first (``Database.write``)."""
+
+    sql: str
+    params: Mapping[str, Any]
+
+
+#: A unit's first statement, declared (see the module's docstring): None when it has
+#: none to declare this time (it then runs as any other unit).
+First = Callable[[], Statement | None]
+
+
 @dataclass(eq=False)
 class _Unit(Generic[T]):
     fn: Callable[[Tx], T]
@@ -149,6 +189,8 @@ class _Unit(Generic[T]):
     later: dict[str, int] = field(default_factory=dict)
     #: It writes with one statement (see the module's docstring).
     one_statement: bool = False
+    #: Its declared first statement (see the module's docstring).
+    first: First | None = None
 
 
 #: After a commit: the promises it settled, the kinds of tasks it made ready (None:
@@ -358,11 +400,12 @@ class _Writer(threading.Thread):
         def begin() -> None:  # psycopg begins a transaction at the next statement
             conn.autocommit = False
 
-        tx = Tx(conn.cursor(), self.db.sql, before_second=begin)
+        tx = Tx(conn.cursor(), self.db.sql, before_second=begin, first=unit.first)
         self.committing = True  # the statement is its own commit
         try:
             try:
                 value = unit.fn(tx)
+                tx.check_declared()
                 conn.commit()  # the rest of the unit, if it went on; else no round trip
             finally:
                 if not conn.broken:
@@ -437,6 +480,29 @@ class _Writer(threading.Thread):
         self.quick_used = time.monotonic()
         return conn
 
+    def _send_ahead(self, batch: list[_Unit[Any]]) -> list[Any]:
+        """PostgreSQL: the declared first statements of the batch's leading units, sent
+        with the transaction's ``BEGIN`` in one round trip (a pipeline); the cursors that
+        hold their results, for their units. Raises the first refusal."""
+        ahead = []
+        for unit in batch:
+            try:
+                statement = unit.first() if unit.first is not None else None
+            except Exception:  # the unit raises it when it runs: its failure alone
+                break
+            if statement is None:
+                break
+            ahead.append(statement)
+        if not ahead:
+            return []
+        sent = []
+        with self.conn.pipeline():
+            for statement in ahead:
+                cursor = self.conn.cursor()
+                cursor.execute(statement.sql, statement.params)
+                sent.append(cursor)
+        return sent
+
     def _rollback(self) -> None:
         conn = self.conn
         try:
@@ -449,11 +515,12 @@ class _Writer(threading.Thread):
             pass
 
     def _try_batch(
-        self, batch: list[_Unit[Any]], durable: bool, *, careful: bool
+        self, batch: list[_Unit[Any]], durable: bool, *, careful: bool, ahead: bool = True
     ) -> list[tuple[Any, BaseException | None]] | None:
         """One transaction for ``batch``. ``careful``: a savepoint per unit (when there
         are several), so a failing unit is rolled back alone. Not careful: no savepoints;
-        a failing unit rolls everything back and this returns None."""
+        a failing unit rolls everything back and this returns None. ``ahead``: declared
+        first statements may be sent ahead (PostgreSQL, no savepoints)."""
         conn = self.conn
         sqlite = self.backend.name == "sqlite"
         cursor = conn.cursor()
@@ -464,13 +531,23 @@ class _Writer(threading.Thread):
                 self.synchronous = wanted
             cursor.execute("BEGIN IMMEDIATE")
         savepoints = careful and len(batch) > 1
+        sent: list[Any] = []
+        if ahead and not sqlite and not savepoints:
+            try:
+                sent = self._send_ahead(batch)
+            except DRIVER_ERRORS as exc:  # a statement refused: the transaction is lost
+                if _connection_level(exc):
+                    raise
+                self._rollback()
+                return [(None, translate(exc))] if careful else None
         outcomes: list[tuple[Any, BaseException | None]] = []
-        for unit in batch:
-            tx = Tx(cursor, self.db.sql)
+        for n, unit in enumerate(batch):
+            tx = Tx(cursor, self.db.sql, first=unit.first, sent=sent[n] if n < len(sent) else None)
             if savepoints:
                 cursor.execute("SAVEPOINT unit")
             try:
                 value = unit.fn(tx)
+                tx.check_declared()
             except BaseException as exc:
                 if isinstance(exc, DRIVER_ERRORS) and _connection_level(exc):
                     raise  # the whole transaction is lost
@@ -482,6 +559,11 @@ class _Writer(threading.Thread):
                 cursor.execute("RELEASE SAVEPOINT unit")
                 outcomes.append((None, failure))
                 continue
+            if tx.statements > 1 and n < len(sent) - 1:
+                # Its rest ran after the later units' first statements, out of order:
+                # run the batch again, each unit's statements in turn.
+                self._rollback()
+                return self._try_batch(batch, durable, careful=careful, ahead=False)
             if savepoints:
                 cursor.execute("RELEASE SAVEPOINT unit")
             unit.settled, unit.kinds = tx.settled, None if tx.tasks_changed else tx.kinds
@@ -510,6 +592,8 @@ class Database:
     def __init__(self, backend: Backend, *, readers: int = 4, writers: int | None = None) -> None:
         self.backend = backend
         self.sql = statements(backend.name)
+        #: PostgreSQL: the statement of a flush (``flush``).
+        self._flush = Statement(self.sql.flush_log, {}) if self.sql.flush_log else None
         self.on_commit: OnCommit | None = None
         self._units: queue.SimpleQueue[_Unit[Any] | None] = queue.SimpleQueue()
         # One writer, on both backends. SQLite has one write lock anyway. On PostgreSQL
@@ -563,10 +647,12 @@ class Database:
         self._units.put(unit)
 
     def write(
-        self, fn: Callable[[Tx], T], *, durable: bool = True, one_statement: bool = False
-    ) -> T:
+        self, fn: Callable[[Tx], T], *, durable: bool = True, one_statement: bool = False,
+        first: First | None = None,
+    ) -> T:  # fmt: skip
         """Run ``fn`` in a write transaction; return once it is committed.
-        ``one_statement``: ``fn`` writes with one statement (see the module's docstring)."""
+        ``one_statement``: ``fn`` writes with one statement; ``first``: its declared first
+        statement (see the module's docstring for both)."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         def done(value: T | None, error: BaseException | None) -> None:
@@ -575,7 +661,7 @@ class Database:
             else:
                 future.set_result(value)  # type: ignore[arg-type]
 
-        self._submit(_Unit(fn, durable, done, one_statement=one_statement))
+        self._submit(_Unit(fn, durable, done, one_statement=one_statement, first=first))
         return future.result()
 
     def flush(self) -> None:
@@ -583,25 +669,32 @@ class Database:
         that writes no row (on PostgreSQL it writes a message to the log, since only
         the commit of a transaction that wrote to the log is flushed; SQLite's writer
         syncs the log after any durable batch)."""
-        self.write(self._flush_log, one_statement=True)
+        self.write(self._flush_log, one_statement=True, first=self._flush_statement)
 
     async def aflush(self) -> None:
         """``flush`` for asyncio."""
-        await self.awrite(self._flush_log, one_statement=True)
+        await self.awrite(self._flush_log, one_statement=True, first=self._flush_statement)
+
+    def _flush_statement(self) -> Statement | None:
+        return self._flush
 
     def _flush_log(self, tx: Tx) -> None:
-        if self.sql.flush_log:
-            tx.scalar(self.sql.flush_log)
+        if self._flush is not None:
+            tx.scalar(*self._flush)
 
     async def awrite(
-        self, fn: Callable[[Tx], T], *, durable: bool = True, one_statement: bool = False
-    ) -> T:
+        self, fn: Callable[[Tx], T], *, durable: bool = True, one_statement: bool = False,
+        first: First | None = None,
+    ) -> T:  # fmt: skip
         """``write`` for asyncio: the event loop waits without blocking."""
-        return await self.awrite_future(fn, durable=durable, one_statement=one_statement)
+        return await self.awrite_future(
+            fn, durable=durable, one_statement=one_statement, first=first
+        )
 
     def awrite_future(
-        self, fn: Callable[[Tx], T], *, durable: bool = True, one_statement: bool = False
-    ) -> asyncio.Future[T]:
+        self, fn: Callable[[Tx], T], *, durable: bool = True, one_statement: bool = False,
+        first: First | None = None,
+    ) -> asyncio.Future[T]:  # fmt: skip
         """``awrite``'s future: a caller stopped while it waits may still hear how the
         write ended (the write goes on regardless)."""
         loop = asyncio.get_running_loop()
@@ -619,7 +712,7 @@ class Database:
             call_soon(loop, settle, value, error)
 
         try:
-            self._submit(_Unit(fn, durable, done, one_statement=one_statement))
+            self._submit(_Unit(fn, durable, done, one_statement=one_statement, first=first))
         except PromiseError as exc:  # the store is closed: the future tells it
             future.set_exception(exc)
         return future

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import inspect
 import json
@@ -23,7 +24,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from promises.codec import ErrorInfo, StoredError, from_json, to_json
 from promises.context import Context, Interrupted, JobStopped, Run, Suspend, ms
-from promises.database import Tx
+from promises.database import First, Tx
 from promises.errors import (
     InvalidArgument,
     JobConflict,
@@ -214,15 +215,25 @@ class Runtime:
         )  # fmt: skip
         return StartRequest(function, new, begin)
 
+    def _start_first(self, request: StartRequest, owner: Owner | None, lease_ms: int) -> First:
+        """A start's first statement, declared (``Database.write``), made once."""
+        return functools.cache(
+            lambda: self.tasks.start_statement(
+                request.promise, request.function.name, request.begin, owner, lease_ms
+            )
+        )
+
     def start_tx(
-        self, tx: Tx, request: StartRequest, owner: Owner | None = None, lease_ms: int = 0
-    ) -> tuple[Transition, Claim | None]:
-        """Write a job's start. A one-statement unit (``Database.write``): on PostgreSQL
-        one statement writes it all, or nothing when the id is taken (the general path
-        then tells why)."""
-        if self.store.sql.start_job:  # PostgreSQL: promise, tags and task in one statement
+        self, tx: Tx, request: StartRequest, owner: Owner | None = None, lease_ms: int = 0,
+        first: First | None = None,
+    ) -> tuple[Transition, Claim | None]:  # fmt: skip
+        """Write a job's start. A one-statement unit (``Database.write``) whose first is
+        ``first`` (``_start_first``): on PostgreSQL one statement writes it all, or
+        nothing when the id is taken (the general path then tells why)."""
+        statement = (first or self._start_first(request, owner, lease_ms))()
+        if statement is not None:  # PostgreSQL: promise, tags and task in one statement
             fast = self.tasks.start_fast_tx(
-                tx, request.promise, request.function.name, request.begin, owner, lease_ms
+                tx, statement, request.promise, request.function.name, request.begin
             )
             if fast is not None:
                 return fast
@@ -275,10 +286,12 @@ class Runtime:
         request = self.prepare(fn, args, kwargs, id=id, start_at=start_at, tags=tags)
         worker = self._local(request)
         owner, lease = (worker.owner, worker.lease_ms) if worker else (None, 0)
+        first = self._start_first(request, owner, lease)
         try:
             transition, claim = self.store.db.write(
-                lambda tx: self.start_tx(tx, request, owner, lease), one_statement=True
-            )
+                lambda tx: self.start_tx(tx, request, owner, lease, first),
+                one_statement=True, first=first,
+            )  # fmt: skip
         except BaseException as exc:
             if worker is not None:
                 worker.unreserve()
@@ -354,10 +367,11 @@ class Runtime:
         worker = self._local(request)
         owner, lease = (worker.owner, worker.lease_ms) if worker else (None, 0)
         started_at = self.store.clock()
+        first = self._start_first(request, owner, lease)
         try:
             transition, claim = await self.store.db.awrite(
-                lambda tx: self.start_tx(tx, request, owner, lease),
-                durable=durable, one_statement=True,
+                lambda tx: self.start_tx(tx, request, owner, lease, first),
+                durable=durable, one_statement=True, first=first,
             )  # fmt: skip
         except BaseException as exc:
             if worker is not None:
@@ -579,15 +593,21 @@ class Runtime:
 
         # Going to sleep with no step to record first is one statement on PostgreSQL
         # (``Tasks.wait_tx``); waiting on a promise locks it first, in a transaction.
-        one_statement = signal.create is not None and not run.deferred
+        first: First | None = None
+        if signal.create is not None and not run.deferred:
+            timer = signal.create
+            first = functools.cache(
+                lambda: self.tasks.sleep_statement(claim, timer, signal.ready_at, signal.waiting_on)
+            )
+        one_statement = first is not None
         steps = run.take_deferred()
 
         def unit(tx: Tx) -> None:
             steps(tx)
-            self.tasks.wait_tx(tx, claim, signal.ready_at, signal.waiting_on, signal.create)
+            self.tasks.wait_tx(tx, claim, signal.ready_at, signal.waiting_on, signal.create, first)
 
         written, stopped = await _to_the_end(
-            store.db.awrite_future(unit, durable=False, one_statement=one_statement)
+            store.db.awrite_future(unit, durable=False, one_statement=one_statement, first=first)
         )
         try:
             written.result()
@@ -627,21 +647,27 @@ class Runtime:
         general path settles the job after it."""
         ikey = f"{job.id}:done"
         steps = [] if run is None else run.take_steps()
+        value = Value(data)
+        first = functools.cache(
+            lambda: self.tasks.finish_statement(claim, action, value, ikey, steps, job.timeout_at)
+        )
 
         def unit(tx: Tx) -> Transition:
             if self.store.sql.finish_job:  # PostgreSQL: fence, record, settle in one statement
                 transition, recorded = self.tasks.finish_tx(
-                    tx, claim, action, Value(data), ikey, steps, job.timeout_at
+                    tx, claim, action, value, ikey, steps, job.timeout_at, first
                 )
             else:  # one fence holds the task for the whole transaction (the write lock)
                 self.tasks.fence_tx(tx, claim)
                 recorded = [step.record_tx(tx, self.store, job.timeout_at) for step in steps]
-                transition = self.store.settle_tx(tx, job.id, action, value=Value(data), ikey=ikey)
+                transition = self.store.settle_tx(tx, job.id, action, value=value, ikey=ikey)
             if run is not None:
                 run.children.update((promise.id, promise) for promise in recorded)
             return transition
 
-        written, stopped = await _to_the_end(self.store.db.awrite_future(unit, one_statement=True))
+        written, stopped = await _to_the_end(
+            self.store.db.awrite_future(unit, one_statement=True, first=first)
+        )
         try:
             written.result()
         except LeaseLost:

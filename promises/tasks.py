@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
-from promises.database import Tx
+from promises.database import First, Statement, Tx
 from promises.errors import InvariantViolation, LeaseLost
 from promises.records import TIMER_TAG, Promise, Transition, Value
 from promises.rows import progress_from_text, promise_from_row
@@ -210,14 +210,19 @@ class Tasks:
 
     def wait_tx(
         self, tx: Tx, claim: Claim, ready_at: int, waiting_on: str | None,
-        create: NewPromise | None,
+        create: NewPromise | None, first: First | None = None,
     ) -> None:  # fmt: skip
         """Give the task back until ``ready_at``, or until ``waiting_on`` settles, first
-        creating ``create`` (the timer of a job going to sleep) if given."""
+        creating ``create`` (the timer of a job going to sleep) if given. ``first``: the
+        unit declared ``sleep_statement``'s as its first (made once)."""
         created = None
         if create is not None:
             statements = tx.statements
-            if self._sleep_fast_tx(tx, claim, create, ready_at, waiting_on):
+            fast = (
+                first() if first is not None
+                else self.sleep_statement(claim, create, ready_at, waiting_on)
+            )  # fmt: skip
+            if self._sleep_fast_tx(tx, claim, fast):
                 return
             # A unit alone may run in autocommit (``Database.write``): its first
             # statement must write nothing when more follow. So this one only looks
@@ -281,20 +286,16 @@ class Tasks:
 
     # -- PostgreSQL: a job's common writes in one statement each --------------------------
 
-    def start_fast_tx(
-        self,
-        tx: Tx,
-        new: NewPromise,
-        kind: str,
-        ready_at: int,
-        owner: Owner | None,
-        lease_ms: int,
-    ) -> tuple[Transition, Claim | None] | None:
-        """Create a job's promise, tags and task in one round trip; None if the id is
-        taken (the caller then takes the general path, which tells why)."""
+    def start_statement(
+        self, new: NewPromise, kind: str, ready_at: int, owner: Owner | None, lease_ms: int
+    ) -> Statement | None:
+        """PostgreSQL: the statement that creates a job's promise, tags and task in one
+        round trip (``start_fast_tx`` runs it); None on SQLite."""
+        if not self.sql.start_job:
+            return None
         now = self.store.clock()
         claimed = owner is not None
-        seq = tx.scalar(
+        return Statement(
             self.sql.start_job,
             {
                 "id": new.id, "timer": new.tags.get(TIMER_TAG) == "true",
@@ -310,6 +311,15 @@ class Tasks:
                 "counter": 1 if claimed else 0, "attempts": 1 if claimed else 0,
             },
         )  # fmt: skip
+
+    def start_fast_tx(
+        self, tx: Tx, statement: Statement, new: NewPromise, kind: str, ready_at: int
+    ) -> tuple[Transition, Claim | None] | None:
+        """Run ``statement`` (``start_statement``'s): the job is made in one round trip;
+        None if the id is taken (the caller then takes the general path, which tells
+        why)."""
+        now, claimed = statement.params["now"], statement.params["owner"] is not None
+        seq = tx.scalar(*statement)
         if seq is None:
             return None
         if not claimed:
@@ -320,13 +330,12 @@ class Tasks:
         claim = Claim(new.id, 1, 1, None, 0, kind) if claimed else None
         return Transition(promise, fresh=True), claim
 
-    def _sleep_fast_tx(
-        self, tx: Tx, claim: Claim, timer: NewPromise, ready_at: int, waiting_on: str | None
-    ) -> bool:
-        """PostgreSQL, a job going to sleep: create its timer and give its task back until
-        the timer is due, in one statement (fenced: a stale owner writes nothing). False
-        when this cannot (SQLite, a timer due already, or one that exists): nothing was
-        written, the general path follows."""
+    def sleep_statement(
+        self, claim: Claim, timer: NewPromise, ready_at: int, waiting_on: str | None
+    ) -> Statement | None:
+        """PostgreSQL, a job going to sleep: the statement that creates its timer and
+        gives its task back until the timer is due, in one round trip (fenced: a stale
+        owner writes nothing). None when there is none (SQLite, a timer due already)."""
         now = self.store.clock()
         if (
             not self.sql.sleep_job
@@ -334,8 +343,8 @@ class Tasks:
             or ready_at != timer.timeout_at
             or ready_at <= now
         ):
-            return False
-        fenced, seq, suspended = tx.one(
+            return None
+        return Statement(
             self.sql.sleep_job,
             {
                 "timer_id": timer.id, "timer": timer.tags.get(TIMER_TAG) == "true",
@@ -346,6 +355,13 @@ class Tasks:
                 "id": claim.id, "counter": claim.counter,
             },
         )  # fmt: skip
+
+    def _sleep_fast_tx(self, tx: Tx, claim: Claim, statement: Statement | None) -> bool:
+        """Run ``statement`` (``sleep_statement``'s). False when there is none or the
+        timer exists: nothing was written, the general path follows."""
+        if statement is None:
+            return False
+        fenced, seq, suspended = tx.one(*statement)
         if not fenced:
             raise LeaseLost(claim.id)
         if seq is None:
@@ -354,7 +370,7 @@ class Tasks:
             raise InvariantViolation(
                 f"job {claim.id!r} made its timer but its task, locked, was not suspended"
             )
-        tx.ready(claim.kind, ready_at)
+        tx.ready(claim.kind, statement.params["ready_at"])
         return True
 
     def record_step_tx(self, tx: Tx, claim: Claim, step: StepRecord, timeout_at: int) -> Promise:
@@ -378,18 +394,20 @@ class Tasks:
         tx.settled[step.id] = recorded
         return recorded
 
-    def finish_tx(
-        self, tx: Tx, claim: Claim, action: SettleAction, value: Value, ikey: str,
+    def finish_statement(
+        self, claim: Claim, action: SettleAction, value: Value, ikey: str,
         steps: list[StepRecord], steps_timeout_at: int,
-    ) -> tuple[Transition, list[Promise]]:  # fmt: skip
-        """Fence, write the job's last finished ``steps`` and settle the job, in one
-        statement; the job's transition and the steps as recorded."""
-        now = self.store.clock()
-        found = tx.one(
+    ) -> Statement | None:  # fmt: skip
+        """PostgreSQL: the statement that fences, writes the job's last finished
+        ``steps`` and settles the job, in one round trip (``finish_tx`` runs it); None
+        on SQLite."""
+        if not self.sql.finish_job:
+            return None
+        return Statement(
             self.sql.finish_job,
-            {"id": claim.id, "counter": claim.counter, "now": now, "state": SETTLED_BY[action],
-             "headers": dumps_mapping(value.headers), "data": value.data, "ikey": ikey,
-             "steps_timeout_at": steps_timeout_at,
+            {"id": claim.id, "counter": claim.counter, "now": self.store.clock(),
+             "state": SETTLED_BY[action], "headers": dumps_mapping(value.headers),
+             "data": value.data, "ikey": ikey, "steps_timeout_at": steps_timeout_at,
              "step_ids": [step.id for step in steps],
              "step_states": [SETTLED_BY[step.action] for step in steps],
              "step_param_headers": [dumps_mapping(step.param.headers) for step in steps],
@@ -397,6 +415,22 @@ class Tasks:
              "step_value_headers": [dumps_mapping(step.value.headers) for step in steps],
              "step_value_data": [step.value.data for step in steps]},
         )  # fmt: skip
+
+    def finish_tx(
+        self, tx: Tx, claim: Claim, action: SettleAction, value: Value, ikey: str,
+        steps: list[StepRecord], steps_timeout_at: int, first: First | None = None,
+    ) -> tuple[Transition, list[Promise]]:  # fmt: skip
+        """PostgreSQL: fence, write the job's last finished ``steps`` and settle the job,
+        in one statement; the job's transition and the steps as recorded. ``first``:
+        the unit declared ``finish_statement``'s as its first (made once)."""
+        statement = (
+            first() if first is not None
+            else self.finish_statement(claim, action, value, ikey, steps, steps_timeout_at)
+        )  # fmt: skip
+        if statement is None:
+            raise InvariantViolation("finish_tx runs on PostgreSQL only")
+        now = statement.params["now"]
+        found = tx.one(*statement)
         fenced, kinds, inserted, settled = found[0], found[1], found[2], found[3:]
         if not fenced:
             raise LeaseLost(claim.id)

@@ -205,21 +205,23 @@ async def naps(ctx: Context) -> None:
 async def test_a_job_going_to_sleep_with_no_step_to_record_asks_for_one_statement(
     real_store: SqlStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # On PostgreSQL such a unit, alone, commits in one round trip (tests/test_writer.py);
-    # with steps to record first, or waiting on a promise, it must not ask.
-    asked: list[tuple[bool, bool]] = []
+    # On PostgreSQL such a unit, alone, commits in one round trip (tests/test_writer.py),
+    # and in a batch its declared first statement goes ahead with the others'; with
+    # steps to record first, or waiting on a promise, it must not ask.
+    asked: list[tuple[bool, bool, bool]] = []
     real = real_store.db.awrite_future
 
-    def noted(fn: Any, *, durable: bool = True, one_statement: bool = False) -> Any:
-        asked.append((durable, one_statement))
-        return real(fn, durable=durable, one_statement=one_statement)
+    def noted(fn: Any, *, durable: bool = True, one_statement: bool = False,
+              first: Any = None) -> Any:  # fmt: skip
+        asked.append((durable, one_statement, first is not None))
+        return real(fn, durable=durable, one_statement=one_statement, first=first)
 
     monkeypatch.setattr(real_store.db, "awrite_future", noted)
     async with worker_for(real_store) as worker:
         started = await worker.runtime.astart(naps)
         await eventually(lambda: (t := worker.runtime.tasks.get(started.promise.id)) and t.waiting_on,
                          what="the job sleeps")  # fmt: skip
-    assert (False, True) in asked  # the sleep: not flushed, one statement
+    assert (False, True, True) in asked  # the sleep: not flushed, one declared statement
 
 
 async def test_a_start_whose_outcome_is_unknown_names_the_id_to_start_it_again_by(

@@ -6,6 +6,7 @@ ended while it was idle is replaced before anything is sent on it."""
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,8 @@ import pytest
 
 import promises.database
 from promises import OutcomeUnknown, PromiseError, SqlStore, StoreUnavailable, Value, open_store
-from promises.database import Tx
+from promises.database import Statement, Tx
+from promises.errors import InvariantViolation
 from tests.conftest import PG_URL
 from tests.waiting import until
 
@@ -253,3 +255,140 @@ def test_a_write_asked_of_a_closed_store_fails_in_its_future(pg_url: str) -> Non
             await future
 
     asyncio.run(run())
+
+
+# -- declared first statements, sent ahead together --------------------------------------
+
+
+def batch_of(store: SqlStore, units: list[tuple[Any, Any]]) -> list[Any]:
+    """Run ``units`` (``(fn, first)`` pairs) as one batch: the writer is held by a unit
+    that waits until all of them are queued behind it. Each outcome: a value or an error."""
+    held, queued = threading.Event(), threading.Event()
+    holding = threading.Thread(target=store.db.write, args=(lambda tx: held.wait(30),))
+    holding.start()
+    until(lambda: store.db._units.qsize() == 0, what="the writer took the holding unit")
+    outcomes: list[Any] = [None] * len(units)
+
+    def one(n: int, fn: Any, first: Any) -> None:
+        try:
+            outcomes[n] = store.db.write(fn, first=first)
+        except PromiseError as exc:
+            outcomes[n] = exc
+
+    callers = [threading.Thread(target=one, args=(n, *unit)) for n, unit in enumerate(units)]
+    for n, caller in enumerate(callers):  # in order: the queue is the batch's order
+        caller.start()
+        until(lambda n=n: store.db._units.qsize() == n + 1, what=f"unit {n} queued")
+    queued.set()
+    held.set()
+    for caller in [holding, *callers]:
+        caller.join(30)
+    return outcomes
+
+
+def declared(sql: str, params: dict[str, Any], events: list[str], name: str) -> Any:
+    """A first statement that notes when the writer (or its unit) made it."""
+    statement = Statement(sql, params)
+
+    def first() -> Statement:
+        if f"made {name}" not in events:
+            events.append(f"made {name}")
+        return statement
+
+    return first
+
+
+def test_a_batch_sends_its_units_first_statements_ahead_and_each_unit_finds_its_result(
+    pg: SqlStore,
+) -> None:
+    events: list[str] = []
+    units = []
+    for n in range(5):
+        first = declared(
+            "INSERT INTO notes VALUES (%(n)s) RETURNING n * 10", {"n": n}, events, str(n)
+        )
+
+        def fn(tx: Tx, first: Any = first, n: int = n) -> Any:
+            events.append(f"ran {n}")
+            return tx.scalar(*first())
+
+        units.append((fn, first))
+    assert batch_of(pg, units) == [0, 10, 20, 30, 40]
+    assert notes(pg) == [0, 1, 2, 3, 4]
+    # Every first statement was made (and sent) before any unit ran.
+    assert events[:5] == [f"made {n}" for n in range(5)]
+    assert events[5:] == [f"ran {n}" for n in range(5)]
+
+
+def test_a_unit_that_goes_on_while_later_units_were_sent_runs_in_order_again(
+    pg: SqlStore,
+) -> None:
+    # The second unit counts the notes twice. Sent ahead, the third unit's insert ran
+    # before its second count: the batch runs again in order, and both counts agree.
+    events: list[str] = []
+    count = "SELECT count(*) FROM notes"
+    counted = declared(count, {}, events, "count")
+
+    def counts_twice(tx: Tx) -> tuple[int, int]:
+        return tx.scalar(*counted()), tx.scalar(count)
+
+    units = [
+        (lambda tx, f=f: tx.scalar(*f()), f)
+        for f in [declared("INSERT INTO notes VALUES (1) RETURNING n", {}, events, "1")]
+    ]
+    units.append((counts_twice, counted))
+    third = declared("INSERT INTO notes VALUES (3) RETURNING n", {}, events, "3")
+    units.append((lambda tx: tx.scalar(*third()), third))
+    assert batch_of(pg, units) == [1, (1, 1), 3]
+    assert notes(pg) == [1, 3]
+
+
+def test_a_first_statement_refused_in_a_batch_fails_its_unit_alone(pg: SqlStore) -> None:
+    pg.db.write(lambda tx: tx.execute("INSERT INTO notes VALUES (2)"))
+    events: list[str] = []
+    units = []
+    for n in (1, 2, 3):  # 2 is taken: refused
+        first = declared("INSERT INTO notes VALUES (%(n)s) RETURNING n", {"n": n}, events, str(n))
+        units.append((lambda tx, f=first: tx.scalar(*f()), first))
+    one, two, three = batch_of(pg, units)
+    assert (one, three) == (1, 3)
+    assert isinstance(two, PromiseError) and "duplicate key" in str(two)
+    assert notes(pg) == [1, 2, 3]
+
+
+def test_a_unit_must_run_the_first_statement_it_declared(pg: SqlStore) -> None:
+    events: list[str] = []
+    insert = declared("INSERT INTO notes VALUES (%(n)s) RETURNING n", {"n": 1}, events, "1")
+    other = declared("INSERT INTO notes VALUES (%(n)s) RETURNING n", {"n": 2}, events, "2")
+    last = declared("INSERT INTO notes VALUES (%(n)s) RETURNING n", {"n": 3}, events, "3")
+    units = [
+        (lambda tx: None, insert),  # declared, never ran: its insert must not stay
+        (lambda tx: tx.scalar("SELECT 2"), other),  # ran another statement first
+        (lambda tx: tx.scalar(*last()), last),
+    ]
+    skipped, mismatched, fine = batch_of(pg, units)
+    assert isinstance(skipped, InvariantViolation) and "did not run it" in str(skipped)
+    assert isinstance(mismatched, InvariantViolation) and "not the one it declared" in str(
+        mismatched
+    )
+    assert fine == 3
+    assert notes(pg) == [3]
+
+
+def test_a_first_statement_that_cannot_be_made_fails_its_unit_alone(pg: SqlStore) -> None:
+    events: list[str] = []
+    before = declared("INSERT INTO notes VALUES (1) RETURNING n", {}, events, "1")
+    after = declared("INSERT INTO notes VALUES (3) RETURNING n", {}, events, "3")
+
+    def broken() -> Statement:
+        raise PromiseError("its arguments cannot be written")
+
+    units = [
+        (lambda tx: tx.scalar(*before()), before),
+        (lambda tx: tx.scalar(*broken()), broken),
+        (lambda tx: tx.scalar(*after()), after),
+    ]
+    one, two, three = batch_of(pg, units)
+    assert (one, three) == (1, 3)
+    assert isinstance(two, PromiseError) and "cannot be written" in str(two)
+    assert notes(pg) == [1, 3]
