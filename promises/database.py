@@ -71,7 +71,8 @@ log = logging.getLogger("promises.database")
 MAX_BATCH = 512
 #: A connection idle longer than this may have been dropped without a word (a NAT or
 #: a load balancer forgets idle connections). A unit alone then runs in a transaction
-#: on it, whose ``BEGIN`` finds it dead safely, not in autocommit (``_run_alone``).
+#: on it, not in autocommit (``_run_alone``): a dead connection fails it before its
+#: ``COMMIT`` is sent, so nothing was done and it runs again on a new connection.
 AUTOCOMMIT_IDLE_S = 30.0
 
 
@@ -199,15 +200,21 @@ OnCommit = Callable[[dict[str, Promise | None], set[str] | None, dict[str, int]]
 
 
 def _session(conn: Any, statement: str) -> None:
-    """Run a statement that sets up a new psycopg connection's session (the connection
-    is closed if it fails)."""
+    """Set up a new psycopg connection of the writer: its session (``statement``), and
+    autocommit, so that the writer begins each transaction itself (``BEGIN``, sent with
+    the first statements; psycopg's own waits for its answer first). The connection is
+    closed if that fails."""
     try:
         conn.autocommit = True
         conn.execute(statement, prepare=False)
-        conn.autocommit = False
     except BaseException:
         _discard(conn)
         raise
+
+
+def _begin(conn: Any) -> None:
+    """Begin a transaction on a writer's psycopg connection (in autocommit, ``_session``)."""
+    conn.execute("BEGIN", prepare=False)
 
 
 def _discard(conn: Any) -> None:
@@ -395,12 +402,7 @@ class _Writer(threading.Thread):
         error only for a retry (the first statement was refused; nothing was written)
         or when the outcome is unknown (the connection broke)."""
         conn = self._autocommit_connection(unit.durable)
-        conn.autocommit = True
-
-        def begin() -> None:  # psycopg begins a transaction at the next statement
-            conn.autocommit = False
-
-        tx = Tx(conn.cursor(), self.db.sql, before_second=begin, first=unit.first)
+        tx = Tx(conn.cursor(), self.db.sql, before_second=lambda: _begin(conn), first=unit.first)
         self.committing = True  # the statement is its own commit
         try:
             try:
@@ -410,7 +412,6 @@ class _Writer(threading.Thread):
             finally:
                 if not conn.broken:
                     conn.rollback()  # what a failure after the first statement left open
-                    conn.autocommit = False
         except BaseException as exc:
             if isinstance(exc, DRIVER_ERRORS) and conn.broken:
                 raise  # the outcome is unknown
@@ -480,10 +481,10 @@ class _Writer(threading.Thread):
         self.quick_used = time.monotonic()
         return conn
 
-    def _send_ahead(self, batch: list[_Unit[Any]]) -> list[Any]:
-        """PostgreSQL: the declared first statements of the batch's leading units, sent
-        with the transaction's ``BEGIN`` in one round trip (a pipeline); the cursors that
-        hold their results, for their units. Raises the first refusal."""
+    def _begin_with(self, batch: list[_Unit[Any]]) -> list[Any]:
+        """PostgreSQL: begin a transaction, with the declared first statements of the
+        batch's leading units in the same round trip (a pipeline); the cursors that hold
+        their results, for their units. Raises the first refusal."""
         ahead = []
         for unit in batch:
             try:
@@ -494,9 +495,11 @@ class _Writer(threading.Thread):
                 break
             ahead.append(statement)
         if not ahead:
+            _begin(self.conn)
             return []
         sent = []
         with self.conn.pipeline():
+            _begin(self.conn)
             for statement in ahead:
                 cursor = self.conn.cursor()
                 cursor.execute(statement.sql, statement.params)
@@ -532,14 +535,19 @@ class _Writer(threading.Thread):
             cursor.execute("BEGIN IMMEDIATE")
         savepoints = careful and len(batch) > 1
         sent: list[Any] = []
-        if ahead and not sqlite and not savepoints:
+        if not sqlite:
+            if conn.info.transaction_status.name != "IDLE":
+                raise InvariantViolation("the writer's connection was left in a transaction")
             try:
-                sent = self._send_ahead(batch)
+                sent = self._begin_with(batch if ahead and not savepoints else [])
             except DRIVER_ERRORS as exc:  # a statement refused: the transaction is lost
                 if _connection_level(exc):
                     raise
                 self._rollback()
                 return [(None, translate(exc))] if careful else None
+            except Exception:  # not sent (psycopg raised a raw error, e.g. encoding): its
+                self._rollback()  # unit meets it when it runs, and fails alone
+                return self._try_batch(batch, durable, careful=careful, ahead=False)
         outcomes: list[tuple[Any, BaseException | None]] = []
         for n, unit in enumerate(batch):
             tx = Tx(cursor, self.db.sql, first=unit.first, sent=sent[n] if n < len(sent) else None)

@@ -5,9 +5,12 @@ ended while it was idle is replaced before anything is sent on it."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -260,11 +263,17 @@ def test_a_write_asked_of_a_closed_store_fails_in_its_future(pg_url: str) -> Non
 # -- declared first statements, sent ahead together --------------------------------------
 
 
-def batch_of(store: SqlStore, units: list[tuple[Any, Any]]) -> list[Any]:
+def batch_of(
+    store: SqlStore, units: list[tuple[Any, Any]], traced: list[str] | None = None
+) -> list[Any]:
     """Run ``units`` (``(fn, first)`` pairs) as one batch: the writer is held by a unit
-    that waits until all of them are queued behind it. Each outcome: a value or an error."""
+    that waits until all of them are queued behind it (alone, running no statement: no
+    round trip). Each outcome: a value or an error. ``traced``: gets the libpq trace
+    of the writer's connection while the batch runs, a line per protocol message."""
     held, queued = threading.Event(), threading.Event()
-    holding = threading.Thread(target=store.db.write, args=(lambda tx: held.wait(30),))
+    holding = threading.Thread(
+        target=store.db.write, args=(lambda tx: held.wait(30),), kwargs={"one_statement": True}
+    )
     holding.start()
     until(lambda: store.db._units.qsize() == 0, what="the writer took the holding unit")
     outcomes: list[Any] = [None] * len(units)
@@ -272,7 +281,7 @@ def batch_of(store: SqlStore, units: list[tuple[Any, Any]]) -> list[Any]:
     def one(n: int, fn: Any, first: Any) -> None:
         try:
             outcomes[n] = store.db.write(fn, first=first)
-        except PromiseError as exc:
+        except Exception as exc:
             outcomes[n] = exc
 
     callers = [threading.Thread(target=one, args=(n, *unit)) for n, unit in enumerate(units)]
@@ -280,10 +289,27 @@ def batch_of(store: SqlStore, units: list[tuple[Any, Any]]) -> list[Any]:
         caller.start()
         until(lambda n=n: store.db._units.qsize() == n + 1, what=f"unit {n} queued")
     queued.set()
+    conn = store.db._writers[0].conn
+    if traced is not None:  # the writer waits in the holding unit: its connection is idle
+        trace = open(tempfile.mktemp(suffix=".trace"), "w")  # noqa: SIM115
+        conn.pgconn.trace(trace.fileno())
+        conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
     held.set()
     for caller in [holding, *callers]:
         caller.join(30)
+    if traced is not None:
+        conn.pgconn.untrace()
+        trace.close()
+        traced += Path(trace.name).read_text().splitlines()
+        os.unlink(trace.name)
     return outcomes
+
+
+def round_trips(trace: list[str]) -> int:
+    """How many times the client sent and then waited for the server (in a libpq trace,
+    each line begins with F for a message sent, B for one received)."""
+    directions = [line[0] for line in trace if line[:1] in ("F", "B")]
+    return sum(1 for a, b in itertools.pairwise(directions) if (a, b) == ("F", "B"))
 
 
 def declared(sql: str, params: dict[str, Any], events: list[str], name: str) -> Any:
@@ -313,11 +339,15 @@ def test_a_batch_sends_its_units_first_statements_ahead_and_each_unit_finds_its_
             return tx.scalar(*first())
 
         units.append((fn, first))
-    assert batch_of(pg, units) == [0, 10, 20, 30, 40]
+    traced: list[str] = []
+    assert batch_of(pg, units, traced) == [0, 10, 20, 30, 40]
     assert notes(pg) == [0, 1, 2, 3, 4]
     # Every first statement was made (and sent) before any unit ran.
     assert events[:5] == [f"made {n}" for n in range(5)]
     assert events[5:] == [f"ran {n}" for n in range(5)]
+    # Two round trips: BEGIN with the five statements, then COMMIT (not seven).
+    assert round_trips(traced) == 2, "\n".join(traced)
+    assert sum("COMMIT" in line for line in traced if line.startswith("F")) == 1
 
 
 def test_a_unit_that_goes_on_while_later_units_were_sent_runs_in_order_again(
@@ -392,3 +422,17 @@ def test_a_first_statement_that_cannot_be_made_fails_its_unit_alone(pg: SqlStore
     assert (one, three) == (1, 3)
     assert isinstance(two, PromiseError) and "cannot be written" in str(two)
     assert notes(pg) == [1, 3]
+
+
+def test_a_first_statement_the_driver_cannot_send_fails_its_unit_alone(pg: SqlStore) -> None:
+    # psycopg raises some errors raw (not as its own), here while encoding a parameter.
+    events: list[str] = []
+    pg.db.write(lambda tx: tx.execute("CREATE TABLE words (w TEXT)"))
+    units = []
+    for word in ("one", "\ud800", "three"):  # an unpaired surrogate: not UTF-8
+        first = declared("INSERT INTO words VALUES (%(w)s) RETURNING w", {"w": word}, events, word)
+        units.append((lambda tx, f=first: tx.scalar(*f()), first))
+    one, two, three = batch_of(pg, units)
+    assert (one, three) == ("one", "three")
+    assert isinstance(two, UnicodeEncodeError)
+    assert pg.db.read(lambda tx: tx.all("SELECT w FROM words ORDER BY w")) == [("one",), ("three",)]
