@@ -212,6 +212,22 @@ def _session(conn: Any, statement: str) -> None:
         raise
 
 
+def _declared(batch: list[_Unit[Any]]) -> list[Statement]:
+    """The declared first statements of the leading units of ``batch``, up to the first
+    unit with none this time (or that cannot make it: it meets that error when it
+    runs, its failure alone)."""
+    statements = []
+    for unit in batch:
+        try:
+            statement = unit.first() if unit.first is not None else None
+        except Exception:
+            break
+        if statement is None:
+            break
+        statements.append(statement)
+    return statements
+
+
 def _begin(conn: Any) -> None:
     """Begin a transaction on a writer's psycopg connection (in autocommit, ``_session``)."""
     conn.execute("BEGIN", prepare=False)
@@ -371,10 +387,21 @@ class _Writer(threading.Thread):
             and self.backend.name != "sqlite"
             and self._may_autocommit(batch[0].durable)
         )
+        together = (
+            len(batch) > 1
+            and self.backend.name != "sqlite"
+            and all(unit.one_statement and unit.first is not None for unit in batch)
+            and self._may_autocommit(durable=True)
+        )
         for attempt in range(3):
             try:
                 if alone:
                     return [self._run_alone(batch[0])]
+                statements = _declared(batch) if together else []
+                if len(statements) == len(batch):
+                    together_outcomes = self._run_together(batch, statements, durable)
+                    if together_outcomes is not None:
+                        return together_outcomes
                 # Most batches have no unit that fails: run them without a savepoint per
                 # unit. If a unit does fail, roll back and run the batch again with
                 # savepoints, so that only that unit is refused.
@@ -405,6 +432,62 @@ class _Writer(threading.Thread):
         tx = Tx(conn.cursor(), self.db.sql, before_second=lambda: _begin(conn), first=unit.first)
         self.committing = True  # the statement is its own commit
         try:
+            value, error = self._rest_of(unit, tx, conn)
+        except DRIVER_ERRORS:
+            if not conn.broken:  # refused: nothing was written, it may run again
+                self._answered(unit.durable)
+                self.committing = False
+            raise
+        self._answered(unit.durable)
+        if error is None and unit.durable:
+            self.db._flushed()
+        return value, error
+
+    def _run_together(
+        self, batch: list[_Unit[Any]], statements: list[Statement], durable: bool
+    ) -> list[tuple[Any, BaseException | None]] | None:
+        """PostgreSQL: a batch of one-statement units that all declared their first
+        statements, committed in one round trip: ``BEGIN``, the statements and ``COMMIT``
+        go together (a pipeline). Each unit then takes its statement's result; one that
+        goes on runs its rest in a transaction of its own, after (as a unit alone in
+        autocommit does, ``_run_alone``). None when a statement was refused: the
+        ``COMMIT`` did not run, nothing was written, and the batch runs as any other."""
+        conn = self._autocommit_connection(durable=True)
+        self.committing = True  # the COMMIT goes with the statements
+        try:
+            with conn.pipeline():
+                _begin(conn)
+                sent = [conn.execute(s.sql, s.params) for s in statements]
+                if not durable:
+                    conn.execute("SET LOCAL synchronous_commit = off", prepare=False)
+                conn.execute("COMMIT", prepare=False)
+        except Exception as exc:
+            if isinstance(exc, DRIVER_ERRORS) and conn.broken:
+                raise  # the outcome is unknown
+            self.committing = False  # refused, or not sent (psycopg raised a raw error)
+            self._rollback()
+            return None
+        self._answered(durable=True)
+        if durable:
+            self.db._flushed()
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        for unit, cursor in zip(batch, sent, strict=True):
+            tx = Tx(conn.cursor(), self.db.sql, before_second=lambda: _begin(conn),
+                    first=unit.first, sent=cursor)  # fmt: skip
+            try:
+                outcomes.append(self._rest_of(unit, tx, conn))
+            except DRIVER_ERRORS as exc:  # its rest broke: its first statement committed
+                unit.settled, unit.kinds, unit.later = dict.fromkeys(tx.settled), None, tx.later
+                outcomes.append((None, _done_in_part(exc)))
+        return outcomes
+
+    def _rest_of(self, unit: _Unit[Any], tx: Tx, conn: Any) -> tuple[Any, BaseException | None]:
+        """Run a one-statement unit whose first statement commits by itself (alone in
+        autocommit, or sent with its batch and its ``COMMIT``): a second statement begins
+        a transaction for the rest, committed here. Its outcome; raises a driver error
+        when the outcome is unknown (the connection broke) or when its first statement,
+        run here, was refused for a reason that may pass (a deadlock)."""
+        try:
             try:
                 value = unit.fn(tx)
                 tx.check_declared()
@@ -413,27 +496,17 @@ class _Writer(threading.Thread):
                 if not conn.broken:
                     conn.rollback()  # what a failure after the first statement left open
         except BaseException as exc:
-            if isinstance(exc, DRIVER_ERRORS) and conn.broken:
-                raise  # the outcome is unknown
-            self._answered(unit.durable)
-            self.committing = False
             if not isinstance(exc, DRIVER_ERRORS):
                 return None, exc  # its first statement wrote nothing (the unit's contract)
+            if conn.broken or (tx.statements == 1 and _connection_level(exc)):
+                raise
             if tx.statements == 1:
-                if _connection_level(exc):
-                    raise  # refused (a deadlock, a serialization failure): run it again
                 return None, translate(exc)
             # Its first statement committed, the rest did not: say so, and wake whoever
             # may wait on what the first wrote, by id only (what it noted after that was
             # rolled back): they read again; a needless wake-up costs only that read.
             unit.settled, unit.kinds, unit.later = dict.fromkeys(tx.settled), None, tx.later
-            return None, OutcomeUnknown(
-                f"the write may have been done only in part ({translate(exc)}); retry "
-                "with the same idempotency key to finish it"
-            )
-        self._answered(unit.durable)
-        if unit.durable:
-            self.db._flushed()
+            return None, _done_in_part(exc)
         unit.settled, unit.kinds = tx.settled, None if tx.tasks_changed else tx.kinds
         unit.later = tx.later
         return value, None
@@ -485,15 +558,7 @@ class _Writer(threading.Thread):
         """PostgreSQL: begin a transaction, with the declared first statements of the
         batch's leading units in the same round trip (a pipeline); the cursors that hold
         their results, for their units. Raises the first refusal."""
-        ahead = []
-        for unit in batch:
-            try:
-                statement = unit.first() if unit.first is not None else None
-            except Exception:  # the unit raises it when it runs: its failure alone
-                break
-            if statement is None:
-                break
-            ahead.append(statement)
+        ahead = _declared(batch)
         if not ahead:
             _begin(self.conn)
             return []
@@ -821,6 +886,13 @@ def _ended(conn: Any) -> bool:
     poll = select.poll()  # not select.select: it fails on descriptors past 1023
     poll.register(fd, select.POLLIN)
     return bool(poll.poll(0))
+
+
+def _done_in_part(exc: BaseException) -> OutcomeUnknown:
+    return OutcomeUnknown(
+        f"the write may have been done only in part ({translate(exc)}); retry with the "
+        "same idempotency key to finish it"
+    )
 
 
 def _connection_level(exc: BaseException) -> bool:

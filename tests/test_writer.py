@@ -264,15 +264,18 @@ def test_a_write_asked_of_a_closed_store_fails_in_its_future(pg_url: str) -> Non
 
 
 def batch_of(
-    store: SqlStore, units: list[tuple[Any, Any]], traced: list[str] | None = None
-) -> list[Any]:
+    store: SqlStore, units: list[tuple[Any, Any]], traced: list[str] | None = None,
+    *, one_statement: bool = False, durable: bool = True,
+) -> list[Any]:  # fmt: skip
     """Run ``units`` (``(fn, first)`` pairs) as one batch: the writer is held by a unit
     that waits until all of them are queued behind it (alone, running no statement: no
     round trip). Each outcome: a value or an error. ``traced``: gets the libpq trace
     of the writer's connection while the batch runs, a line per protocol message."""
     held, queued = threading.Event(), threading.Event()
     holding = threading.Thread(
-        target=store.db.write, args=(lambda tx: held.wait(30),), kwargs={"one_statement": True}
+        target=store.db.write,
+        args=(lambda tx: held.wait(30),),
+        kwargs={"one_statement": True, "durable": False},
     )
     holding.start()
     until(lambda: store.db._units.qsize() == 0, what="the writer took the holding unit")
@@ -280,7 +283,9 @@ def batch_of(
 
     def one(n: int, fn: Any, first: Any) -> None:
         try:
-            outcomes[n] = store.db.write(fn, first=first)
+            outcomes[n] = store.db.write(
+                fn, first=first, one_statement=one_statement, durable=durable
+            )
         except Exception as exc:
             outcomes[n] = exc
 
@@ -436,3 +441,81 @@ def test_a_first_statement_the_driver_cannot_send_fails_its_unit_alone(pg: SqlSt
     assert (one, three) == ("one", "three")
     assert isinstance(two, UnicodeEncodeError)
     assert pg.db.read(lambda tx: tx.all("SELECT w FROM words ORDER BY w")) == [("one",), ("three",)]
+
+
+# -- one-statement units together: BEGIN, their statements and COMMIT in one round trip --
+
+
+def inserts(events: list[str], *numbers: int) -> list[tuple[Any, Any]]:
+    units = []
+    for n in numbers:
+        first = declared("INSERT INTO notes VALUES (%(n)s) RETURNING n", {"n": n}, events, str(n))
+        units.append((lambda tx, f=first: tx.scalar(*f()), first))
+    return units
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_one_statement_units_in_a_batch_commit_together_in_one_round_trip(
+    pg: SqlStore, durable: bool
+) -> None:
+    flushes = pg.db.flushes
+    traced: list[str] = []
+    outcomes = batch_of(pg, inserts([], 1, 2, 3), traced, one_statement=True, durable=durable)
+    assert outcomes == [1, 2, 3]
+    assert notes(pg) == [1, 2, 3]
+    assert round_trips(traced) == 1, "\n".join(traced)
+    sent = [line for line in traced if line.startswith("F")]
+    assert sum("COMMIT" in line for line in sent) == 1
+    # Flushed when a unit is durable; else committed without a flush.
+    assert any("synchronous_commit = off" in line for line in sent) is not durable
+    assert pg.db.flushes == flushes + (1 if durable else 0)
+
+
+def test_a_unit_that_goes_on_runs_its_rest_in_a_transaction_of_its_own(pg: SqlStore) -> None:
+    events: list[str] = []
+    looked = declared("SELECT count(*) FROM notes", {}, events, "look")
+
+    def looks_then_writes_two(tx: Tx) -> int:
+        tx.scalar(*looked())  # writes nothing, as the contract asks of a unit that goes on
+        tx.execute("INSERT INTO notes VALUES (10)")
+        return int(tx.scalar("INSERT INTO notes VALUES (11) RETURNING n"))
+
+    def looks_then_fails(tx: Tx) -> None:
+        tx.scalar(*failing())
+        tx.execute("INSERT INTO notes VALUES (20)")
+        raise PromiseError("changed its mind")
+
+    failing = declared("SELECT count(*) FROM notes", {}, events, "fail")
+    units = [*inserts(events, 1), (looks_then_writes_two, looked), (looks_then_fails, failing)]
+    units += inserts(events, 3)
+    traced: list[str] = []
+    one, two, three, four = batch_of(pg, units, traced, one_statement=True)
+    assert (one, two, four) == (1, 11, 3)
+    assert isinstance(three, PromiseError) and "changed its mind" in str(three)
+    assert notes(pg) == [1, 3, 10, 11]  # the failed rest rolled back alone
+    # The batch's first round trip sent BEGIN, the four first statements and COMMIT;
+    # the rests came after, each in a transaction of its own.
+    first_trip = list(itertools.takewhile(lambda line: not line.startswith("B"), traced))
+    assert sum("Execute" in line for line in first_trip) == 6, "\n".join(traced)
+    assert "COMMIT" in "".join(first_trip) and "(10)" not in "".join(first_trip)
+    assert sum('"BEGIN"' in line for line in traced if line.startswith("F")) == 3
+
+
+def test_a_statement_refused_in_a_batch_together_commits_nothing_of_it(pg: SqlStore) -> None:
+    pg.db.write(lambda tx: tx.execute("INSERT INTO notes VALUES (2)"))
+    one, two, three = batch_of(pg, inserts([], 1, 2, 3), one_statement=True)
+    assert (one, three) == (1, 3)
+    assert isinstance(two, PromiseError) and "duplicate key" in str(two)
+    assert notes(pg) == [1, 2, 3]
+
+
+def test_a_batch_on_a_connection_idle_for_long_does_not_send_its_commit_with_it(
+    pg: SqlStore,
+) -> None:
+    # A connection dropped silently may have taken the statements or not: with the
+    # COMMIT among them the outcome would be unknown. So it runs as a transaction.
+    pg.db.write(lambda tx: tx.scalar("SELECT 1"))
+    pg.db._writers[0].conn_used -= promises.database.AUTOCOMMIT_IDLE_S
+    traced: list[str] = []
+    assert batch_of(pg, inserts([], 1, 2), traced, one_statement=True) == [1, 2]
+    assert round_trips(traced) == 2, "\n".join(traced)
