@@ -17,13 +17,14 @@ callers' writes together, and readers beside it.
   unit): SQLite syncs no commit that wrote nothing, so after each durable batch the
   writer also syncs the log itself; on PostgreSQL the unit must write to the log
   (PostgreSQL flushes only the commit of a transaction that did).
-* **One-statement units** (``one_statement=True``: a job's start and end, a flush)
-  write all they write with their first statement, or nothing when they go on to
-  others (a fallback to the general path), and raise after it only when it wrote
-  nothing. On PostgreSQL such a unit alone in its batch runs in autocommit: the
-  statement is its own transaction, one round trip instead of three (``BEGIN``, the
-  statement, ``COMMIT``). A second statement begins a transaction, so the rest is
-  atomic. Non-durable ones run on a second connection whose commits are not flushed.
+* **One-statement units** (``one_statement=True``: a job's start and end, going to
+  sleep, a flush) write all they write with their first statement, or nothing when
+  they go on to others (a fallback to the general path), and raise after it only when
+  it wrote nothing. So that statement may commit by itself. On PostgreSQL such a
+  unit alone in its batch runs in autocommit: the statement is its own transaction,
+  one round trip instead of three (``BEGIN``, the statement, ``COMMIT``). A second
+  statement begins a transaction, so the rest is atomic. Non-durable ones run on a
+  second connection whose commits are not flushed.
 * **A unit may declare its first statement** (``first``: made once, when first
   asked, then the same object each time), and must then run it first. On PostgreSQL
   the writer sends the declared first statements of a batch's leading units with the
@@ -32,6 +33,12 @@ callers' writes together, and readers beside it.
   Those statements ran before the units' rest, so a unit that goes on to more
   statements while later units' were sent has its batch rolled back and run again
   with nothing sent ahead: each unit's statements in turn, as without a pipeline.
+* **A batch of one-statement units that all declared their first statements** (what
+  a busy server mostly writes) commits in one round trip on PostgreSQL: ``BEGIN``,
+  the statements and ``COMMIT`` go together (``_Writer._run_together``). A unit that
+  goes on runs its rest after, in a transaction of its own, as it would alone. A
+  refused statement skips the ``COMMIT``: nothing is written, and the batch runs as
+  any other, refusing that unit alone.
 * **Reads** run on their own connections (a small pool), on the calling thread, or for
   async callers on the store's reader threads.
 * After each commit the writer reports what it changed (settled ids, tasks made
@@ -47,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -71,8 +79,11 @@ log = logging.getLogger("promises.database")
 MAX_BATCH = 512
 #: A connection idle longer than this may have been dropped without a word (a NAT or
 #: a load balancer forgets idle connections). A unit alone then runs in a transaction
-#: on it, not in autocommit (``_run_alone``): a dead connection fails it before its
-#: ``COMMIT`` is sent, so nothing was done and it runs again on a new connection.
+#: on it, not in autocommit (``_run_alone``), and a batch does not send its ``COMMIT``
+#: with its statements (``_run_together``): a dead connection then fails it before
+#: its ``COMMIT`` is sent, so nothing was done and it runs again on a new connection.
+#: On a connection used more recently, a drop nobody saw would leave the outcome of
+#: that unit, or batch, unknown: the price of the round trips saved.
 AUTOCOMMIT_IDLE_S = 30.0
 
 
@@ -140,10 +151,14 @@ class Tx:
         cursor.execute(statement, params or {})
         return cursor
 
+    def declared_unused(self) -> bool:
+        """Whether the unit declared a first statement and has not run it."""
+        return self._first is not None and self._first() is not None
+
     def check_declared(self) -> None:
         """After the unit: it ran the first statement it declared (sent ahead, that
         statement's writes are in the transaction whether it did or not)."""
-        if self._first is not None and self._first() is not None:
+        if self.declared_unused():
             raise InvariantViolation("a write unit declared a first statement and did not run it")
 
     def execute(self, statement: str, params: Mapping[str, Any] | None = None) -> int:
@@ -228,9 +243,11 @@ def _declared(batch: list[_Unit[Any]]) -> list[Statement]:
     return statements
 
 
-def _begin(conn: Any) -> None:
-    """Begin a transaction on a writer's psycopg connection (in autocommit, ``_session``)."""
-    conn.execute("BEGIN", prepare=False)
+def _begin(conn: Any, durable: bool = True) -> None:
+    """Begin a transaction on a writer's psycopg connection (in autocommit, ``_session``);
+    not ``durable``: its commit is not flushed (the setting goes with the ``BEGIN``)."""
+    conn.execute("BEGIN" if durable else "BEGIN; SET LOCAL synchronous_commit = off",
+                 prepare=False)  # fmt: skip
 
 
 def _discard(conn: Any) -> None:
@@ -470,32 +487,41 @@ class _Writer(threading.Thread):
         self._answered(durable=True)
         if durable:
             self.db._flushed()
+        cursor = conn.cursor()  # for the rests, made while the connection is known good
         outcomes: list[tuple[Any, BaseException | None]] = []
-        for unit, cursor in zip(batch, sent, strict=True):
-            tx = Tx(conn.cursor(), self.db.sql, before_second=lambda: _begin(conn),
-                    first=unit.first, sent=cursor)  # fmt: skip
+        for unit, result in zip(batch, sent, strict=True):
+            begin = functools.partial(_begin, conn, durable=unit.durable)
+            tx = Tx(cursor, self.db.sql, before_second=begin, first=unit.first, sent=result)
             try:
-                outcomes.append(self._rest_of(unit, tx, conn))
+                outcomes.append(self._rest_of(unit, tx, conn, committed=True))
             except DRIVER_ERRORS as exc:  # its rest broke: its first statement committed
                 unit.settled, unit.kinds, unit.later = dict.fromkeys(tx.settled), None, tx.later
                 outcomes.append((None, _done_in_part(exc)))
         return outcomes
 
-    def _rest_of(self, unit: _Unit[Any], tx: Tx, conn: Any) -> tuple[Any, BaseException | None]:
+    def _rest_of(
+        self, unit: _Unit[Any], tx: Tx, conn: Any, *, committed: bool = False
+    ) -> tuple[Any, BaseException | None]:
         """Run a one-statement unit whose first statement commits by itself (alone in
-        autocommit, or sent with its batch and its ``COMMIT``): a second statement begins
-        a transaction for the rest, committed here. Its outcome; raises a driver error
-        when the outcome is unknown (the connection broke) or when its first statement,
-        run here, was refused for a reason that may pass (a deadlock)."""
+        autocommit, or sent with its batch and its ``COMMIT``: ``committed``): a second
+        statement begins a transaction for the rest, committed here. Its outcome; raises
+        a driver error when the outcome is unknown (the connection broke) or when its
+        first statement, run here, was refused for a reason that may pass (a deadlock)."""
         try:
             try:
                 value = unit.fn(tx)
                 tx.check_declared()
-                conn.commit()  # the rest of the unit, if it went on; else no round trip
+                if tx.statements > 1:
+                    conn.commit()  # the rest of the unit, if it went on
             finally:
-                if not conn.broken:
+                if tx.statements > 1 and not conn.broken:
                     conn.rollback()  # what a failure after the first statement left open
         except BaseException as exc:
+            if committed and tx.declared_unused():
+                return None, InvariantViolation(
+                    f"a write unit did not run the first statement it declared ({exc}); "
+                    "that statement was committed with its batch"
+                )
             if not isinstance(exc, DRIVER_ERRORS):
                 return None, exc  # its first statement wrote nothing (the unit's contract)
             if conn.broken or (tx.statements == 1 and _connection_level(exc)):

@@ -519,3 +519,39 @@ def test_a_batch_on_a_connection_idle_for_long_does_not_send_its_commit_with_it(
     traced: list[str] = []
     assert batch_of(pg, inserts([], 1, 2), traced, one_statement=True) == [1, 2]
     assert round_trips(traced) == 2, "\n".join(traced)
+
+
+def test_a_connection_lost_in_one_units_rest_leaves_the_others_answered(pg: SqlStore) -> None:
+    events: list[str] = []
+    looked = declared("SELECT count(*) FROM notes", {}, events, "look")
+
+    def looks_then_loses_the_connection(tx: Tx) -> None:
+        tx.scalar(*looked())
+        tx.scalar("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    units = [*inserts(events, 1), (looks_then_loses_the_connection, looked), *inserts(events, 3)]
+    one, two, three = batch_of(pg, units, one_statement=True)
+    assert (one, three) == (1, 3)  # committed with the batch, and told so
+    assert isinstance(two, OutcomeUnknown) and "only in part" in str(two)
+    assert notes(pg) == [1, 3]
+    assert batch_of(pg, inserts(events, 4, 5), one_statement=True) == [4, 5]  # reconnected
+
+
+def test_a_unit_together_that_skips_its_declared_statement_is_told_it_was_committed(
+    pg: SqlStore,
+) -> None:
+    # A unit's bug, not a runtime path: its declared statement went, and committed, with
+    # the batch; the unit must hear that rather than that nothing was written.
+    events: list[str] = []
+    [(_, skipped), (_, raised), last] = inserts(events, 1, 2, 3)
+
+    def raises_first(tx: Tx) -> None:
+        raise PromiseError("changed its mind")
+
+    outcomes = batch_of(pg, [(lambda tx: None, skipped), (raises_first, raised), last],
+                        one_statement=True)  # fmt: skip
+    for outcome in outcomes[:2]:
+        assert isinstance(outcome, InvariantViolation)
+        assert "committed with its batch" in str(outcome)
+    assert outcomes[2] == 3
+    assert notes(pg) == [1, 2, 3]
