@@ -90,8 +90,8 @@ AUTOCOMMIT_IDLE_S = 30.0
 class Tx:
     """A transaction (or, for readers, a connection): run statements, note changes."""
 
-    __slots__ = ("_before_second", "_cursor", "_first", "_sent", "kinds", "later", "settled",
-                 "sql", "statements", "tasks_changed")  # fmt: skip
+    __slots__ = ("_before_second", "_cursor", "_first", "_sent", "first_done", "kinds",
+                 "later", "settled", "sql", "statements", "tasks_changed")  # fmt: skip
 
     def __init__(
         self, cursor: Any, sql: Statements, before_second: Callable[[], None] | None = None,
@@ -104,6 +104,9 @@ class Tx:
         self._first, self._sent = first, sent
         #: How many statements it ran (or began to run).
         self.statements = 0
+        #: Whether its first statement ran to the end (or its result, sent ahead, was
+        #: taken): an error after that comes after what it wrote.
+        self.first_done = False
         #: Called before the second statement (a unit run in autocommit: it begins the
         #: transaction the rest of the unit runs in).
         self._before_second = before_second
@@ -147,8 +150,10 @@ class Tx:
                     "a write unit's first statement is not the one it declared"
                 )
             if self._sent is not None:
+                self.first_done = True
                 return self._sent
         cursor.execute(statement, params or {})
+        self.first_done = True
         return cursor
 
     def declared_unused(self) -> bool:
@@ -168,6 +173,7 @@ class Tx:
 
     def executemany(self, statement: str, params: Iterable[Mapping[str, Any]]) -> None:
         self._next().executemany(statement, list(params))
+        self.first_done = True
 
     def one(self, statement: str, params: Mapping[str, Any] | None = None) -> Any:
         return self._run(statement, params).fetchone()
@@ -494,7 +500,7 @@ class _Writer(threading.Thread):
             tx = Tx(cursor, self.db.sql, before_second=begin, first=unit.first, sent=result)
             try:
                 outcomes.append(self._rest_of(unit, tx, conn, committed=True))
-            except DRIVER_ERRORS as exc:  # its rest broke: its first statement committed
+            except Exception as exc:  # its rest broke, after its first statement committed
                 unit.settled, unit.kinds, unit.later = dict.fromkeys(tx.settled), None, tx.later
                 outcomes.append((None, _done_in_part(exc)))
         return outcomes
@@ -517,16 +523,17 @@ class _Writer(threading.Thread):
                 if tx.statements > 1 and not conn.broken:
                     conn.rollback()  # what a failure after the first statement left open
         except BaseException as exc:
-            if committed and tx.declared_unused():
+            if committed and not tx.first_done:
                 return None, InvariantViolation(
                     f"a write unit did not run the first statement it declared ({exc}); "
                     "that statement was committed with its batch"
                 )
             if not isinstance(exc, DRIVER_ERRORS):
                 return None, exc  # its first statement wrote nothing (the unit's contract)
-            if conn.broken or (tx.statements == 1 and _connection_level(exc)):
+            refused = tx.statements == 1 and not tx.first_done  # the first, which failed
+            if conn.broken or (refused and _connection_level(exc)):
                 raise
-            if tx.statements == 1:
+            if refused:
                 return None, translate(exc)
             # Its first statement committed, the rest did not: say so, and wake whoever
             # may wait on what the first wrote, by id only (what it noted after that was
@@ -915,9 +922,12 @@ def _ended(conn: Any) -> bool:
 
 
 def _done_in_part(exc: BaseException) -> OutcomeUnknown:
+    """A one-statement unit whose first statement committed and whose rest failed, or
+    whose answer could not be read."""
+    cause = str(exc).strip() or type(exc).__name__
     return OutcomeUnknown(
-        f"the write may have been done only in part ({translate(exc)}); retry with the "
-        "same idempotency key to finish it"
+        f"the write may have been done in whole or in part (then: {cause}); retry with "
+        "the same idempotency key to finish it"
     )
 
 
