@@ -156,14 +156,10 @@ class Tx:
         self.first_done = True
         return cursor
 
-    def declared_unused(self) -> bool:
-        """Whether the unit declared a first statement and has not run it."""
-        return self._first is not None and self._first() is not None
-
     def check_declared(self) -> None:
         """After the unit: it ran the first statement it declared (sent ahead, that
         statement's writes are in the transaction whether it did or not)."""
-        if self.declared_unused():
+        if self._first is not None and self._first() is not None:
             raise InvariantViolation("a write unit declared a first statement and did not run it")
 
     def execute(self, statement: str, params: Mapping[str, Any] | None = None) -> int:
@@ -254,6 +250,22 @@ def _begin(conn: Any, durable: bool = True) -> None:
     not ``durable``: its commit is not flushed (the setting goes with the ``BEGIN``)."""
     conn.execute("BEGIN" if durable else "BEGIN; SET LOCAL synchronous_commit = off",
                  prepare=False)  # fmt: skip
+
+
+def _send(
+    conn: Any, statements: list[Statement], *, commit: bool = False, durable: bool = True
+) -> list[Any]:
+    """Begin a transaction with ``statements`` (and, if ``commit``, its ``COMMIT``,
+    flushed if ``durable``) in one round trip (a pipeline); the cursors that hold the
+    statements' results. Raises the first refusal."""
+    with conn.pipeline():
+        _begin(conn)
+        sent = [conn.execute(s.sql, s.params) for s in statements]
+        if commit:
+            if not durable:
+                conn.execute("SET LOCAL synchronous_commit = off", prepare=False)
+            conn.execute("COMMIT", prepare=False)
+    return sent
 
 
 def _discard(conn: Any) -> None:
@@ -478,12 +490,7 @@ class _Writer(threading.Thread):
         conn = self._autocommit_connection(durable=True)
         self.committing = True  # the COMMIT goes with the statements
         try:
-            with conn.pipeline():
-                _begin(conn)
-                sent = [conn.execute(s.sql, s.params) for s in statements]
-                if not durable:
-                    conn.execute("SET LOCAL synchronous_commit = off", prepare=False)
-                conn.execute("COMMIT", prepare=False)
+            sent = _send(conn, statements, commit=True, durable=durable)
         except Exception as exc:
             if isinstance(exc, DRIVER_ERRORS) and conn.broken:
                 raise  # the outcome is unknown
@@ -587,23 +594,6 @@ class _Writer(threading.Thread):
         self.quick_used = time.monotonic()
         return conn
 
-    def _begin_with(self, batch: list[_Unit[Any]]) -> list[Any]:
-        """PostgreSQL: begin a transaction, with the declared first statements of the
-        batch's leading units in the same round trip (a pipeline); the cursors that hold
-        their results, for their units. Raises the first refusal."""
-        ahead = _declared(batch)
-        if not ahead:
-            _begin(self.conn)
-            return []
-        sent = []
-        with self.conn.pipeline():
-            _begin(self.conn)
-            for statement in ahead:
-                cursor = self.conn.cursor()
-                cursor.execute(statement.sql, statement.params)
-                sent.append(cursor)
-        return sent
-
     def _rollback(self) -> None:
         conn = self.conn
         try:
@@ -637,7 +627,8 @@ class _Writer(threading.Thread):
             if conn.info.transaction_status.name != "IDLE":
                 raise InvariantViolation("the writer's connection was left in a transaction")
             try:
-                sent = self._begin_with(batch if ahead and not savepoints else [])
+                # BEGIN, with the leading units' declared first statements.
+                sent = _send(conn, _declared(batch) if ahead and not savepoints else [])
             except DRIVER_ERRORS as exc:  # a statement refused: the transaction is lost
                 if _connection_level(exc):
                     raise
